@@ -1,0 +1,38 @@
+"""Errors the tap raises on purpose.
+
+Every error here carries a message written for the data engineer who reads the
+log of a failed nightly run: it names the activity, batch or setting involved and
+says what to do. The CLI entry point (``tap_alida.tap.main``) prints these as a
+single ERROR line and exits non-zero, without a traceback; anything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class AlidaError(Exception):
+    """Base class for every error tap-alida raises deliberately."""
+
+
+class AuthenticationError(AlidaError):
+    """The token endpoint refused the credentials or could not be reached."""
+
+
+class APIError(AlidaError):
+    """An Alida API call answered with an error that retrying will not fix."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFoundError(APIError):
+    """A 404 from Alida (unknown activity, batch or file)."""
+
+
+class ExportFailedError(AlidaError):
+    """A batch export ended as ``failed`` (or never finished in time)."""
+
+
+class ExportFileError(AlidaError):
+    """An export file could not be downloaded or parsed completely."""

@@ -1,0 +1,1 @@
+"""The sandbox Alida server that tests, the demo and benchmarks run against."""

@@ -1,0 +1,522 @@
+"""What a sandbox community holds, and how its export files are written.
+
+Two sources, one interface (``CommunityData``):
+
+* ``GeneratedCommunity``: deterministic for a seed. Every record is derived from
+  a per-activity random stream, so files of any size are written record by
+  record and never held in memory. It covers what ``alida-api.md`` §11 asks for:
+  every data type, options with visibility active/hidden/deleted, multi-valued
+  sets, empty ``values``, skipped questions, a member with two records in one
+  activity, unicode and very long question names, duplicate names.
+* ``FixtureCommunity``: serves the files of a folder byte for byte.
+
+``truth()`` gives counts and digests computed from the same source, so tests can
+check that the tap delivered every record exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import random
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import ijson
+
+ISO = "%Y-%m-%dT%H:%M:%SZ"
+EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime(ISO)
+
+
+def parse_iso(text: str | None) -> dt.datetime | None:
+    """Lenient ISO-8601 parse (Z, offsets, naive = UTC)."""
+    if not text:
+        return None
+    value = str(text).strip().replace("Z", "+00:00").replace("z", "+00:00")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+class ResponseIds:
+    """The tap's documented response ids: the record's id, else ``<member>:<n>``."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def __call__(self, record: Mapping[str, Any]) -> str:
+        own = record.get("id", record.get("responseId"))
+        if own is not None:
+            return str(own)
+        member = str(record.get("ownerId") or "")
+        n = self._counts.get(member, 0)
+        self._counts[member] = n + 1
+        return f"{member}:{n}"
+
+
+class Digest:
+    """Order-independent digest of a multiset of strings (sum of SHA-256 mod 2^256)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add(self, text: str) -> None:
+        self.total = (self.total + int.from_bytes(hashlib.sha256(text.encode()).digest(), "big")) % (
+            1 << 256
+        )
+
+    def hexdigest(self) -> str:
+        return f"{self.total:064x}"
+
+
+@dataclass
+class ActivityStats:
+    """Truth about one activity's records."""
+
+    records: int = 0
+    values: int = 0
+    fields: int = 0
+    members: set[str] = field(default_factory=set)
+    digest: Digest = field(default_factory=Digest)
+
+    def add_record(self, record: Mapping[str, Any], response_id: str) -> None:
+        self.records += 1
+        self.members.add(str(record.get("ownerId")))
+        for value in record.get("fields") or ():
+            self.values += len(value.get("values") or ())
+        self.digest.add(response_id)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "values": self.values,
+            "fields": self.fields,
+            "members_with_records": len(self.members),
+            "response_id_digest": self.digest.hexdigest(),
+        }
+
+
+class CommunityData(Protocol):
+    """The interface the server needs from a community's data."""
+
+    activities: list[dict[str, Any]]
+
+    def member_variables(self) -> list[dict[str, Any]]: ...
+
+    def activity_file(self, activity_id: str, batch_id: str, workdir: Path) -> list[bytes | Path]:
+        """The file as segments (bytes or whole files) to be served one after another."""
+
+    def activity_truth(self, activity_id: str, workdir: Path) -> dict[str, Any]: ...
+
+    def iter_members(self) -> Iterator[dict[str, Any]]:
+        """Every member with every variable (before ``sinceDatetime`` filtering)."""
+
+
+# --------------------------------------------------------------------------- members (shared)
+
+
+@dataclass
+class MemberOverlay:
+    """Changes made through ``/_sandbox/members/touch``: member id → variable id → variable."""
+
+    changes: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def apply(self, member: dict[str, Any]) -> dict[str, Any]:
+        updates = self.changes.get(member["memberId"])
+        if not updates:
+            return member
+        variables = [updates.get(v["id"], v) for v in member.get("variables", [])]
+        known = {v["id"] for v in variables}
+        variables += [v for vid, v in updates.items() if vid not in known]
+        return {**member, "variables": variables}
+
+
+def filter_member(member: dict[str, Any], since: dt.datetime | None) -> dict[str, Any] | None:
+    """Keep variables whose effectiveDate is after ``since``; None when none is left."""
+    if since is None:
+        return member
+    kept = []
+    for variable in member.get("variables") or []:
+        effective = parse_iso(variable.get("effectiveDate"))
+        if effective is not None and effective > since:
+            kept.append(variable)
+    return {**member, "variables": kept} if kept else None
+
+
+def write_member_file(
+    members: Iterator[dict[str, Any]],
+    all_members: Iterator[dict[str, Any]],
+    out: IO[str],
+    *,
+    batch_id: str,
+    since: str | None,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """Write a §4.2 member file; returns its truth (counts and lastSyncDate).
+
+    ``all_members`` is a second, independent pass used to find the newest
+    effectiveDate (``lastSyncDate``) before ``members`` is written.
+    """
+    newest: dt.datetime | None = None
+    for member in all_members:
+        for variable in member.get("variables") or []:
+            effective = parse_iso(variable.get("effectiveDate"))
+            if effective is not None and (newest is None or effective > newest):
+                newest = effective
+    since_dt = parse_iso(since)
+    head = {
+        "id": batch_id,
+        "exportOptions": {"sinceDatetime": since} if since else {},
+        "exportDate": iso(now),
+        "lastSyncDate": iso(newest) if newest else iso(now),
+    }
+    out.write(json.dumps(head, ensure_ascii=False)[:-1] + ', "members": [')
+    counts = {"members": 0, "member_variables": 0, "values": 0}
+    for member in members:
+        kept = filter_member(member, since_dt)
+        if kept is None:
+            continue
+        if counts["members"]:
+            out.write(",")
+        out.write(json.dumps(kept, ensure_ascii=False))
+        counts["members"] += 1
+        counts["member_variables"] += len(kept["variables"])
+        counts["values"] += sum(len(v.get("values") or []) for v in kept["variables"])
+    out.write("]}")
+    return {**counts, "lastSyncDate": head["lastSyncDate"]}
+
+
+# --------------------------------------------------------------------------- generated
+
+_SURVEY_NAMES = [
+    "Customer Satisfaction",
+    "Brand Tracker — été 2026",
+    "Customer Satisfaction",  # a deliberate name clash
+    "Product Concept Test",
+    "Website Usability Pulse",
+    "Net Promoter Score Q4",
+]
+_PHRASES = [
+    "Fast delivery – très bien",
+    "Too expensive.",
+    "Great support 😀",
+    'He said "wow", then left',
+    "Línea 1\nLínea 2",
+    "Ødegaard's café, naïve façade",
+    "料金が高すぎます",
+    "",
+]
+_CITIES = ["Montréal", "Zürich", "São Paulo", "Reykjavík", "Kraków", "Toronto", "London"]
+
+
+def _guid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128)))
+
+
+def _options(rng: random.Random, active: list[str], hidden: list[str], deleted: list[str]) -> list[dict]:
+    out = []
+    for names, visibility in ((active, "active"), (hidden, "hidden"), (deleted, "deleted")):
+        for name in names:
+            out.append({"id": _guid(rng), "name": name, "meta": {"visibility": visibility}})
+    return out
+
+
+def _field(rng: random.Random, name: str, data_type: str, options: list[dict] | None = None) -> dict:
+    type_info: dict[str, Any] = {"dataType": data_type}
+    if options is not None:
+        type_info["values"] = options
+    return {"id": _guid(rng), "name": name, "meta": {"visibility": "active"}, "type": type_info}
+
+
+class GeneratedCommunity:
+    """A deterministic community of ``n_activities`` surveys, ``n_members`` members."""
+
+    def __init__(
+        self,
+        *,
+        seed: int = 1,
+        n_activities: int = 3,
+        n_members: int = 50,
+        n_responses: int = 40,
+        n_fields: int = 12,
+    ) -> None:
+        self.seed = seed
+        self.n_members = max(1, n_members)
+        self.n_responses = max(0, n_responses)
+        self.n_fields = max(1, n_fields)
+        rng = random.Random(f"{seed}:community")
+        self.member_ids = [_guid(random.Random(f"{seed}:member:{i}")) for i in range(self.n_members)]
+        self.activities = []
+        for i in range(n_activities):
+            name = _SURVEY_NAMES[i % len(_SURVEY_NAMES)]
+            if i >= len(_SURVEY_NAMES):
+                name = f"{name} (wave {i // len(_SURVEY_NAMES) + 1})"
+            self.activities.append(self._activity(_guid(rng), name, "Survey", i))
+        self.activities.append(self._activity(_guid(rng), "Community Forum", "Forum", n_activities))
+        self._variables = self._make_variables()
+        self._truth_cache: dict[str, dict[str, Any]] = {}
+
+    @staticmethod
+    def _activity(activity_id: str, name: str, activity_type: str, i: int) -> dict[str, Any]:
+        created = EPOCH + dt.timedelta(days=i)
+        return {
+            "id": activity_id,
+            "name": name,
+            "activityType": activity_type,
+            "status": "open" if i % 2 == 0 else "closed",
+            "createDate": iso(created),
+            "createdBy": "1f0e3c9a-0b8d-4b7e-9a6c-a3780118a164",
+            "excludeFromParticipation": False,
+        }
+
+    # -- activity definition and records ----------------------------------------------------
+
+    def definition(self, activity_id: str) -> list[dict[str, Any]]:
+        rng = random.Random(f"{self.seed}:definition:{activity_id}")
+        fields = [
+            _field(rng, "What is your gender?", "set",
+                   _options(rng, ["Male", "Female", "Non-binary"], ["Prefer not to say"], ["Other"])),
+            _field(rng, "Which of these brands have you heard of?", "set",
+                   _options(rng, ["Acme", "Globex", "Initech", "Umbrella"], ["Hooli"], ["Vandelay"])),
+            _field(rng, "How likely are you to recommend us?", "double"),
+            _field(rng, "Why did you give that score?", "string"),
+            _field(rng, "When did you last buy from us?", "date-time"),
+            _field(rng, "Preferred contact channel", "enum",
+                   _options(rng, ["Email", "Phone", "SMS"], ["Post"], ["Fax"])),
+            _field(rng, "Who referred you?", "identifier"),
+            _field(
+                rng,
+                "Dans l'ensemble, à quel point êtes-vous satisfait(e) de la qualité, de la rapidité "
+                "et de la courtoisie de notre service client au cours des douze derniers mois ?",
+                "string",
+            ),
+            _field(rng, "Comments", "string"),
+            _field(rng, "Comments", "string"),
+            _field(rng, "Monthly spend (€)", "double"),
+            _field(rng, "ご意見をお聞かせください", "string"),
+        ]
+        types = ["string", "double", "date-time", "identifier", "enum", "set"]
+        n = len(fields)
+        while len(fields) < self.n_fields:
+            data_type = types[n % len(types)]
+            options = None
+            if data_type in ("enum", "set"):
+                options = _options(rng, [f"Option {k}" for k in range(1, 5)], ["Retired option"], [])
+            fields.append(_field(rng, f"Extra question {n + 1}", data_type, options))
+            n += 1
+        if fields[0]["meta"]["visibility"] == "active" and len(fields) > 8:
+            fields[8]["meta"] = {"visibility": "hidden"}  # a hidden question
+        return fields[: self.n_fields]
+
+    def iter_records(self, activity_id: str, fields: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        rng = random.Random(f"{self.seed}:records:{activity_id}")
+        first_owner = None
+        for i in range(self.n_responses):
+            owner = self.member_ids[rng.randrange(self.n_members)]
+            if i == 1 and first_owner is not None:
+                owner = first_owner  # one member answers twice
+            first_owner = first_owner or owner
+            values = []
+            for f in fields:
+                roll = rng.random()
+                if roll < 0.08:
+                    continue  # question skipped: field absent
+                if roll < 0.12:
+                    values.append({"id": f["id"], "values": []})
+                    continue
+                values.append({"id": f["id"], "values": self._values(rng, f, i)})
+            yield {"ownerId": owner, "fields": values}
+
+    def _values(self, rng: random.Random, f: dict[str, Any], i: int) -> list[Any]:
+        data_type = f["type"]["dataType"]
+        options = f["type"].get("values") or []
+        if data_type == "set":
+            if "gender" in f["name"]:
+                return [rng.choice(options)["id"]]
+            picks = rng.sample(options, k=min(len(options), rng.randint(1, 3)))
+            return [o["id"] for o in picks]
+        if data_type == "enum":
+            return [rng.choice(options)["id"]]
+        if data_type == "double":
+            if "spend" in f["name"]:
+                return [round(rng.uniform(0, 500), 2)]
+            return [rng.randint(0, 10)]
+        if data_type == "date-time":
+            return [iso(EPOCH + dt.timedelta(seconds=rng.randrange(300 * 86400)))]
+        if data_type == "identifier":
+            return [rng.choice(self.member_ids)]
+        return [rng.choice(_PHRASES) + ("" if i % 7 else f" #{i}")]
+
+    def _write_activity_body(self, activity_id: str, out: IO[str]) -> ActivityStats:
+        fields = self.definition(activity_id)
+        stats = ActivityStats(fields=len(fields))
+        definition = json.dumps({"fields": fields}, ensure_ascii=False)
+        out.write(f'"datasetId": {json.dumps(activity_id)}, "definition": {definition}, "records": [')
+        response_id = ResponseIds()
+        dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        for n, record in enumerate(self.iter_records(activity_id, fields)):
+            if n:
+                out.write(",")
+            out.write(dumps(record))
+            stats.add_record(record, response_id(record))
+        out.write("]}")
+        return stats
+
+    def _body(self, activity_id: str, workdir: Path) -> Path:
+        path = workdir / f"activity-{activity_id}.body"
+        if not path.exists():
+            partial = path.with_suffix(".partial")
+            with open(partial, "w", encoding="utf-8") as out:
+                stats = self._write_activity_body(activity_id, out)
+            partial.rename(path)
+            self._truth_cache[activity_id] = stats.as_dict()
+        return path
+
+    def activity_file(self, activity_id: str, batch_id: str, workdir: Path) -> list[bytes | Path]:
+        return [f'{{"id": {json.dumps(batch_id)}, '.encode(), self._body(activity_id, workdir)]
+
+    def activity_truth(self, activity_id: str, workdir: Path) -> dict[str, Any]:
+        if activity_id not in self._truth_cache:
+            self._body(activity_id, workdir)
+        return self._truth_cache[activity_id]
+
+    # -- members -------------------------------------------------------------------------
+
+    def _make_variables(self) -> list[dict[str, Any]]:
+        rng = random.Random(f"{self.seed}:variables")
+        specs = [
+            ("email", "string", True),
+            ("Prénom", "string", True),
+            ("age", "double", False),
+            ("date_joined", "datetime", False),
+            ("segment", "enum", False),
+            ("interests", "set", False),
+            ("crm_contact_id", "identifier", False),
+            ("Favourite city", "string", False),
+        ]
+        return [
+            {
+                "id": _guid(rng),
+                "name": name,
+                "dataType": data_type,
+                "isSensitive": sensitive,
+                "categories": ["profileVariable"],
+                "createDate": iso(EPOCH + dt.timedelta(minutes=k)),
+            }
+            for k, (name, data_type, sensitive) in enumerate(specs)
+        ]
+
+    def member_variables(self) -> list[dict[str, Any]]:
+        return [dict(v) for v in self._variables]
+
+    def iter_members(self) -> Iterator[dict[str, Any]]:
+        for i, member_id in enumerate(self.member_ids):
+            rng = random.Random(f"{self.seed}:profile:{i}")
+            variables = []
+            for v in self._variables:
+                if v["name"] != "email" and rng.random() < 0.1:
+                    continue
+                effective = EPOCH + dt.timedelta(seconds=rng.randrange(300 * 86400))
+                variables.append(
+                    {
+                        "id": v["id"],
+                        "name": v["name"],
+                        "dataType": v["dataType"],
+                        "isSensitive": v["isSensitive"],
+                        "values": self._profile_values(rng, v["name"], i),
+                        "effectiveDate": iso(effective),
+                    }
+                )
+            yield {"memberId": member_id, "variables": variables}
+
+    def _profile_values(self, rng: random.Random, name: str, i: int) -> list[dict[str, Any]]:
+        def value(v: Any) -> dict[str, Any]:
+            return {"value": v, "id": _guid(rng)}
+
+        if name == "email":
+            return [value(f"member{i}@example.com")]
+        if name == "Prénom":
+            return [value(rng.choice(["Zoë", "José", "Ngozi", "Łukasz", "Hana", "Amélie"]))]
+        if name == "age":
+            return [value(rng.randint(18, 90))]
+        if name == "date_joined":
+            return [value(iso(EPOCH - dt.timedelta(days=rng.randrange(2000))))]
+        if name == "segment":
+            return [value(rng.choice(["Gold", "Silver", "Bronze"]))]
+        if name == "interests":
+            picks = rng.sample(["Travel", "Cooking", "Sports", "Music", "Tech"], k=rng.randint(1, 3))
+            return [value(p) for p in picks]
+        if name == "crm_contact_id":
+            return [value(_guid(rng))]
+        return [value(rng.choice(_CITIES))]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+class FixtureCommunity:
+    """Serves ``DIR/activities/<id>.json`` byte for byte and filters ``DIR/members.json``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        files = sorted((directory / "activities").glob("*.json"))
+        self._files = {p.stem: p for p in files}
+        listing = directory / "activities.json"
+        if listing.exists():
+            self.activities = json.loads(listing.read_text(encoding="utf-8"))
+        else:
+            self.activities = [
+                {"id": stem, "name": stem, "activityType": "Survey", "status": "open"}
+                for stem in self._files
+            ]
+        self._truth_cache: dict[str, dict[str, Any]] = {}
+
+    def has_file(self, activity_id: str) -> bool:
+        return activity_id in self._files
+
+    def activity_file(self, activity_id: str, batch_id: str, workdir: Path) -> list[bytes | Path]:
+        return [self._files[activity_id]]
+
+    def activity_truth(self, activity_id: str, workdir: Path) -> dict[str, Any]:
+        if activity_id not in self._truth_cache:
+            path = self._files[activity_id]
+            with open(path, "rb") as f:
+                definition = next(ijson.items(f, "definition"), {}) or {}
+            stats = ActivityStats(fields=len(definition.get("fields") or []))
+            response_id = ResponseIds()
+            with open(path, "rb") as f:
+                for record in ijson.items(f, "records.item", use_float=True):
+                    stats.add_record(record, response_id(record))
+            self._truth_cache[activity_id] = stats.as_dict()
+        return self._truth_cache[activity_id]
+
+    def member_variables(self) -> list[dict[str, Any]]:
+        listing = self.directory / "membervariables.json"
+        if listing.exists():
+            return list(json.loads(listing.read_text(encoding="utf-8")))
+        seen: dict[str, dict[str, Any]] = {}
+        for member in self.iter_members():
+            for v in member.get("variables") or []:
+                seen.setdefault(
+                    v["id"],
+                    {"id": v["id"], "name": v.get("name"), "dataType": v.get("dataType"),
+                     "isSensitive": v.get("isSensitive")},
+                )
+        return list(seen.values())
+
+    def iter_members(self) -> Iterator[dict[str, Any]]:
+        path = self.directory / "members.json"
+        if not path.exists():
+            return
+        with open(path, "rb") as f:
+            yield from ijson.items(f, "members.item", use_float=True)

@@ -1,0 +1,697 @@
+"""The sandbox Alida server: a real HTTP server on loopback (``alida-api.md`` §11).
+
+Routes: token, ``/activities``, ``/membervariables``, batch create/status for
+activity responses and member profiles, the files route (302 to a storage route
+that refuses an Authorization header, like a pre-signed object store), and
+``/_sandbox/*`` introspection (truth, request log, member changes). Export files
+are written to a private folder by a background job and streamed from disk in
+64 KiB chunks, with ``Range`` (206) and gzip, so an export of any size is served
+in constant memory.
+
+Storage links point at the same server under another host name (``localhost``
+versus ``127.0.0.1``), so to an HTTP client they are a different host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+from tap_alida.sandbox.data import (
+    CommunityData,
+    FixtureCommunity,
+    GeneratedCommunity,
+    MemberOverlay,
+    iso,
+    parse_iso,
+    write_member_file,
+)
+
+CHUNK = 64 * 1024
+REQUEST_LOG_LIMIT = 20_000
+
+
+@dataclass
+class Options:
+    community: str = "sandbox"
+    client_id: str = "sandbox"
+    client_secret: str = "sandbox"
+    api_key: str | None = None
+    job_delay: float = 0.0
+    token_ttl: int = 3600
+    link_ttl: int = 600
+    redirect: str = "302"
+    page_max: int = 1000
+    storage_host: str | None = None
+
+
+@dataclass
+class Batch:
+    id: str
+    kind: str  # "activity" | "members"
+    activity_id: str | None
+    since: str | None
+    created: float
+    created_iso: str
+    file_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    segments: list[bytes | Path] | None = None
+    error: str | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+class Sandbox:
+    """Server state: data, tokens, batches, storage links, request log."""
+
+    def __init__(self, data: CommunityData, options: Options, workdir: Path) -> None:
+        self.data = data
+        self.options = options
+        self.workdir = workdir
+        self.lock = threading.Lock()
+        self.tokens: dict[str, float] = {}
+        self.batches: dict[str, Batch] = {}
+        self.files: dict[str, str] = {}  # file id → batch id
+        self.signing_key = secrets.token_bytes(32)
+        self.requests: list[dict[str, Any]] = []
+        self.overlay = MemberOverlay()
+        self.member_version = 0
+        self.base_url = ""
+        self.storage_base = ""
+
+    # -- tokens ------------------------------------------------------------------------
+
+    def issue_token(self) -> str:
+        token = secrets.token_urlsafe(24)
+        with self.lock:
+            self.tokens[token] = time.monotonic() + self.options.token_ttl
+        return token
+
+    def token_valid(self, header: str | None) -> bool:
+        if not header or not header.startswith("Bearer "):
+            return False
+        expiry = self.tokens.get(header[7:].strip())
+        return expiry is not None and expiry > time.monotonic()
+
+    # -- batches -----------------------------------------------------------------------
+
+    def activity(self, activity_id: str) -> dict[str, Any] | None:
+        return next((a for a in self.data.activities if str(a["id"]).lower() == activity_id.lower()), None)
+
+    def create_batch(self, kind: str, activity_id: str | None, since: str | None) -> Batch:
+        now = dt.datetime.now(dt.timezone.utc)
+        batch = Batch(str(uuid.uuid4()), kind, activity_id, since, time.monotonic(), iso(now))
+        with self.lock:
+            self.batches[batch.id] = batch
+            self.files[batch.file_id] = batch.id
+        threading.Thread(target=self._build, args=(batch,), daemon=True).start()
+        return batch
+
+    def _build(self, batch: Batch) -> None:
+        try:
+            if batch.kind == "activity":
+                assert batch.activity_id is not None
+                batch.segments = self.data.activity_file(batch.activity_id, batch.id, self.workdir)
+            else:
+                path = self.workdir / f"members-{batch.id}.json"
+                with self.lock:
+                    overlay = self.overlay
+                with open(path, "w", encoding="utf-8") as out:
+                    write_member_file(
+                        (overlay.apply(m) for m in self.data.iter_members()),
+                        (overlay.apply(m) for m in self.data.iter_members()),
+                        out,
+                        batch_id=batch.id,
+                        since=batch.since,
+                        now=dt.datetime.now(dt.timezone.utc),
+                    )
+                batch.segments = [path]
+        except Exception as exc:  # noqa: BLE001 - reported through the batch status
+            batch.error = f"export generation failed: {exc}"
+        finally:
+            batch.ready.set()
+
+    def status(self, batch: Batch) -> dict[str, Any]:
+        elapsed = time.monotonic() - batch.created
+        delay = self.options.job_delay
+        if batch.error:
+            state = "failed"
+        elif elapsed >= delay and batch.ready.is_set():
+            state = "succeeded"
+        elif elapsed >= delay / 3:
+            state = "running"
+        else:
+            state = "pending"
+        body: dict[str, Any] = {
+            "id": batch.id,
+            "status": state,
+            "createDate": batch.created_iso,
+            "createdBy": "1f0e3c9a-0b8d-4b7e-9a6c-a3780118a164",
+            "lastUpdateDate": iso(dt.datetime.now(dt.timezone.utc)),
+            "lastUpdatedBy": "1f0e3c9a-0b8d-4b7e-9a6c-a3780118a164",
+            "message": None,
+            "errorMessage": batch.error if state == "failed" else None,
+            "data": None,
+        }
+        if batch.kind == "activity":
+            body = {"id": batch.id, "datasetId": batch.activity_id, **body}
+        if state == "succeeded":
+            kind_path = "activities/responses" if batch.kind == "activity" else "members/profiles"
+            body["message"] = {"artifact": batch.file_id}
+            body["data"] = (
+                f"{self.base_url}/v2/applications/{quote(self.options.community)}/data/{kind_path}"
+                f"/files/{batch.file_id}"
+            )
+        return body
+
+    # -- storage links -----------------------------------------------------------------
+
+    def sign(self, file_id: str, expires: int) -> str:
+        mac = hmac.new(self.signing_key, f"{file_id}:{expires}".encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+
+    def storage_link(self, file_id: str) -> str:
+        expires = int(time.time()) + self.options.link_ttl
+        return f"{self.storage_base}/storage/{file_id}?expires={expires}&sig={self.sign(file_id, expires)}"
+
+    # -- truth -------------------------------------------------------------------------
+
+    def truth(self, since: str | None) -> dict[str, Any]:
+        activities = []
+        for a in self.data.activities:
+            entry = {"id": a["id"], "name": a.get("name"), "activityType": a.get("activityType")}
+            if self._exportable(a):
+                entry.update(self.data.activity_truth(str(a["id"]), self.workdir))
+            activities.append(entry)
+        with self.lock:
+            overlay = self.overlay
+        sink = _CountingSink()
+        members = write_member_file(
+            (overlay.apply(m) for m in self.data.iter_members()),
+            (overlay.apply(m) for m in self.data.iter_members()),
+            sink,
+            batch_id="truth",
+            since=since,
+            now=dt.datetime.now(dt.timezone.utc),
+        )
+        return {"activities": activities, "members": members}
+
+    def _exportable(self, activity: dict[str, Any]) -> bool:
+        if str(activity.get("activityType", "")).lower() != "survey":
+            return False
+        has_file = getattr(self.data, "has_file", None)
+        return has_file is None or has_file(str(activity["id"]))
+
+    def log_request(self, entry: dict[str, Any]) -> None:
+        with self.lock:
+            entry["seq"] = len(self.requests)
+            self.requests.append(entry)
+            if len(self.requests) > REQUEST_LOG_LIMIT:
+                del self.requests[: len(self.requests) - REQUEST_LOG_LIMIT]
+
+    def touch_members(self, count: int, effective: str, value_prefix: str) -> int:
+        """Give the first ``count`` members a new 'Favourite city'-like value (the last variable)."""
+        variables = self.data.member_variables()
+        target = variables[-1]
+        changed = 0
+        with self.lock:
+            self.member_version += 1
+            changes = {k: dict(v) for k, v in self.overlay.changes.items()}
+            for member in self.data.iter_members():
+                if changed >= count:
+                    break
+                changes.setdefault(member["memberId"], {})[target["id"]] = {
+                    "id": target["id"],
+                    "name": target.get("name"),
+                    "dataType": target.get("dataType"),
+                    "isSensitive": target.get("isSensitive"),
+                    "values": [{"value": f"{value_prefix} {self.member_version}", "id": str(uuid.uuid4())}],
+                    "effectiveDate": effective,
+                }
+                changed += 1
+            self.overlay = MemberOverlay(changes)
+        return changed
+
+
+class _CountingSink:
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def iter_segments(segments: list[bytes | Path], start: int) -> Iterator[bytes]:
+    """Bytes of the concatenated segments from offset ``start``, in chunks."""
+    for segment in segments:
+        size = len(segment) if isinstance(segment, bytes) else segment.stat().st_size
+        if start >= size:
+            start -= size
+            continue
+        if isinstance(segment, bytes):
+            yield segment[start:]
+        else:
+            with open(segment, "rb") as f:
+                f.seek(start)
+                while chunk := f.read(CHUNK):
+                    yield chunk
+        start = 0
+
+
+def segments_size(segments: list[bytes | Path]) -> int:
+    return sum(len(s) if isinstance(s, bytes) else s.stat().st_size for s in segments)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "AlidaSandbox/1.0"
+    sandbox: Sandbox  # set on the subclass made by make_server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # the request log is /_sandbox/requests
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body, ensure_ascii=False).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        self._status = status
+
+    def _error(self, status: int, message: str) -> None:
+        self._send_json(
+            status,
+            {"status": status, "message": message, "developerMessage": None, "errorId": str(uuid.uuid4())},
+        )
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _dispatch(self) -> None:
+        self._status = 0
+        parts = urlsplit(self.path)
+        self._query = parse_qs(parts.query)
+        self._post_body: Any = None
+        try:
+            self._route(self.command, parts.path)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        finally:
+            self.sandbox.log_request(
+                {
+                    "method": self.command,
+                    "path": parts.path,
+                    "query": {k: v[0] for k, v in self._query.items() if k != "sig"},
+                    "host": self.headers.get("Host"),
+                    "status": self._status,
+                    "authorization": "Authorization" in self.headers,
+                    "x_api_key": "x-api-key" in self.headers,
+                    "range": self.headers.get("Range"),
+                    "accept_encoding": self.headers.get("Accept-Encoding"),
+                    "body": self._post_body,
+                    "time": time.time(),
+                }
+            )
+
+    do_GET = do_POST = do_HEAD = do_DELETE = _dispatch  # noqa: N815
+
+    # -- routing -------------------------------------------------------------------------
+
+    def _route(self, method: str, path: str) -> None:
+        sandbox = self.sandbox
+        segments = [s for s in path.split("/") if s]
+        if path.startswith("/_sandbox/"):
+            self._introspect(method, segments[1:])
+            return
+        if segments[:1] == ["storage"] and len(segments) == 2:
+            self._storage(segments[1])
+            return
+        if segments == ["oauth2", "token"] and method == "POST":
+            self._token()
+            return
+        if len(segments) < 4 or segments[1] != "applications":
+            self._error(404, f"No route for {path}.")
+            return
+        version, community, rest = segments[0], segments[2], segments[3:]
+        if sandbox.options.api_key and self.headers.get("x-api-key") != sandbox.options.api_key:
+            self._error(403, "Missing or wrong x-api-key.")
+            return
+        if not sandbox.token_valid(self.headers.get("Authorization")):
+            self._error(401, "The access token is missing, invalid or expired.")
+            return
+        if community != sandbox.options.community:
+            self._error(404, f"Unknown community {community!r}.")
+            return
+        if version == "v1":
+            self._v1(method, rest)
+        elif version == "v2" and rest[:1] == ["data"]:
+            self._v2(method, rest[1:])
+        else:
+            self._error(404, f"No route for {path}.")
+
+    def _token(self) -> None:
+        sandbox = self.sandbox
+        raw = self._body().decode("utf-8", "replace")
+        form = {k: v[0] for k, v in parse_qs(raw).items()}
+        client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            try:
+                decoded = base64.b64decode(auth[6:]).decode()
+                client_id, _, client_secret = decoded.partition(":")
+            except ValueError:
+                pass
+        if sandbox.options.api_key and self.headers.get("x-api-key") != sandbox.options.api_key:
+            self._error(401, "Invalid API key.")
+            return
+        if form.get("grant_type") != "client_credentials":
+            self._error(400, "Unsupported grant_type; use client_credentials.")
+            return
+        if client_id != sandbox.options.client_id or client_secret != sandbox.options.client_secret:
+            self._error(401, "Invalid client credentials.")
+            return
+        self._send_json(
+            200,
+            {
+                "access_token": sandbox.issue_token(),
+                "token_type": "Bearer",
+                "expires_in": sandbox.options.token_ttl,
+            },
+        )
+
+    def _collection(self, items: list[dict[str, Any]], path: str) -> None:
+        sandbox = self.sandbox
+        try:
+            limit = int(self._query.get("limit", ["20"])[0])
+            offset = int(self._query.get("offset", ["0"])[0])
+        except ValueError:
+            self._error(400, "limit and offset must be integers.")
+            return
+        limit = max(1, min(limit, 1000, sandbox.options.page_max))
+        offset = max(0, offset)
+        for key in ("status", "activityType", "name"):
+            if key in self._query:
+                wanted = self._query[key][0].lower()
+                items = [i for i in items if str(i.get(key, "")).lower() == wanted]
+        page = items[offset : offset + limit]
+        base = f"{sandbox.base_url}{path}"
+        links = [{"href": f"{base}?limit={limit}&offset=0", "rel": "first"}]
+        if offset + limit < len(items):
+            links.append({"href": f"{base}?limit={limit}&offset={offset + limit}", "rel": "next"})
+        if offset > 0:
+            links.append({"href": f"{base}?limit={limit}&offset={max(0, offset - limit)}", "rel": "prev"})
+        self._send_json(
+            200,
+            {"items": page, "links": links, "meta": {"limit": limit, "offset": offset, "count": len(items)}},
+        )
+
+    def _v1(self, method: str, rest: list[str]) -> None:
+        sandbox = self.sandbox
+        path = urlsplit(self.path).path
+        if method != "GET":
+            self._error(405, "Method not allowed.")
+        elif rest == ["activities"]:
+            self._collection(list(sandbox.data.activities), path)
+        elif len(rest) == 2 and rest[0] == "activities":
+            activity = sandbox.activity(rest[1])
+            if activity is None:
+                self._error(404, f"Activity {rest[1]} was not found.")
+            else:
+                self._send_json(200, activity)
+        elif rest == ["membervariables"]:
+            self._collection(sandbox.data.member_variables(), path)
+        else:
+            self._error(404, f"No route for {path}.")
+
+    def _v2(self, method: str, rest: list[str]) -> None:
+        sandbox = self.sandbox
+        # POST data/activities/{id}/responses/batch
+        if method == "POST" and len(rest) == 4 and rest[0] == "activities" and rest[2:] == ["responses", "batch"]:
+            activity = sandbox.activity(rest[1])
+            self._read_post_json()
+            if activity is None:
+                self._error(404, f"Activity {rest[1]} was not found.")
+            elif not sandbox._exportable(activity):
+                self._error(400, f"Activity {rest[1]} ({activity.get('activityType')}) cannot be exported.")
+            else:
+                batch = sandbox.create_batch("activity", str(activity["id"]), None)
+                self._send_batch_created(batch)
+        elif method == "POST" and rest == ["members", "profiles", "batch"]:
+            body = self._read_post_json()
+            since = body.get("sinceDatetime") if isinstance(body, dict) else None
+            if since is not None and parse_iso(since) is None:
+                self._error(400, f"sinceDatetime {since!r} is not an ISO-8601 date-time.")
+                return
+            self._send_batch_created(sandbox.create_batch("members", None, since))
+        elif method == "GET" and len(rest) == 4 and rest[2] == "batch":
+            kind = {("activities", "responses"): "activity", ("members", "profiles"): "members"}.get(
+                (rest[0], rest[1])
+            )
+            batch = sandbox.batches.get(rest[3])
+            if kind is None or batch is None or batch.kind != kind:
+                self._error(404, f"Batch {rest[3]} was not found.")
+            else:
+                self._send_json(200, sandbox.status(batch))
+        elif method == "GET" and len(rest) == 4 and rest[2] == "files":
+            self._files(rest[3])
+        else:
+            self._error(404, "No such data route.")
+
+    def _read_post_json(self) -> Any:
+        raw = self._body()
+        try:
+            self._post_body = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            self._post_body = {"_unparsable": raw[:200].decode("utf-8", "replace")}
+        return self._post_body
+
+    def _send_batch_created(self, batch: Batch) -> None:
+        kind_path = "activities/responses" if batch.kind == "activity" else "members/profiles"
+        location = f"{self.sandbox.base_url}/v2/applications/{quote(self.sandbox.options.community)}/data/{kind_path}/batch/{batch.id}"
+        self._send_json(202, self.sandbox.status(batch), {"Location": location})
+
+    def _files(self, file_id: str) -> None:
+        sandbox = self.sandbox
+        batch_id = sandbox.files.get(file_id)
+        batch = sandbox.batches.get(batch_id or "")
+        if batch is None or not batch.ready.is_set() or batch.segments is None:
+            self._error(404, f"File {file_id} was not found.")
+            return
+        if sandbox.options.redirect == "none":
+            self._serve_file(batch.segments)
+            return
+        self.send_response(302)
+        self.send_header("Location", sandbox.storage_link(file_id))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        self._status = 302
+
+    def _storage(self, file_id: str) -> None:
+        sandbox = self.sandbox
+        if "Authorization" in self.headers:
+            # Like S3 with a pre-signed URL: a second auth mechanism is refused.
+            self._error(400, "Only one auth mechanism allowed; the URL is already signed.")
+            return
+        try:
+            expires = int(self._query.get("expires", ["0"])[0])
+        except ValueError:
+            expires = 0
+        signature = self._query.get("sig", [""])[0]
+        if not hmac.compare_digest(signature, sandbox.sign(file_id, expires)):
+            self._error(403, "Signature does not match.")
+            return
+        if expires < time.time():
+            self._error(403, "Request has expired.")
+            return
+        batch = sandbox.batches.get(sandbox.files.get(file_id, ""))
+        if batch is None or batch.segments is None:
+            self._error(404, "No such object.")
+            return
+        self._serve_file(batch.segments)
+
+    def _serve_file(self, segments: list[bytes | Path]) -> None:
+        size = segments_size(segments)
+        range_header = self.headers.get("Range")
+        if range_header:
+            start = _range_start(range_header)
+            if start is None or start >= size:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                self._status = 416
+                return
+            self.send_response(206)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+            self.send_header("Content-Length", str(size - start))
+            self.end_headers()
+            self._status = 206
+            self._write_all(iter_segments(segments, start))
+            return
+        if "gzip" in (self.headers.get("Accept-Encoding") or ""):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self._status = 200
+            compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
+            for chunk in iter_segments(segments, 0):
+                self._write_chunk(compressor.compress(chunk))
+            self._write_chunk(compressor.flush())
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        self._status = 200
+        self._write_all(iter_segments(segments, 0))
+
+    def _write_all(self, chunks: Iterator[bytes]) -> None:
+        for chunk in chunks:
+            self.wfile.write(chunk)
+
+    def _write_chunk(self, data: bytes) -> None:
+        if data:
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+    # -- /_sandbox ------------------------------------------------------------------------
+
+    def _introspect(self, method: str, rest: list[str]) -> None:
+        sandbox = self.sandbox
+        if rest == ["truth"] and method == "GET":
+            since = self._query.get("sinceDatetime", [None])[0]
+            self._send_json(200, sandbox.truth(since))
+        elif rest == ["requests"] and method == "GET":
+            after = int(self._query.get("after", ["-1"])[0])
+            with sandbox.lock:
+                entries = [e for e in sandbox.requests if e["seq"] > after]
+            self._send_json(200, entries)
+        elif rest == ["members", "touch"] and method == "POST":
+            body = self._read_post_json() or {}
+            effective = body.get("effectiveDate") or iso(dt.datetime.now(dt.timezone.utc))
+            changed = sandbox.touch_members(int(body.get("count", 1)), effective, body.get("value", "Updated"))
+            self._send_json(200, {"changed": changed, "effectiveDate": effective})
+        else:
+            self._error(404, "No such sandbox route.")
+
+
+def _range_start(header: str) -> int | None:
+    """Start offset of ``bytes=N-`` or ``bytes=N-M`` (the end is served to EOF)."""
+    if not header.startswith("bytes="):
+        return None
+    first = header[6:].split(",")[0].strip()
+    start, _, _ = first.partition("-")
+    return int(start) if start.isdigit() else None
+
+
+def make_server(sandbox: Sandbox, host: str, port: int) -> ThreadingHTTPServer:
+    handler = type("SandboxHandler", (Handler,), {"sandbox": sandbox})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    bound_host, bound_port = server.server_address[:2]
+    shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
+    sandbox.base_url = f"http://{shown}:{bound_port}"
+    storage_host = sandbox.options.storage_host or ("localhost" if shown != "localhost" else "127.0.0.1")
+    sandbox.storage_base = f"http://{storage_host}:{bound_port}"
+    return server
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tap-alida-sandbox",
+        description="A local Alida Batch Data Extract API for tests, demos and benchmarks. "
+        "Prints its base URL on the first line of stdout.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--client-id", default="sandbox")
+    parser.add_argument("--client-secret", default="sandbox")
+    parser.add_argument("--community", default="sandbox")
+    parser.add_argument("--api-key", default=None, help="require this x-api-key")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--activities", type=int, default=3, help="generated surveys (plus one forum)")
+    parser.add_argument("--members", type=int, default=50)
+    parser.add_argument("--responses", type=int, default=40, help="responses per activity")
+    parser.add_argument("--fields", type=int, default=12, help="fields per activity (min. 1)")
+    parser.add_argument("--fixtures", type=Path, default=None, help="serve the files of DIR instead")
+    parser.add_argument("--job-delay", type=float, default=0.0, help="seconds from pending to succeeded")
+    parser.add_argument("--token-ttl", type=int, default=3600)
+    parser.add_argument("--link-ttl", type=int, default=600)
+    parser.add_argument("--redirect", choices=["302", "none"], default="302")
+    parser.add_argument("--page-max", type=int, default=1000, help="largest page size served")
+    parser.add_argument("--storage-host", default=None, help="host name used in storage links")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    data: CommunityData
+    if args.fixtures:
+        data = FixtureCommunity(args.fixtures)
+    else:
+        data = GeneratedCommunity(
+            seed=args.seed,
+            n_activities=args.activities,
+            n_members=args.members,
+            n_responses=args.responses,
+            n_fields=args.fields,
+        )
+    options = Options(
+        community=args.community,
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        api_key=args.api_key,
+        job_delay=args.job_delay,
+        token_ttl=args.token_ttl,
+        link_ttl=args.link_ttl,
+        redirect=args.redirect,
+        page_max=args.page_max,
+        storage_host=args.storage_host,
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="alida-sandbox-"))
+    sandbox = Sandbox(data, options, workdir)
+    server = make_server(sandbox, args.host, args.port)
+    print(sandbox.base_url, flush=True)
+
+    def stop(signum: int, frame: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

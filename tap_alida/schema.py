@@ -1,0 +1,432 @@
+"""From Alida field definitions to Singer schemas and typed values.
+
+An export file's ``definition.fields`` declares each field's data type
+(``string``, ``double``, ``date-time``, ``identifier``, ``enum``, ``set``). This
+module owns the one mapping from those types to JSON Schema, and builds, once per
+stream, the converters that turn a record's ``values`` arrays into typed column
+values. Converters are prepared up front because they run once per value of
+every record: the per-record path must stay a dictionary lookup and a call.
+
+Alida's docs leave a lot open (see ``alida-api.md`` §4-5); the rules here are
+the tolerant reading: every ``values`` is an array, numbers may arrive as
+strings, date-times in any ISO-8601 variant, an option id may be missing from
+the definition, a non-set field may carry several values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tap_alida.naming import assign_names
+
+logger = logging.getLogger("tap_alida.schema")
+
+# Canonical data types and the spellings seen for them across Alida's API
+# families (the batch files say ``date-time`` and ``datetime``; v1 member
+# variables say e.g. ``number``).
+STRING, DOUBLE, DATE_TIME, IDENTIFIER, ENUM, SET = (
+    "string",
+    "double",
+    "date-time",
+    "identifier",
+    "enum",
+    "set",
+)
+_SYNONYMS = {
+    "string": STRING,
+    "text": STRING,
+    "double": DOUBLE,
+    "number": DOUBLE,
+    "numeric": DOUBLE,
+    "decimal": DOUBLE,
+    "integer": DOUBLE,
+    "int": DOUBLE,
+    "float": DOUBLE,
+    "date-time": DATE_TIME,
+    "datetime": DATE_TIME,
+    "date_time": DATE_TIME,
+    "date": DATE_TIME,
+    "identifier": IDENTIFIER,
+    "guid": IDENTIFIER,
+    "uuid": IDENTIFIER,
+    "enum": ENUM,
+    "singlechoice": ENUM,
+    "set": SET,
+    "multichoice": SET,
+}
+
+
+def canonical_type(data_type: object) -> str | None:
+    """The canonical Alida data type for a spelling, or None when unknown."""
+    if not isinstance(data_type, str):
+        return None
+    return _SYNONYMS.get(data_type.strip().lower().replace(" ", ""))
+
+
+def property_schema(canonical: str | None, description: str | None = None) -> dict[str, Any]:
+    """JSON Schema of one column. Every column is nullable.
+
+    ``None`` (an unknown data type) maps to a nullable string so discovery goes
+    on; the caller warns.
+    """
+    schema: dict[str, Any]
+    if canonical == DOUBLE:
+        schema = {"type": ["number", "null"]}
+    elif canonical == DATE_TIME:
+        schema = {"type": ["string", "null"], "format": "date-time"}
+    elif canonical == SET:
+        schema = {"type": ["array", "null"], "items": {"type": "string"}}
+    else:
+        schema = {"type": ["string", "null"]}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+# --------------------------------------------------------------------------- values
+
+
+def normalize_datetime(value: object) -> str | None:
+    """RFC 3339 UTC (``2026-10-01T00:00:00Z``) from any ISO-8601 variant.
+
+    Accepts ``Z``/offsets/no offset (taken as UTC) and 0-9 fractional digits
+    (.NET writes 7). Returns None when the value is not a date-time.
+    """
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if text.endswith(("z", "Z")):
+        text = text[:-1] + "+00:00"
+    # Python parses at most 6 fractional digits: trim longer fractions.
+    dot = text.find(".")
+    if dot != -1:
+        end = dot + 1
+        while end < len(text) and text[end].isdigit():
+            end += 1
+        if end - dot - 1 > 6:
+            text = text[: dot + 7] + text[end:]
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    parsed = as_utc(parsed)
+    if parsed.microsecond:
+        return parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return parsed.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """An aware UTC datetime (naive ones are taken as UTC)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)
+
+
+def to_number(value: object) -> float | None:
+    """A float from a JSON number or a numeric string; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return number if number == number and abs(number) != float("inf") else None
+    return None
+
+
+def to_text(value: object) -> str | None:
+    """A string for string-like columns (numbers keep their JSON spelling)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+class WarnOnce:
+    """Logs each distinct warning once per run (per key), not once per record."""
+
+    def __init__(self, log: logging.Logger = logger) -> None:
+        self._seen: set[tuple[str, ...]] = set()
+        self._log = log
+
+    def __call__(self, key: tuple[str, ...], message: str, *args: object) -> None:
+        if key not in self._seen:
+            self._seen.add(key)
+            self._log.warning(message, *args)
+
+
+# --------------------------------------------------------------------------- activity fields
+
+
+@dataclass(frozen=True)
+class Option:
+    id: str
+    name: str
+    visibility: str | None
+
+
+@dataclass(frozen=True)
+class FieldDefinition:
+    """One entry of an export file's ``definition.fields``."""
+
+    id: str
+    name: str
+    data_type: str  # as exported
+    canonical: str | None  # None when unknown
+    visibility: str | None
+    options: tuple[Option, ...] = ()
+
+    @classmethod
+    def from_api(cls, raw: Mapping[str, Any]) -> FieldDefinition:
+        type_info = raw.get("type") or {}
+        data_type = str(type_info.get("dataType", "")) if isinstance(type_info, Mapping) else ""
+        options = []
+        for opt in (type_info.get("values") or []) if isinstance(type_info, Mapping) else []:
+            if isinstance(opt, Mapping) and opt.get("id") is not None:
+                options.append(
+                    Option(
+                        id=str(opt["id"]),
+                        name=str(opt.get("name", opt["id"])),
+                        visibility=_visibility(opt),
+                    )
+                )
+        return cls(
+            id=str(raw.get("id", "")),
+            name=str(raw.get("name") or ""),
+            data_type=data_type,
+            canonical=canonical_type(data_type),
+            visibility=_visibility(raw),
+            options=tuple(options),
+        )
+
+
+def _visibility(raw: Mapping[str, Any]) -> str | None:
+    meta = raw.get("meta")
+    if isinstance(meta, Mapping) and meta.get("visibility") is not None:
+        return str(meta["visibility"])
+    return None
+
+
+def parse_definition(definition: Mapping[str, Any] | None) -> list[FieldDefinition]:
+    """Field definitions from a file's ``definition`` object (ids must be present)."""
+    fields = (definition or {}).get("fields") or []
+    return [FieldDefinition.from_api(f) for f in fields if isinstance(f, Mapping) and f.get("id")]
+
+
+ACTIVITY_FIXED_COLUMNS: dict[str, dict[str, Any]] = {
+    "activity_id": {"type": ["string"], "description": "Alida activity id (the export's datasetId)."},
+    "response_id": {
+        "type": ["string"],
+        "description": "The record's own id when the export has one, otherwise "
+        "'<member_id>:<n>' with n the 0-based index of that member's records in the file.",
+    },
+    "member_id": {"type": ["string", "null"], "description": "The record's ownerId (member GUID)."},
+    "batch_id": {"type": ["string", "null"], "description": "Id of the batch export the row came from."},
+}
+
+
+def column_names(fields: Sequence[FieldDefinition]) -> dict[str, str]:
+    """Field id → column name, unique within the stream and never a fixed column."""
+    return assign_names(
+        [(f.id, f.name) for f in fields], fallback_prefix="field", reserved=ACTIVITY_FIXED_COLUMNS
+    )
+
+
+def activity_schema(
+    fields: Sequence[FieldDefinition], *, activity_label: str, warn: WarnOnce
+) -> dict[str, Any]:
+    """The Singer schema of an activity-responses stream."""
+    names = column_names(fields)
+    properties: dict[str, Any] = dict(ACTIVITY_FIXED_COLUMNS)
+    for f in fields:
+        if f.canonical is None:
+            warn(
+                ("type", activity_label, f.id),
+                "%s: field %r (%s) has unknown data type %r; it is loaded as a string.",
+                activity_label,
+                f.name,
+                f.id,
+                f.data_type,
+            )
+        properties[names[f.id]] = property_schema(f.canonical, _truncate_doc(f.name))
+    return {"type": "object", "properties": properties}
+
+
+def _truncate_doc(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+Converter = Callable[[list[Any]], Any]
+
+
+@dataclass
+class ActivityRecordMapper:
+    """Turns the records of one activity export into rows of its stream.
+
+    Built once per export from its definition; ``map`` is the per-record path.
+    """
+
+    activity_id: str
+    activity_label: str
+    batch_id: str | None
+    fields: Sequence[FieldDefinition]
+    warn: WarnOnce = field(default_factory=WarnOnce)
+
+    def __post_init__(self) -> None:
+        names = column_names(self.fields)
+        self._template: dict[str, Any] = dict.fromkeys(ACTIVITY_FIXED_COLUMNS)
+        self._template["activity_id"] = self.activity_id
+        self._template["batch_id"] = self.batch_id
+        self._by_id: dict[str, tuple[str, Converter]] = {}
+        self._set_columns: list[str] = []
+        for f in self.fields:
+            column = names[f.id]
+            self._template[column] = None
+            self._by_id[f.id] = (column, self._converter(f))
+            if f.canonical == SET:
+                self._set_columns.append(column)
+        self._member_counts: dict[str, int] = {}
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self._template)
+
+    def map(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        row = self._template.copy()
+        member_id = record.get("ownerId")
+        member = None if member_id is None else str(member_id)
+        row["member_id"] = member
+        own_id = record.get("id", record.get("responseId"))
+        if own_id is not None:
+            row["response_id"] = str(own_id)
+        else:
+            key = member or ""
+            n = self._member_counts.get(key, 0)
+            self._member_counts[key] = n + 1
+            row["response_id"] = f"{key}:{n}"
+        by_id = self._by_id
+        for value in record.get("fields") or ():
+            target = by_id.get(str(value.get("id")))
+            if target is None:
+                self.warn(
+                    ("unknown-field", self.activity_id, str(value.get("id"))),
+                    "%s: records carry field %s which the export's definition does not "
+                    "declare; its values are skipped.",
+                    self.activity_label,
+                    value.get("id"),
+                )
+                continue
+            values = value.get("values")
+            if values:
+                row[target[0]] = target[1](values if isinstance(values, list) else [values])
+        for column in self._set_columns:
+            if row[column] is None:
+                row[column] = []
+        return row
+
+    # -- converters, one per field -------------------------------------------------
+
+    def _converter(self, f: FieldDefinition) -> Converter:
+        canonical = f.canonical
+        if canonical == SET:
+            labels = self._label_lookup(f)
+            return lambda values: [labels(v) for v in values if v is not None]
+        if canonical == ENUM:
+            return self._first(f, self._label_lookup(f))
+        if canonical == DOUBLE:
+            return self._first(f, self._checked(f, to_number, "a number"))
+        if canonical == DATE_TIME:
+            return self._first(f, self._checked(f, normalize_datetime, "a date-time"))
+        return self._first(f, to_text)
+
+    def _first(self, f: FieldDefinition, convert: Callable[[Any], Any]) -> Converter:
+        def first(values: list[Any]) -> Any:
+            if len(values) > 1:
+                self.warn(
+                    ("multi", self.activity_id, f.id),
+                    "%s: field %r (%s) is typed %r but a record carries %d values; the "
+                    "first is kept in the column.",
+                    self.activity_label,
+                    f.name,
+                    f.id,
+                    f.data_type,
+                    len(values),
+                )
+            return convert(values[0])
+
+        return first
+
+    def _checked(
+        self, f: FieldDefinition, convert: Callable[[Any], Any], expected: str
+    ) -> Callable[[Any], Any]:
+        def checked(value: Any) -> Any:
+            result = convert(value)
+            if result is None and value is not None:
+                self.warn(
+                    ("bad-value", self.activity_id, f.id),
+                    "%s: field %r (%s) holds %r, which is not %s; such values load as null.",
+                    self.activity_label,
+                    f.name,
+                    f.id,
+                    value,
+                    expected,
+                )
+            return result
+
+        return checked
+
+    def _label_lookup(self, f: FieldDefinition) -> Callable[[Any], str | None]:
+        labels = {opt.id: opt.name for opt in f.options}
+        labels.update({opt.id.lower(): opt.name for opt in f.options})
+
+        def label(value: Any) -> str | None:
+            if value is None:
+                return None
+            key = str(value)
+            found = labels.get(key)
+            if found is None:
+                found = labels.get(key.lower())
+            if found is not None:
+                return found
+            self.warn(
+                ("option", self.activity_id, f.id),
+                "%s: field %r (%s) has the option id %r which its definition does not "
+                "list; the raw id is loaded instead of a label.",
+                self.activity_label,
+                f.name,
+                f.id,
+                key,
+            )
+            return key
+
+        return label
+
+
+def field_rows(activity_id: str, fields: Sequence[FieldDefinition]) -> Iterable[dict[str, Any]]:
+    """Rows of the ``activity_fields`` data dictionary for one activity."""
+    names = column_names(fields)
+    for position, f in enumerate(fields):
+        yield {
+            "activity_id": activity_id,
+            "field_id": f.id,
+            "position": position,
+            "column_name": names[f.id],
+            "name": f.name,
+            "data_type": f.data_type,
+            "visibility": f.visibility,
+            "options": [{"id": o.id, "name": o.name, "visibility": o.visibility} for o in f.options],
+        }

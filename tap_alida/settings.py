@@ -1,0 +1,252 @@
+"""Tap settings: the JSON schema Meltano and ``--about`` show, and their checks.
+
+``CONFIG_SCHEMA`` is what the SDK validates (required keys, types, defaults).
+``AlidaSettings`` adds the checks JSON Schema cannot express (a base URL must be
+derivable, plain http only on loopback) and gives the rest of the tap typed,
+read-only access. Both run before any request is made.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from singer_sdk import typing as th
+
+CONFIG_SCHEMA = th.PropertiesList(
+    th.Property(
+        "community_api_key_name",
+        th.StringType,
+        required=True,
+        title="Community API key name",
+        description="Your community's API key name, the `{communityApiKeyName}` path segment "
+        "of every API URL (e.g. `panel_mycommunity`).",
+    ),
+    th.Property(
+        "client_id",
+        th.StringType,
+        required=True,
+        title="Client ID",
+        description="Client ID of an API credential (Alida: Product Settings > API > API Credentials).",
+    ),
+    th.Property(
+        "client_secret",
+        th.StringType,
+        required=True,
+        secret=True,
+        title="Client secret",
+        description="Client secret of the same API credential.",
+    ),
+    th.Property(
+        "api_key",
+        th.StringType,
+        secret=True,
+        title="API key",
+        description="Optional Alida API key; sent as `x-api-key` to the Alida API host only "
+        "(never to the file storage host).",
+    ),
+    th.Property(
+        "region",
+        th.StringType,
+        title="Region",
+        description="Your Alida region code, e.g. `na1` or `eu1`; the API is then "
+        "`https://api.{region}.alida.com`. Either this or `api_url` is required.",
+        examples=["na1", "eu1"],
+    ),
+    th.Property(
+        "api_url",
+        th.StringType,
+        title="API base URL",
+        description="Overrides `region` with a full base URL. Must be https, except for "
+        "loopback hosts (a local sandbox).",
+    ),
+    th.Property(
+        "token_url",
+        th.StringType,
+        title="Token URL",
+        description="OAuth2 token endpoint. Default: `{api base URL}/oauth2/token`.",
+    ),
+    th.Property(
+        "activity_ids",
+        th.ArrayType(th.StringType),
+        title="Activity IDs",
+        description="Activities to export, one stream each. Default: every activity of type "
+        "`Survey` that `/activities` lists.",
+    ),
+    th.Property(
+        "start_date",
+        th.DateTimeType,
+        title="Start date",
+        description="First `sinceDatetime` for member profile exports. Absent: the first run "
+        "exports every active member's profile.",
+    ),
+    th.Property(
+        "poll_interval_seconds",
+        th.NumberType,
+        default=5,
+        title="Poll interval (seconds)",
+        description="First wait between batch status checks; it doubles up to "
+        "`poll_max_interval_seconds`.",
+    ),
+    th.Property(
+        "poll_max_interval_seconds",
+        th.NumberType,
+        default=60,
+        title="Maximum poll interval (seconds)",
+        description="Cap on the wait between batch status checks.",
+    ),
+    th.Property(
+        "max_wait_to_start_seconds",
+        th.NumberType,
+        default=3600,
+        title="Maximum wait to start (seconds)",
+        description="How long a batch may stay `pending` before the export is given up.",
+    ),
+    th.Property(
+        "max_wait_seconds",
+        th.NumberType,
+        default=7200,
+        title="Maximum wait to finish (seconds)",
+        description="How long a batch may take from creation to `succeeded`.",
+    ),
+    th.Property(
+        "request_timeout_seconds",
+        th.NumberType,
+        default=300,
+        title="Request timeout (seconds)",
+        description="Connect and read timeout of each HTTP request.",
+    ),
+    th.Property(
+        "max_request_attempts",
+        th.IntegerType,
+        default=6,
+        title="Maximum request attempts",
+        description="Tries per HTTP request on 429, 5xx, timeouts and dropped connections "
+        "(capped exponential backoff with jitter).",
+    ),
+    th.Property(
+        "max_retry_after_seconds",
+        th.NumberType,
+        default=300,
+        title="Maximum Retry-After (seconds)",
+        description="Longest `Retry-After` the tap honours on a 429; a longer one fails the run.",
+    ),
+).to_dict()
+
+_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_url(name: str, url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return f"Setting '{name}' must be an absolute http(s) URL, got {url!r}."
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        return (
+            f"Setting '{name}' uses plain http on {parts.hostname!r}; credentials would travel "
+            "unencrypted. Use https (plain http is allowed only for loopback hosts)."
+        )
+    if parts.query or parts.fragment:
+        return f"Setting '{name}' must not carry a query string or fragment."
+    return None
+
+
+@dataclass(frozen=True)
+class AlidaSettings:
+    """Validated, typed view of the tap's config."""
+
+    community: str
+    client_id: str
+    client_secret: str
+    api_key: str | None
+    base_url: str
+    token_url: str
+    activity_ids: tuple[str, ...] | None
+    start_date: str | None
+    poll_interval: float
+    poll_max_interval: float
+    max_wait_to_start: float
+    max_wait: float
+    timeout: float
+    max_attempts: int
+    max_retry_after: float
+
+    @classmethod
+    def errors(cls, config: Mapping[str, Any]) -> list[str]:
+        """Problems JSON Schema cannot see; empty when the config is usable."""
+        errors = []
+        api_url, region = config.get("api_url"), config.get("region")
+        if api_url:
+            if problem := _check_url("api_url", str(api_url)):
+                errors.append(problem)
+        elif region:
+            if not _REGION.match(str(region)):
+                errors.append(
+                    f"Setting 'region' must be a region code such as 'na1' or 'eu1', got {region!r}."
+                )
+        else:
+            errors.append(
+                "Set 'region' (e.g. 'na1', 'eu1') or 'api_url': the tap cannot tell which Alida "
+                "host serves your community."
+            )
+        if config.get("token_url") and (problem := _check_url("token_url", str(config["token_url"]))):
+            errors.append(problem)
+        for key in ("community_api_key_name", "client_id", "client_secret"):
+            if key in config and not str(config[key]).strip():
+                errors.append(f"Setting '{key}' is empty.")
+        ids = config.get("activity_ids")
+        if ids is not None and any(not str(i).strip() for i in ids):
+            errors.append("Setting 'activity_ids' contains an empty id.")
+        for key in (
+            "poll_interval_seconds",
+            "poll_max_interval_seconds",
+            "max_wait_to_start_seconds",
+            "max_wait_seconds",
+            "request_timeout_seconds",
+        ):
+            if key in config and float(config[key]) <= 0:
+                errors.append(f"Setting '{key}' must be greater than 0.")
+        if "max_request_attempts" in config and int(config["max_request_attempts"]) < 1:
+            errors.append("Setting 'max_request_attempts' must be at least 1.")
+        return errors
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> AlidaSettings:
+        """Build from an SDK-validated config (defaults filled in)."""
+        if config.get("api_url"):
+            base_url = str(config["api_url"]).rstrip("/")
+        else:
+            base_url = f"https://api.{config['region']}.alida.com"
+        ids = config.get("activity_ids")
+        return cls(
+            community=str(config["community_api_key_name"]).strip(),
+            client_id=str(config["client_id"]),
+            client_secret=str(config["client_secret"]),
+            api_key=config.get("api_key") or None,
+            base_url=base_url,
+            token_url=str(config.get("token_url") or f"{base_url}/oauth2/token"),
+            activity_ids=tuple(str(i).strip() for i in ids) if ids else None,
+            start_date=config.get("start_date"),
+            poll_interval=float(config.get("poll_interval_seconds", 5)),
+            poll_max_interval=float(config.get("poll_max_interval_seconds", 60)),
+            max_wait_to_start=float(config.get("max_wait_to_start_seconds", 3600)),
+            max_wait=float(config.get("max_wait_seconds", 7200)),
+            timeout=float(config.get("request_timeout_seconds", 300)),
+            max_attempts=int(config.get("max_request_attempts", 6)),
+            max_retry_after=float(config.get("max_retry_after_seconds", 300)),
+        )

@@ -1,0 +1,327 @@
+"""The tap's streams: thin, each reads from the per-run ``Community``.
+
+* one ``ActivityResponsesStream`` per activity (survey): full export each run;
+* ``activity_fields``: the data dictionary (activity × field, with options);
+* ``member_profiles`` and ``member_profile_values``: incremental, both read the
+  same member export file and keep the same bookmark, its ``lastSyncDate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from singer_sdk import Stream
+from singer_sdk import typing as th
+
+from tap_alida.naming import assign_names
+from tap_alida.schema import (
+    SET,
+    ActivityRecordMapper,
+    WarnOnce,
+    canonical_type,
+    field_rows,
+    normalize_datetime,
+    parse_definition,
+    property_schema,
+    to_number,
+    to_text,
+)
+
+if TYPE_CHECKING:
+    from tap_alida.community import Activity, Community, MemberExport, MemberVariable
+    from tap_alida.tap import TapAlida
+
+
+class AlidaStream(Stream):
+    """Base: access to the tap's per-run community model and warning de-duplication."""
+
+    def __init__(self, tap: TapAlida, schema: dict[str, Any], name: str) -> None:
+        super().__init__(tap, schema=schema, name=name)
+        self.alida_tap = tap
+        self.warn = WarnOnce(self.logger)
+
+    @property
+    def community(self) -> Community:
+        return self.alida_tap.community
+
+    def _drop_unknown_columns(self, columns: Iterable[str], source: str) -> set[str]:
+        """Columns the export has but the catalog's schema lacks (warned once)."""
+        extra = set(columns) - set(self.schema.get("properties", {}))
+        if extra:
+            self.logger.warning(
+                "%s: %s has columns the catalog does not: %s. They are not emitted; run "
+                "discovery again (Meltano: `meltano run --refresh-catalog …` or a fresh "
+                "`--discover`) to include them.",
+                self.name,
+                source,
+                ", ".join(sorted(extra)),
+            )
+        return extra
+
+
+class ActivityResponsesStream(AlidaStream):
+    """Responses to one activity: one row per record of its export file."""
+
+    primary_keys = ("activity_id", "response_id")  # type: ignore[assignment]
+    replication_key = None
+
+    def __init__(self, tap: TapAlida, activity: Activity, schema: dict[str, Any]) -> None:
+        super().__init__(tap, schema=schema, name=activity.stream_name)
+        self.activity = activity
+
+    def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+        export = self.community.download_activity(self.activity)
+        try:
+            fields = parse_definition(export.first("definition"))
+            self.community.remember_definition(self.activity, fields)
+            mapper = ActivityRecordMapper(
+                activity_id=self.activity.id,
+                activity_label=self.activity.label,
+                batch_id=export.batch.id,
+                fields=fields,
+                warn=self.warn,
+            )
+            extra = self._drop_unknown_columns(mapper.columns, f"the export of {self.activity.label}")
+            count = 0
+            for record in export.items("records.item"):
+                row = mapper.map(record)
+                if extra:
+                    for column in extra:
+                        del row[column]
+                count += 1
+                yield row
+            self.logger.info("%s: %d records from %s.", self.name, count, export.batch.describe())
+        finally:
+            export.path.unlink(missing_ok=True)
+
+
+ACTIVITY_FIELDS_SCHEMA = th.PropertiesList(
+    th.Property("activity_id", th.StringType, required=True, description="Alida activity id."),
+    th.Property("field_id", th.StringType, required=True, description="Field (question) id."),
+    th.Property("position", th.IntegerType, description="0-based position in the definition."),
+    th.Property("column_name", th.StringType, description="The column this field became."),
+    th.Property("name", th.StringType, description="Field name (question text)."),
+    th.Property("data_type", th.StringType, description="Alida data type as exported."),
+    th.Property("visibility", th.StringType, description="meta.visibility (active, hidden, …)."),
+    th.Property(
+        "options",
+        th.ArrayType(
+            th.ObjectType(
+                th.Property("id", th.StringType),
+                th.Property("name", th.StringType),
+                th.Property("visibility", th.StringType),
+            )
+        ),
+        description="Choice options of enum/set fields.",
+    ),
+).to_dict()
+
+
+class ActivityFieldsStream(AlidaStream):
+    """The data dictionary: one row per activity × field, for analysts to join against."""
+
+    primary_keys = ("activity_id", "field_id")  # type: ignore[assignment]
+    replication_key = None
+
+    def __init__(self, tap: TapAlida, schema: dict[str, Any] | None = None) -> None:
+        super().__init__(tap, schema=schema or ACTIVITY_FIELDS_SCHEMA, name="activity_fields")
+
+    def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+        for activity in self.community.activities:
+            yield from field_rows(activity.id, self.community.definition(activity))
+
+
+# --------------------------------------------------------------------------- members
+
+MEMBER_PROFILES_FIXED: dict[str, dict[str, Any]] = {
+    "member_id": {"type": ["string"], "description": "Member GUID."},
+    "last_sync_date": {
+        "type": ["string", "null"],
+        "format": "date-time",
+        "description": "lastSyncDate of the member export the row came from (the bookmark).",
+    },
+    "batch_id": {"type": ["string", "null"], "description": "Id of the member profile batch."},
+}
+
+
+def member_variable_columns(variables: Iterable[MemberVariable]) -> dict[str, str]:
+    return assign_names(
+        [(v.id, v.name) for v in variables], fallback_prefix="variable", reserved=MEMBER_PROFILES_FIXED
+    )
+
+
+def member_profiles_schema(variables: list[MemberVariable], warn: WarnOnce) -> dict[str, Any]:
+    columns = member_variable_columns(variables)
+    properties = dict(MEMBER_PROFILES_FIXED)
+    for v in variables:
+        canonical = canonical_type(v.data_type)
+        if canonical is None:
+            warn(
+                ("type", v.id),
+                "Member variable %r (%s) has unknown data type %r; it is loaded as a string.",
+                v.name,
+                v.id,
+                v.data_type,
+            )
+        doc = f"Member variable {v.name!r} ({v.id})."
+        if v.is_sensitive:
+            doc += " Sensitive."
+        properties[columns[v.id]] = property_schema(canonical, doc)
+    return {"type": "object", "properties": properties}
+
+
+MEMBER_PROFILE_VALUES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "member_id": {"type": ["string"], "description": "Member GUID."},
+        "variable_id": {"type": ["string"], "description": "Member variable GUID."},
+        "variable_name": {"type": ["string", "null"]},
+        "data_type": {"type": ["string", "null"], "description": "Alida data type as exported."},
+        "is_sensitive": {"type": ["boolean", "null"]},
+        "values": {"type": ["array", "null"], "items": {"type": "string"}},
+        "value_ids": {"type": ["array", "null"], "items": {"type": ["string", "null"]}},
+        "effective_date": {"type": ["string", "null"], "format": "date-time"},
+        **{k: MEMBER_PROFILES_FIXED[k] for k in ("last_sync_date", "batch_id")},
+    },
+}
+
+
+class MemberStream(AlidaStream):
+    """Shared bookmark logic of the two member streams.
+
+    The bookmark is the ``lastSyncDate`` of the last member file that was *fully*
+    processed; it is written into state only after the file's last member, so a
+    run that dies mid-file re-exports from the previous bookmark.
+    """
+
+    replication_key = "last_sync_date"
+    is_sorted = False
+
+    def rows(self, export: MemberExport) -> Iterable[dict[str, Any]]:
+        raise NotImplementedError
+
+    def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+        export = self.community.member_export(self.alida_tap.member_since())
+        count = 0
+        for row in self.rows(export):
+            count += 1
+            yield row
+        self.logger.info(
+            "%s: %d rows from %s (lastSyncDate %s).",
+            self.name,
+            count,
+            export.batch.describe(),
+            export.last_sync_date,
+        )
+        state = self.get_context_state(context)
+        state.pop("progress_markers", None)
+        if export.last_sync_date is None:
+            self.logger.warning(
+                "%s: the member export %s has no lastSyncDate; the bookmark stays where it was.",
+                self.name,
+                export.batch.id,
+            )
+            return
+        state["replication_key"] = self.replication_key
+        state["replication_key_value"] = normalize_datetime(export.last_sync_date) or export.last_sync_date
+
+    def _members(self, export: MemberExport) -> Iterable[dict[str, Any]]:
+        for member in export.file.items("members.item"):
+            if isinstance(member, Mapping) and member.get("memberId") is not None:
+                yield dict(member)
+
+
+class MemberProfilesStream(MemberStream):
+    """One row per member in the export, one column per profile variable."""
+
+    primary_keys = ("member_id",)  # type: ignore[assignment]
+
+    def __init__(self, tap: TapAlida, schema: dict[str, Any]) -> None:
+        super().__init__(tap, schema=schema, name="member_profiles")
+
+    def rows(self, export: MemberExport) -> Iterable[dict[str, Any]]:
+        variables = self.community.member_variables
+        columns = member_variable_columns(variables)
+        known = set(self.schema.get("properties", {}))
+        mappers: dict[str, tuple[str, str | None]] = {}
+        for v in variables:
+            if columns[v.id] in known:
+                mappers[v.id] = (columns[v.id], canonical_type(v.data_type))
+        template: dict[str, Any] = dict.fromkeys(known)
+        template["batch_id"] = export.batch.id
+        template["last_sync_date"] = normalize_datetime(export.last_sync_date)
+        for member in self._members(export):
+            row = template.copy()
+            row["member_id"] = str(member["memberId"])
+            for variable in member.get("variables") or ():
+                variable_id = str(variable.get("id"))
+                target = mappers.get(variable_id)
+                if target is None:
+                    self.warn(
+                        ("unknown-variable", variable_id),
+                        "member_profiles: the export has member variable %r (%s), which the "
+                        "catalog has no column for; its values are in member_profile_values.",
+                        variable.get("name"),
+                        variable_id,
+                    )
+                    continue
+                column, canonical = target
+                row[column] = self._convert(variable, canonical or canonical_type(variable.get("dataType")))
+            yield row
+
+    def _convert(self, variable: Mapping[str, Any], canonical: str | None) -> Any:
+        raw = [v.get("value") if isinstance(v, Mapping) else v for v in variable.get("values") or ()]
+        if canonical == SET:
+            return [t for t in (to_text(v) for v in raw) if t is not None]
+        if not raw:
+            return None
+        if len(raw) > 1:
+            self.warn(
+                ("multi", str(variable.get("id"))),
+                "member_profiles: variable %r (%s) is typed %r but has %d values; the first is kept "
+                "(all are in member_profile_values).",
+                variable.get("name"),
+                variable.get("id"),
+                variable.get("dataType"),
+                len(raw),
+            )
+        value = raw[0]
+        if canonical == "double":
+            return to_number(value)
+        if canonical == "date-time":
+            return normalize_datetime(value)
+        return to_text(value)
+
+
+class MemberProfileValuesStream(MemberStream):
+    """One row per member × variable, values as exported: the lossless member view."""
+
+    primary_keys = ("member_id", "variable_id")  # type: ignore[assignment]
+
+    def __init__(self, tap: TapAlida, schema: dict[str, Any] | None = None) -> None:
+        super().__init__(tap, schema=schema or MEMBER_PROFILE_VALUES_SCHEMA, name="member_profile_values")
+
+    def rows(self, export: MemberExport) -> Iterable[dict[str, Any]]:
+        last_sync = normalize_datetime(export.last_sync_date)
+        for member in self._members(export):
+            member_id = str(member["memberId"])
+            for variable in member.get("variables") or ():
+                values = [v for v in variable.get("values") or () if v is not None]
+                yield {
+                    "member_id": member_id,
+                    "variable_id": str(variable.get("id")),
+                    "variable_name": variable.get("name"),
+                    "data_type": variable.get("dataType"),
+                    "is_sensitive": variable.get("isSensitive"),
+                    "values": [
+                        to_text(v.get("value") if isinstance(v, Mapping) else v) or "" for v in values
+                    ],
+                    "value_ids": [
+                        None if not isinstance(v, Mapping) or v.get("id") is None else str(v["id"])
+                        for v in values
+                    ],
+                    "effective_date": normalize_datetime(variable.get("effectiveDate")),
+                    "last_sync_date": last_sync,
+                    "batch_id": export.batch.id,
+                }

@@ -1,0 +1,151 @@
+"""tap-alida: survey responses and member profiles from Alida's Batch Data Extract API.
+
+Read from here down: ``TapAlida`` validates settings (``settings``), builds one
+``AlidaClient`` (``client``: token, retries) and one per-run ``Community``
+(``community``: activities, definitions, batches, files), and discovers streams
+(``streams``). Each stream's records come from a batch export (``export``:
+create → poll → download) parsed with ijson (``export_file``) and typed from the
+file's field definitions (``schema``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from functools import cached_property
+from typing import Any
+
+from singer_sdk import Stream, Tap
+from singer_sdk.exceptions import ConfigValidationError
+
+from tap_alida import __version__
+from tap_alida.client import AlidaClient
+from tap_alida.community import Community
+from tap_alida.errors import AlidaError
+from tap_alida.settings import CONFIG_SCHEMA, AlidaSettings
+from tap_alida.streams import (
+    ActivityFieldsStream,
+    ActivityResponsesStream,
+    MemberProfilesStream,
+    MemberProfileValuesStream,
+    MemberStream,
+    member_profiles_schema,
+)
+from tap_alida.schema import WarnOnce, activity_schema, as_utc, normalize_datetime
+
+
+class TapAlida(Tap):
+    """Singer tap for Alida Communities: activity (survey) responses and member profiles, extracted through the asynchronous Batch Data Extract API and streamed with ijson."""  # noqa: E501
+
+    name = "tap-alida"
+    plugin_version = __version__
+    package_name = "tap-alida"
+    config_jsonschema = CONFIG_SCHEMA
+    dynamic_catalog = True
+
+    # -- settings -----------------------------------------------------------------------
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """The SDK's JSON-schema checks plus ours, reported together, before any request."""
+        errors = super()._validate_config(raise_errors=False)
+        if not errors:
+            errors = AlidaSettings.errors(self.config)
+        if errors and raise_errors:
+            raise ConfigValidationError("Config validation failed", errors=errors)
+        return errors
+
+    @cached_property
+    def settings(self) -> AlidaSettings:
+        errors = AlidaSettings.errors(self.config)
+        if errors:
+            raise ConfigValidationError("Config validation failed", errors=errors)
+        return AlidaSettings.from_config(self.config)
+
+    @cached_property
+    def client(self) -> AlidaClient:
+        return AlidaClient(self.settings)
+
+    @cached_property
+    def community(self) -> Community:
+        return Community(self.client)
+
+    # -- discovery --------------------------------------------------------------------
+
+    def discover_streams(self) -> list[Stream]:
+        """Streams from the input catalog when one is given, else by running discovery.
+
+        Discovery exports every activity in scope once to read its field
+        definitions (only the ``definition`` part of each file is downloaded).
+        With a catalog (``meltano run``), no export is made here: schemas come
+        from the catalog and activities are matched by their stream names,
+        which are deterministic.
+        """
+        if self.input_catalog is not None:
+            return self._streams_from_catalog()
+        warn = WarnOnce(self.logger)
+        streams: list[Stream] = []
+        activities = self.community.activities
+        self.logger.info("Discovering %d activities.", len(activities))
+        for activity in activities:
+            fields = self.community.definition(activity)
+            schema = activity_schema(fields, activity_label=activity.label, warn=warn)
+            streams.append(ActivityResponsesStream(self, activity, schema))
+        streams.append(ActivityFieldsStream(self))
+        variables = self.community.member_variables
+        streams.append(MemberProfilesStream(self, member_profiles_schema(variables, warn)))
+        streams.append(MemberProfileValuesStream(self))
+        return streams
+
+    def _streams_from_catalog(self) -> list[Stream]:
+        assert self.input_catalog is not None
+        fixed: list[Stream] = []
+        activity_streams: list[Stream] = []
+        for name, entry in self.input_catalog.items():
+            schema = entry.schema.to_dict()
+            if name == "activity_fields":
+                fixed.append(ActivityFieldsStream(self, schema))
+            elif name == "member_profiles":
+                fixed.append(MemberProfilesStream(self, schema))
+            elif name == "member_profile_values":
+                fixed.append(MemberProfileValuesStream(self, schema))
+            elif activity := self.community.activity_by_stream(name):
+                activity_streams.append(ActivityResponsesStream(self, activity, schema))
+            else:
+                self.logger.warning(
+                    "The catalog has stream %r, which matches no activity in scope (renamed, "
+                    "removed, or outside 'activity_ids'); it is skipped. Run discovery again.",
+                    name,
+                )
+        order = ["activity_fields", "member_profiles", "member_profile_values"]
+        fixed.sort(key=lambda s: order.index(s.name))
+        return activity_streams + fixed
+
+    # -- state shared by the member streams ----------------------------------------------
+
+    def member_since(self) -> str | None:
+        """``sinceDatetime`` for this run's member export.
+
+        Both member streams read the same file, so the export starts from the
+        *older* of their bookmarks: a stream whose last run died mid-file is not
+        skipped past. Any selected stream without a bookmark means ``start_date``
+        (or a full export).
+        """
+        selected = [s for s in self.streams.values() if isinstance(s, MemberStream) and s.selected]
+        starts = [s.get_starting_timestamp(None) for s in selected]  # bookmark, else start_date
+        if not starts or any(start is None for start in starts):
+            return None
+        oldest = min(as_utc(start) for start in starts if start is not None)
+        return normalize_datetime(oldest.isoformat())
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console entry point: known errors become one ERROR line and exit code 1."""
+    try:
+        return TapAlida.cli.main(args=argv, prog_name="tap-alida", standalone_mode=True)
+    except AlidaError as exc:
+        logging.getLogger("tap-alida").error("%s", exc)
+        print(f"tap-alida: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
