@@ -90,12 +90,14 @@ def property_schema(canonical: str | None, description: str | None = None) -> di
 # --------------------------------------------------------------------------- values
 
 
-def normalize_datetime(value: object) -> str | None:
-    """RFC 3339 UTC (``2026-10-01T00:00:00Z``) from any ISO-8601 variant.
+def parse_datetime(value: object) -> dt.datetime | None:
+    """An aware UTC datetime from any ISO-8601 variant; None when it is not one.
 
     Accepts ``Z``/offsets/no offset (taken as UTC) and 0-9 fractional digits
-    (.NET writes 7). Returns None when the value is not a date-time.
+    (.NET writes 7).
     """
+    if isinstance(value, dt.datetime):
+        return as_utc(value)
     if not isinstance(value, str):
         return None
     text = value.strip()
@@ -112,13 +114,23 @@ def normalize_datetime(value: object) -> str | None:
         if end - dot - 1 > 6:
             text = text[: dot + 7] + text[end:]
     try:
-        parsed = dt.datetime.fromisoformat(text)
+        return as_utc(dt.datetime.fromisoformat(text))
     except ValueError:
         return None
-    parsed = as_utc(parsed)
-    if parsed.microsecond:
-        return parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return parsed.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_datetime(value: dt.datetime) -> str:
+    """RFC 3339 UTC with ``Z``; fractional seconds only when there are any."""
+    value = as_utc(value)
+    if value.microsecond:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def normalize_datetime(value: object) -> str | None:
+    """RFC 3339 UTC (``2026-10-01T00:00:00Z``) from any ISO-8601 variant, else None."""
+    parsed = parse_datetime(value)
+    return None if parsed is None else format_datetime(parsed)
 
 
 def as_utc(value: dt.datetime) -> dt.datetime:

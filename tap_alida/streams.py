@@ -248,8 +248,9 @@ class MemberProfilesStream(MemberStream):
         for v in variables:
             if columns[v.id] in known:
                 mappers[v.id] = (columns[v.id], canonical_type(v.data_type))
-        template: dict[str, Any] = dict.fromkeys(known)
-        template["batch_id"] = export.batch.id
+        # Variables absent from a member's entry are omitted, not nulled: an
+        # incremental export carries only changed variables.
+        template: dict[str, Any] = {"batch_id": export.batch.id}
         template["last_sync_date"] = normalize_datetime(export.last_sync_date)
         for member in self._members(export):
             row = template.copy()

@@ -31,7 +31,7 @@ from tap_alida.streams import (
     MemberStream,
     member_profiles_schema,
 )
-from tap_alida.schema import WarnOnce, activity_schema, as_utc, normalize_datetime
+from tap_alida.schema import WarnOnce, activity_schema, format_datetime, parse_datetime
 
 
 class TapAlida(Tap):
@@ -131,11 +131,13 @@ class TapAlida(Tap):
         (or a full export).
         """
         selected = [s for s in self.streams.values() if isinstance(s, MemberStream) and s.selected]
-        starts = [s.get_starting_timestamp(None) for s in selected]  # bookmark, else start_date
-        if not starts or any(start is None for start in starts):
+        # Read bookmarks from state directly: the SDK's get_starting_timestamp() only
+        # answers once that stream's own sync has begun, and the other may not have.
+        starts = [s.stream_state.get("replication_key_value") or self.settings.start_date for s in selected]
+        parsed = [parse_datetime(start) for start in starts]
+        if not parsed or any(start is None for start in parsed):
             return None
-        oldest = min(as_utc(start) for start in starts if start is not None)
-        return normalize_datetime(oldest.isoformat())
+        return format_datetime(min(start for start in parsed if start is not None))
 
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: known errors become one ERROR line and exit code 1."""

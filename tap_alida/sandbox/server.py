@@ -20,6 +20,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import random
 import secrets
 import shutil
 import signal
@@ -50,6 +51,55 @@ CHUNK = 64 * 1024
 REQUEST_LOG_LIMIT = 20_000
 
 
+FAULT_NAMES = (
+    "rate_limit",
+    "server_error",
+    "drop_download",
+    "slow_body",
+    "expire_link",
+    "stuck_job",
+    "fail_job",
+    "token_expiry",
+    "truncate_file",
+    "records_first",
+)
+IMPLEMENTED_FAULTS = ("fail_job", "stuck_job")
+
+
+class Faults:
+    """``--faults name=probability|count,...``: deterministic for a seed.
+
+    A value with a decimal point (``0.2``) is a probability per opportunity; a
+    whole number (``3``) is how many times the fault fires, then never again.
+    """
+
+    def __init__(self, spec: str | None, seed: int) -> None:
+        self._rng = random.Random(f"faults:{seed}")
+        self._lock = threading.Lock()
+        self.probability: dict[str, float] = {}
+        self.remaining: dict[str, int] = {}
+        for item in filter(None, (part.strip() for part in (spec or "").split(","))):
+            name, _, value = item.partition("=")
+            if name not in FAULT_NAMES:
+                raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULT_NAMES)}")
+            if name not in IMPLEMENTED_FAULTS:
+                raise ValueError(f"fault {name!r} is not implemented yet")
+            value = value or "1"
+            if "." in value:
+                self.probability[name] = float(value)
+            else:
+                self.remaining[name] = int(value)
+
+    def fire(self, name: str) -> bool:
+        """Whether the fault happens at this opportunity (counts it down when counted)."""
+        with self._lock:
+            if self.remaining.get(name, 0) > 0:
+                self.remaining[name] -= 1
+                return True
+            probability = self.probability.get(name)
+            return probability is not None and self._rng.random() < probability
+
+
 @dataclass
 class Options:
     community: str = "sandbox"
@@ -62,6 +112,7 @@ class Options:
     redirect: str = "302"
     page_max: int = 1000
     storage_host: str | None = None
+    faults: Faults = field(default_factory=lambda: Faults(None, 0))
 
 
 @dataclass
@@ -75,6 +126,7 @@ class Batch:
     file_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     segments: list[bytes | Path] | None = None
     error: str | None = None
+    stuck: bool = False
     ready: threading.Event = field(default_factory=threading.Event)
 
 
@@ -118,6 +170,10 @@ class Sandbox:
     def create_batch(self, kind: str, activity_id: str | None, since: str | None) -> Batch:
         now = dt.datetime.now(dt.timezone.utc)
         batch = Batch(str(uuid.uuid4()), kind, activity_id, since, time.monotonic(), iso(now))
+        faults = self.options.faults
+        batch.stuck = faults.fire("stuck_job")
+        if not batch.stuck and faults.fire("fail_job"):
+            batch.error = "Export failed: the data service timed out (sandbox fault fail_job)."
         with self.lock:
             self.batches[batch.id] = batch
             self.files[batch.file_id] = batch.id
@@ -144,14 +200,16 @@ class Sandbox:
                     )
                 batch.segments = [path]
         except Exception as exc:  # noqa: BLE001 - reported through the batch status
-            batch.error = f"export generation failed: {exc}"
+            batch.error = batch.error or f"export generation failed: {exc}"
         finally:
             batch.ready.set()
 
     def status(self, batch: Batch) -> dict[str, Any]:
         elapsed = time.monotonic() - batch.created
         delay = self.options.job_delay
-        if batch.error:
+        if batch.stuck:
+            state = "pending"
+        elif batch.error and elapsed >= delay:
             state = "failed"
         elif elapsed >= delay and batch.ready.is_set():
             state = "succeeded"
@@ -646,6 +704,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--link-ttl", type=int, default=600)
     parser.add_argument("--redirect", choices=["302", "none"], default="302")
     parser.add_argument("--page-max", type=int, default=1000, help="largest page size served")
+    parser.add_argument(
+        "--faults",
+        default=None,
+        help=f"comma list of name=probability|count; names: {', '.join(FAULT_NAMES)}",
+    )
     parser.add_argument("--storage-host", default=None, help="host name used in storage links")
     return parser
 
@@ -675,6 +738,10 @@ def main(argv: list[str] | None = None) -> None:
         page_max=args.page_max,
         storage_host=args.storage_host,
     )
+    try:
+        options.faults = Faults(args.faults, args.seed)
+    except ValueError as exc:
+        build_parser().error(str(exc))
     workdir = Path(tempfile.mkdtemp(prefix="alida-sandbox-"))
     sandbox = Sandbox(data, options, workdir)
     server = make_server(sandbox, args.host, args.port)

@@ -1,0 +1,190 @@
+"""Test harness: a real sandbox server process and the real tap-alida executable.
+
+Nothing here patches HTTP: the sandbox listens on loopback and the tap is run
+as a subprocess, exactly as Meltano runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "community"
+BIN = Path(sys.executable).parent
+
+
+def executable(name: str) -> str:
+    """A console script of this environment (the venv the tests run in)."""
+    path = BIN / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    assert found, f"{name} is not installed in this environment"
+    return found
+
+
+class Sandbox:
+    """A running ``tap-alida-sandbox`` process."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [executable("tap-alida-sandbox"), "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if not line.startswith("http://"):
+            self.process.kill()
+            _, err = self.process.communicate()
+            raise RuntimeError(f"sandbox did not start: {line!r} {err}")
+        self.url = line
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            return json.load(response)
+
+    def post(self, path: str, body: Any) -> Any:
+        request = urllib.request.Request(
+            self.url + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def truth(self, since: str | None = None) -> dict[str, Any]:
+        return self.get("/_sandbox/truth" + (f"?sinceDatetime={since}" if since else ""))
+
+    def requests(self) -> list[dict[str, Any]]:
+        return self.get("/_sandbox/requests")
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        config = {
+            "api_url": self.url,
+            "client_id": "sandbox",
+            "client_secret": "sandbox",
+            "community_api_key_name": "sandbox",
+            "poll_interval_seconds": 0.05,
+            "poll_max_interval_seconds": 0.2,
+        }
+        config.update(overrides)
+        return {k: v for k, v in config.items() if v is not None}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture
+def start_sandbox() -> Iterator[Any]:
+    """Factory: ``start_sandbox(*args)`` starts a sandbox, stopped after the test."""
+    started: list[Sandbox] = []
+
+    def start(*args: str) -> Sandbox:
+        sandbox = Sandbox(*args)
+        started.append(sandbox)
+        return sandbox
+
+    yield start
+    for sandbox in started:
+        sandbox.stop()
+
+
+@pytest.fixture
+def fixture_sandbox(start_sandbox: Any) -> Sandbox:
+    return start_sandbox("--fixtures", str(FIXTURES))
+
+
+@dataclass
+class TapRun:
+    """Parsed output of one tap process."""
+
+    returncode: int
+    stderr: str
+    messages: list[dict[str, Any]]
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    states: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.states[-1] if self.states else {}
+
+
+def run_tap(
+    tmp_path: Path,
+    config: dict[str, Any],
+    *args: str,
+    catalog: dict[str, Any] | None = None,
+    state: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> TapRun:
+    """Run the real ``tap-alida`` executable and parse its Singer output."""
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    command = [executable("tap-alida"), "--config", str(config_path), *args]
+    if catalog is not None:
+        (tmp_path / "catalog.json").write_text(json.dumps(catalog))
+        command += ["--catalog", str(tmp_path / "catalog.json")]
+    if state is not None:
+        (tmp_path / "state.json").write_text(json.dumps(state))
+        command += ["--state", str(tmp_path / "state.json")]
+    process_env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_ALIDA_")}
+    process_env.update(env or {})
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, env=process_env, check=False
+    )
+    run = TapRun(done.returncode, done.stderr, [])
+    if "--discover" in args:
+        run.messages = [json.loads(done.stdout)] if done.returncode == 0 else []
+        return run
+    for line in done.stdout.splitlines():
+        if not line.strip():
+            continue
+        message = json.loads(line)
+        run.messages.append(message)
+        if message.get("type") == "RECORD":
+            run.records[message["stream"]].append(message["record"])
+        elif message.get("type") == "SCHEMA":
+            run.schemas[message["stream"]] = message["schema"]
+        elif message.get("type") == "STATE":
+            run.states.append(message["value"])
+    return run
+
+
+def discover(tmp_path: Path, config: dict[str, Any]) -> dict[str, Any]:
+    run = run_tap(tmp_path, config, "--discover")
+    assert run.returncode == 0, run.stderr
+    return run.messages[0]
+
+
+def select_all(catalog: dict[str, Any], only: set[str] | None = None) -> dict[str, Any]:
+    """Mark streams selected (all, or only the named ones) in a discovered catalog."""
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"]["selected"] = only is None or stream["tap_stream_id"] in only
+    return catalog
+
+
+def stream_schema(catalog: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s["schema"] for s in catalog["streams"] if s["tap_stream_id"] == name)

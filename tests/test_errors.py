@@ -1,0 +1,82 @@
+"""Bad input: clear messages, non-zero exits, nothing sent before settings are valid."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import FIXTURES, discover, run_tap, select_all
+
+
+def api_requests(sandbox):
+    return [r for r in sandbox.requests() if not r["path"].startswith("/_sandbox")]
+
+
+def test_missing_setting_is_named_before_any_request(fixture_sandbox, tmp_path):
+    config = fixture_sandbox.config()
+    del config["community_api_key_name"]
+    run = run_tap(tmp_path, config)
+    assert run.returncode != 0
+    assert "community_api_key_name" in run.stderr
+    assert api_requests(fixture_sandbox) == []
+
+
+def test_no_region_nor_api_url(tmp_path):
+    run = run_tap(tmp_path, {"client_id": "a", "client_secret": "b", "community_api_key_name": "c"})
+    assert run.returncode != 0
+    assert "'region'" in run.stderr and "'api_url'" in run.stderr
+
+
+def test_plain_http_refused_off_loopback(tmp_path):
+    config = {"client_id": "a", "client_secret": "b", "community_api_key_name": "c", "api_url": "http://api.example.com"}
+    run = run_tap(tmp_path, config)
+    assert run.returncode != 0
+    assert "plain http" in run.stderr and "api_url" in run.stderr
+
+
+def test_bad_region_code(tmp_path):
+    config = {"client_id": "a", "client_secret": "b", "community_api_key_name": "c", "region": "https://x"}
+    run = run_tap(tmp_path, config)
+    assert run.returncode != 0 and "'region'" in run.stderr
+
+
+def test_refused_token_names_the_settings_not_the_secret(fixture_sandbox, tmp_path):
+    secret = "s3cr3t-Value-that-must-not-leak"
+    run = run_tap(tmp_path, fixture_sandbox.config(client_secret=secret), "--discover")
+    assert run.returncode != 0
+    error = [line for line in run.stderr.splitlines() if "refused the token request" in line]
+    assert error, run.stderr
+    for setting in ("client_id", "client_secret", "region"):
+        assert setting in error[0]
+    assert secret not in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_unknown_activity_id_is_named(fixture_sandbox, tmp_path):
+    missing = "00000000-dead-beef-0000-000000000000"
+    run = run_tap(tmp_path, fixture_sandbox.config(activity_ids=[missing]), "--discover")
+    assert run.returncode != 0
+    assert f"'activity_ids' names activity '{missing}'" in run.stderr
+
+
+def test_failed_export_names_activity_batch_and_error_message(start_sandbox, tmp_path):
+    sandbox = start_sandbox("--fixtures", str(FIXTURES))
+    config = sandbox.config()
+    catalog = select_all(discover(tmp_path, config), only={"quick_poll"})
+    failing = start_sandbox("--fixtures", str(FIXTURES), "--faults", "fail_job=1")
+    run = run_tap(tmp_path, failing.config(), catalog=catalog)
+    assert run.returncode != 0
+    created = re.findall(r"Created batch ([0-9a-f-]{36}) for activity 'Quick Poll'", run.stderr)
+    assert len(created) == 1
+    error = [line for line in run.stderr.splitlines() if "export failed" in line]
+    assert error, run.stderr
+    assert created[0] in error[0] and "'Quick Poll'" in error[0]
+    assert "the data service timed out" in error[0]
+    assert run.records.get("quick_poll", []) == []
+
+
+def test_stuck_export_gives_up_after_max_wait_to_start(start_sandbox, tmp_path):
+    sandbox = start_sandbox("--fixtures", str(FIXTURES), "--faults", "stuck_job=1")
+    config = sandbox.config(max_wait_to_start_seconds=0.5)
+    run = run_tap(tmp_path, config, "--discover")
+    assert run.returncode != 0
+    assert "still pending" in run.stderr and "max_wait_to_start_seconds" in run.stderr

@@ -1,0 +1,95 @@
+"""Member profiles: full first run, then incremental runs from the bookmark."""
+
+from __future__ import annotations
+
+from conftest import discover, run_tap, select_all
+
+M1 = "14dfcbeb-b17a-464b-8372-a62c0065a966"
+M2 = "96689e68-f64b-42de-a8c6-7e134f490f16"
+M3 = "0bfb0f1b-160d-43b1-b711-a62c0059ca52"
+MEMBER_STREAMS = {"member_profiles", "member_profile_values"}
+
+
+def member_batch_bodies(sandbox):
+    return [
+        r["body"]
+        for r in sandbox.requests()
+        if r["method"] == "POST" and r["path"].endswith("/members/profiles/batch")
+    ]
+
+
+def test_two_runs_state_in_since_sent_last_sync_date_stored(fixture_sandbox, tmp_path):
+    config = fixture_sandbox.config()
+    catalog = select_all(discover(tmp_path, config), only=MEMBER_STREAMS)
+
+    first = run_tap(tmp_path, config, catalog=catalog)
+    assert first.returncode == 0, first.stderr
+    assert member_batch_bodies(fixture_sandbox) == [None]  # full export, no sinceDatetime
+    profiles = {r["member_id"]: r for r in first.records["member_profiles"]}
+    assert set(profiles) == {M1, M2, M3}
+    assert profiles[M1]["age"] == 42 and profiles[M1]["segment"] == "Gold"
+    assert profiles[M1]["interests"] == ["Travel", "Cooking"]
+    assert profiles[M1]["date_joined"] == "2024-05-06T07:08:09.123000Z"
+    assert profiles[M2]["email"] == "zoë@example.org" and profiles[M2]["interests"] == []
+    assert profiles[M3]["age"] == 37  # exported as the string "37"
+    assert "legacy_score" not in profiles[M1]
+    values = first.records["member_profile_values"]
+    truth = fixture_sandbox.truth()["members"]
+    assert len(values) == truth["member_variables"] == 10
+    legacy = [v for v in values if v["variable_name"] == "legacy_score"]
+    assert legacy[0]["values"] == ["3.5"] and legacy[0]["effective_date"] == "2026-11-03T00:00:00Z"
+    assert any("legacy_score" in line and "WARNING" in line for line in first.stderr.splitlines())
+    last_sync = "2026-11-10T09:00:00Z"  # the newest effectiveDate in the file
+    for stream in MEMBER_STREAMS:
+        assert first.state["bookmarks"][stream]["replication_key_value"] == last_sync
+        assert all(r["last_sync_date"] == last_sync for r in first.records[stream])
+
+    # Nothing changed: the second run sends the bookmark and gets no member.
+    second = run_tap(tmp_path, config, catalog=catalog, state=first.state)
+    assert second.returncode == 0, second.stderr
+    assert member_batch_bodies(fixture_sandbox)[-1] == {"sinceDatetime": last_sync}
+    assert second.records["member_profiles"] == []
+    assert second.state["bookmarks"]["member_profiles"]["replication_key_value"] == last_sync
+
+    # One member changes: the third run gets exactly that change.
+    fixture_sandbox.post("/_sandbox/members/touch", {"count": 1, "effectiveDate": "2026-11-20T00:00:00Z"})
+    third = run_tap(tmp_path, config, catalog=catalog, state=second.state)
+    assert third.returncode == 0, third.stderr
+    assert member_batch_bodies(fixture_sandbox)[-1] == {"sinceDatetime": last_sync}
+    assert [r["member_id"] for r in third.records["member_profiles"]] == [M1]
+    changed = third.records["member_profiles"][0]
+    # only the changed variable is in the row: unchanged ones are omitted, not nulled
+    assert changed["interests"] == ["Updated 1"] and "age" not in changed
+    assert [(v["member_id"], v["variable_name"]) for v in third.records["member_profile_values"]] == [
+        (M1, "Interests")
+    ]
+    assert third.state["bookmarks"]["member_profile_values"]["replication_key_value"] == "2026-11-20T00:00:00Z"
+
+
+def test_start_date_is_the_first_since(fixture_sandbox, tmp_path):
+    config = fixture_sandbox.config(start_date="2026-11-04T00:00:00Z")
+    catalog = select_all(discover(tmp_path, config), only=MEMBER_STREAMS)
+    run = run_tap(tmp_path, config, catalog=catalog)
+    assert run.returncode == 0, run.stderr
+    assert member_batch_bodies(fixture_sandbox) == [{"sinceDatetime": "2026-11-04T00:00:00Z"}]
+    # variables effective after 2026-11-04: M1 segment+interests, M2 email+interests
+    assert sorted((v["member_id"], v["variable_name"]) for v in run.records["member_profile_values"]) == sorted(
+        [(M1, "Segment"), (M1, "Interests"), (M2, "email"), (M2, "Interests")]
+    )
+
+
+def test_older_bookmark_wins_when_streams_disagree(fixture_sandbox, tmp_path):
+    config = fixture_sandbox.config()
+    catalog = select_all(discover(tmp_path, config), only=MEMBER_STREAMS)
+    state = {
+        "bookmarks": {
+            "member_profiles": {"replication_key": "last_sync_date", "replication_key_value": "2026-11-09T00:00:00Z"},
+            "member_profile_values": {
+                "replication_key": "last_sync_date",
+                "replication_key_value": "2026-11-04T00:00:00+00:00",
+            },
+        }
+    }
+    run = run_tap(tmp_path, config, catalog=catalog, state=state)
+    assert run.returncode == 0, run.stderr
+    assert member_batch_bodies(fixture_sandbox) == [{"sinceDatetime": "2026-11-04T00:00:00Z"}]
