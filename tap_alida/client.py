@@ -293,7 +293,6 @@ class AlidaClient:
     def iter_collection(self, url: str, *, what: str, page_size: int = 1000) -> Iterator[dict]:
         """Every item of a §7.1 collection, following ``links[rel=next]`` or offsets."""
         params: dict[str, Any] | None = {"limit": page_size, "offset": 0}
-        offset = 0
         seen_urls: set[str] = set()
         while True:
             page = self.get_json(url, what=what, params=params)
@@ -302,21 +301,29 @@ class AlidaClient:
                 msg = f"Could not {what}: the response has no 'items' list."
                 raise APIError(msg)
             yield from items
-            next_link = None
-            if isinstance(page, Mapping):
-                for link in page.get("links") or []:
-                    if isinstance(link, Mapping) and link.get("rel") == "next" and link.get("href"):
-                        next_link = urljoin(url, str(link["href"]))
-            if next_link:
-                if next_link in seen_urls:
+            if not isinstance(page, Mapping) or not items:
+                return
+            links = page.get("links")
+            if isinstance(links, list):
+                # The server pages with links: no 'next' link means the last page.
+                next_link = next(
+                    (
+                        urljoin(url, str(link["href"]))
+                        for link in links
+                        if isinstance(link, Mapping) and link.get("rel") == "next" and link.get("href")
+                    ),
+                    None,
+                )
+                if next_link is None or next_link in seen_urls:
                     return
                 seen_urls.add(next_link)
                 url, params = next_link, None
                 continue
-            limit = page.get("meta", {}).get("limit") if isinstance(page, Mapping) else None
-            if not items or len(items) < int(limit or page_size):
+            meta = page.get("meta") if isinstance(page.get("meta"), Mapping) else {}
+            limit = int(meta.get("limit") or page_size)
+            offset = int(meta.get("offset") or 0) + len(items)
+            if len(items) < limit or ("count" in meta and offset >= int(meta["count"])):
                 return
-            offset += len(items)
             params = {"limit": page_size, "offset": offset}
 
     # -- files --------------------------------------------------------------------
