@@ -1,0 +1,100 @@
+"""`meltano run tap-alida <target>` end to end, row counts equal to the sandbox's truth.
+
+Needs the project's Meltano plugins installed (`meltano install`), which the
+README's test command does first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import ROOT, executable
+
+FIXED = {"activity_fields", "member_profiles", "member_profile_values"}
+
+
+def meltano(tmp_path: Path, sandbox, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAP_ALIDA_", "TARGET_", "MELTANO_"))}
+    env.update(
+        {
+            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
+            "MELTANO_ENVIRONMENT": "sandbox",
+            "TAP_ALIDA_API_URL": sandbox.url,
+            "TAP_ALIDA_POLL_INTERVAL_SECONDS": "1",
+            "TARGET_JSONL_DESTINATION_PATH": str(tmp_path / "jsonl"),
+            "TARGET_DUCKDB_FILEPATH": str(tmp_path / "warehouse.duckdb"),
+        }
+    )
+    (tmp_path / "jsonl").mkdir(exist_ok=True)
+    return subprocess.run(
+        [executable("meltano"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+def expected_counts(sandbox) -> dict[str, int]:
+    truth = sandbox.truth()
+    return {
+        "activity_fields": sum(a["fields"] for a in truth["activities"] if "fields" in a),
+        "member_profiles": truth["members"]["members"],
+        "member_profile_values": truth["members"]["member_variables"],
+        "activity_responses": sum(a["records"] for a in truth["activities"] if "records" in a),
+    }
+
+
+@pytest.fixture
+def sandbox(start_sandbox):
+    return start_sandbox("--activities", "3", "--members", "40", "--responses", "30")
+
+
+def test_meltano_run_into_jsonl(sandbox, tmp_path):
+    done = meltano(tmp_path, sandbox, "run", "tap-alida", "target-jsonl")
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = {p.stem: len(p.read_text().splitlines()) for p in (tmp_path / "jsonl").glob("*.jsonl")}
+    expected = expected_counts(sandbox)
+    assert {k: counts[k] for k in FIXED} == {k: expected[k] for k in FIXED}
+    activity_tables = set(counts) - FIXED
+    assert len(activity_tables) == 3
+    assert sum(counts[t] for t in activity_tables) == expected["activity_responses"] == 90
+
+
+def test_meltano_run_into_duckdb_twice(sandbox, tmp_path):
+    done = meltano(tmp_path, sandbox, "run", "tap-alida", "target-duckdb")
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = expected_counts(sandbox)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as db:
+        tables = [t for (t,) in db.execute(
+            "select table_name from information_schema.tables where table_schema = 'alida'"
+        ).fetchall()]
+        counts = {t: db.execute(f'select count(*) from alida."{t}"').fetchone()[0] for t in tables}
+        types = dict(db.execute(
+            "select column_name, data_type from information_schema.columns "
+            "where table_schema = 'alida' and table_name = 'member_profiles'"
+        ).fetchall())
+    assert {k: counts[k] for k in FIXED} == {k: expected[k] for k in FIXED}
+    assert sum(v for k, v in counts.items() if k not in FIXED) == expected["activity_responses"]
+    assert types["age"] == "DOUBLE" and types["date_joined"].startswith("TIMESTAMP")
+
+    # Second run: state from Meltano's system database; 2 members changed.
+    state = json.loads(meltano(tmp_path, sandbox, "state", "get", "sandbox:tap-alida-to-target-duckdb").stdout)
+    last_sync = state["singer_state"]["bookmarks"]["member_profiles"]["replication_key_value"]
+    sandbox.post("/_sandbox/members/touch", {"count": 2, "effectiveDate": "2026-11-21T00:00:00Z"})
+    done = meltano(tmp_path, sandbox, "run", "tap-alida", "target-duckdb")
+    assert done.returncode == 0, done.stderr[-3000:]
+    member_posts = [
+        r["body"] for r in sandbox.requests()
+        if r["method"] == "POST" and r["path"].endswith("/members/profiles/batch")
+    ]
+    assert member_posts[-1] == {"sinceDatetime": last_sync}
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as db:
+        updated = db.execute(
+            "select count(*) from alida.member_profile_values where effective_date = '2026-11-21 00:00:00'"
+        ).fetchone()[0]
+        total = db.execute("select count(*) from alida.member_profile_values").fetchone()[0]
+    assert updated == 2
+    assert total == expected["member_profile_values"]  # upserted on (member_id, variable_id)
