@@ -319,7 +319,8 @@ class AlidaClient:
                 seen_urls.add(next_link)
                 url, params = next_link, None
                 continue
-            meta = page.get("meta") if isinstance(page.get("meta"), Mapping) else {}
+            raw_meta = page.get("meta")
+            meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
             limit = int(meta.get("limit") or page_size)
             offset = int(meta.get("offset") or 0) + len(items)
             if len(items) < limit or ("count" in meta and offset >= int(meta["count"])):
@@ -328,7 +329,9 @@ class AlidaClient:
 
     # -- files --------------------------------------------------------------------
 
-    def open_file(self, link: str, *, what: str, headers: Mapping[str, str] | None = None) -> requests.Response:
+    def open_file(
+        self, link: str, *, what: str, headers: Mapping[str, str] | None = None
+    ) -> requests.Response:
         """Open an export file for streaming: follow the redirect without credentials.
 
         The files route on the API host answers 3xx with a storage URL (usually
@@ -338,9 +341,7 @@ class AlidaClient:
         url = link
         for _ in range(5):
             if self.is_api_host(url):
-                response = self.request(
-                    "GET", url, what=what, stream=True, allow_redirects=False
-                )
+                response = self.request("GET", url, what=what, stream=True, allow_redirects=False)
             else:
                 response = self._storage_get(url, what=what, headers=headers)
             if response.is_redirect and response.headers.get("Location"):
@@ -351,9 +352,7 @@ class AlidaClient:
         msg = f"Could not {what}: too many redirects."
         raise APIError(msg)
 
-    def _storage_get(
-        self, url: str, *, what: str, headers: Mapping[str, str] | None
-    ) -> requests.Response:
+    def _storage_get(self, url: str, *, what: str, headers: Mapping[str, str] | None) -> requests.Response:
         attempt = 0
         while True:
             attempt += 1

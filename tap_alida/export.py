@@ -110,9 +110,7 @@ class BatchExports:
     # -- poll -----------------------------------------------------------------------
 
     def refresh(self, batch: Batch) -> dict[str, Any]:
-        status = self.client.get_json(
-            self._status_url(batch), what=f"read the status of {batch.describe()}"
-        )
+        status = self.client.get_json(self._status_url(batch), what=f"read the status of {batch.describe()}")
         if not isinstance(status, Mapping):
             msg = f"The status of {batch.describe()} is not a JSON object."
             raise APIError(msg)
@@ -210,7 +208,9 @@ class BatchExports:
         what = f"download the export file of {batch.describe()}"
         response = self.client.open_file(link, what=what)
         total = response.headers.get("Content-Length")
-        expected = int(total) if total and total.isdigit() and "Content-Encoding" not in response.headers else None
+        expected = (
+            int(total) if total and total.isdigit() and "Content-Encoding" not in response.headers else None
+        )
         started = time.monotonic()
         last_log = started
         received = 0
@@ -244,6 +244,4 @@ class BatchExports:
         finally:
             response.close()
         elapsed = time.monotonic() - started
-        logger.info(
-            "%s: downloaded %.1f MB in %.1f s.", batch.describe(), received / 1e6, elapsed
-        )
+        logger.info("%s: downloaded %.1f MB in %.1f s.", batch.describe(), received / 1e6, elapsed)

@@ -38,8 +38,9 @@ BACKEND = _ijson.backend
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _maybe_gunzip(stream: IO[bytes]) -> IO[bytes]:
-    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type]
+def _maybe_gunzip(stream: Any) -> IO[bytes]:
+    """A readable binary stream, gunzipped when it starts with gzip's magic number."""
+    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)
     if buffered.peek(2)[:2] == GZIP_MAGIC:
         return gzip.GzipFile(fileobj=buffered)  # type: ignore[return-value]
     return buffered
@@ -53,7 +54,7 @@ def _malformed(batch: Batch, offset: int | None, exc: Exception) -> ExportFileEr
     )
 
 
-def read_definition_from_stream(raw: IO[bytes], batch: Batch) -> dict[str, Any]:
+def read_definition_from_stream(raw: Any, batch: Batch) -> dict[str, Any]:
     """The ``definition`` object from a (network) stream; stops reading once parsed."""
     if hasattr(raw, "decode_content"):
         raw.decode_content = True  # gzip Content-Encoding

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,8 +137,8 @@ def normalize_datetime(value: object) -> str | None:
 def as_utc(value: dt.datetime) -> dt.datetime:
     """An aware UTC datetime (naive ones are taken as UTC)."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
 
 
 def to_number(value: object) -> float | None:
@@ -151,7 +152,7 @@ def to_number(value: object) -> float | None:
             number = float(value.strip())
         except ValueError:
             return None
-        return number if number == number and abs(number) != float("inf") else None
+        return number if math.isfinite(number) else None
     return None
 
 

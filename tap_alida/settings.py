@@ -89,8 +89,7 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.NumberType,
         default=5,
         title="Poll interval (seconds)",
-        description="First wait between batch status checks; it doubles up to "
-        "`poll_max_interval_seconds`.",
+        description="First wait between batch status checks; it doubles up to `poll_max_interval_seconds`.",
     ),
     th.Property(
         "poll_max_interval_seconds",

@@ -63,7 +63,7 @@ class AlidaStream(Stream):
 class ActivityResponsesStream(AlidaStream):
     """Responses to one activity: one row per record of its export file."""
 
-    primary_keys = ("activity_id", "response_id")  # type: ignore[assignment]
+    primary_keys = ("activity_id", "response_id")
     replication_key = None
 
     def __init__(self, tap: TapAlida, activity: Activity, schema: dict[str, Any]) -> None:
@@ -121,7 +121,7 @@ ACTIVITY_FIELDS_SCHEMA = th.PropertiesList(
 class ActivityFieldsStream(AlidaStream):
     """The data dictionary: one row per activity × field, for analysts to join against."""
 
-    primary_keys = ("activity_id", "field_id")  # type: ignore[assignment]
+    primary_keys = ("activity_id", "field_id")
     replication_key = None
 
     def __init__(self, tap: TapAlida, schema: dict[str, Any] | None = None) -> None:
@@ -235,7 +235,7 @@ class MemberStream(AlidaStream):
 class MemberProfilesStream(MemberStream):
     """One row per member in the export, one column per profile variable."""
 
-    primary_keys = ("member_id",)  # type: ignore[assignment]
+    primary_keys = ("member_id",)
 
     def __init__(self, tap: TapAlida, schema: dict[str, Any]) -> None:
         super().__init__(tap, schema=schema, name="member_profiles")
@@ -298,7 +298,7 @@ class MemberProfilesStream(MemberStream):
 class MemberProfileValuesStream(MemberStream):
     """One row per member × variable, values as exported: the lossless member view."""
 
-    primary_keys = ("member_id", "variable_id")  # type: ignore[assignment]
+    primary_keys = ("member_id", "variable_id")
 
     def __init__(self, tap: TapAlida, schema: dict[str, Any] | None = None) -> None:
         super().__init__(tap, schema=schema or MEMBER_PROFILE_VALUES_SCHEMA, name="member_profile_values")

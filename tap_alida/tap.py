@@ -22,6 +22,7 @@ from tap_alida import __version__
 from tap_alida.client import AlidaClient
 from tap_alida.community import Community
 from tap_alida.errors import AlidaError
+from tap_alida.schema import WarnOnce, activity_schema, format_datetime, parse_datetime
 from tap_alida.settings import CONFIG_SCHEMA, AlidaSettings
 from tap_alida.streams import (
     ActivityFieldsStream,
@@ -31,7 +32,6 @@ from tap_alida.streams import (
     MemberStream,
     member_profiles_schema,
 )
-from tap_alida.schema import WarnOnce, activity_schema, format_datetime, parse_datetime
 
 
 class TapAlida(Tap):
@@ -138,6 +138,7 @@ class TapAlida(Tap):
         if not parsed or any(start is None for start in parsed):
             return None
         return format_datetime(min(start for start in parsed if start is not None))
+
 
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: known errors become one ERROR line and exit code 1."""

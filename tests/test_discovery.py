@@ -75,8 +75,9 @@ def test_activities_are_paged_through(start_sandbox, tmp_path):
     sandbox = start_sandbox("--activities", "5", "--responses", "1", "--page-max", "2")
     catalog = discover(tmp_path, sandbox.config())
     activity_streams = [
-        s for s in catalog["streams"] if s["tap_stream_id"] not in
-        {"activity_fields", "member_profiles", "member_profile_values"}
+        s
+        for s in catalog["streams"]
+        if s["tap_stream_id"] not in {"activity_fields", "member_profiles", "member_profile_values"}
     ]
     assert len(activity_streams) == 5
     pages = [r for r in sandbox.requests() if r["path"].endswith("/activities")]

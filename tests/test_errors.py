@@ -27,7 +27,12 @@ def test_no_region_nor_api_url(tmp_path):
 
 
 def test_plain_http_refused_off_loopback(tmp_path):
-    config = {"client_id": "a", "client_secret": "b", "community_api_key_name": "c", "api_url": "http://api.example.com"}
+    config = {
+        "client_id": "a",
+        "client_secret": "b",
+        "community_api_key_name": "c",
+        "api_url": "http://api.example.com",
+    }
     run = run_tap(tmp_path, config)
     assert run.returncode != 0
     assert "plain http" in run.stderr and "api_url" in run.stderr

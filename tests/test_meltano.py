@@ -33,7 +33,13 @@ def meltano(tmp_path: Path, sandbox, *args: str) -> subprocess.CompletedProcess:
     )
     (tmp_path / "jsonl").mkdir(exist_ok=True)
     return subprocess.run(
-        [executable("meltano"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+        [executable("meltano"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
 
@@ -68,26 +74,34 @@ def test_meltano_run_into_duckdb_twice(sandbox, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     expected = expected_counts(sandbox)
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as db:
-        tables = [t for (t,) in db.execute(
-            "select table_name from information_schema.tables where table_schema = 'alida'"
-        ).fetchall()]
+        tables = [
+            t
+            for (t,) in db.execute(
+                "select table_name from information_schema.tables where table_schema = 'alida'"
+            ).fetchall()
+        ]
         counts = {t: db.execute(f'select count(*) from alida."{t}"').fetchone()[0] for t in tables}
-        types = dict(db.execute(
-            "select column_name, data_type from information_schema.columns "
-            "where table_schema = 'alida' and table_name = 'member_profiles'"
-        ).fetchall())
+        types = dict(
+            db.execute(
+                "select column_name, data_type from information_schema.columns "
+                "where table_schema = 'alida' and table_name = 'member_profiles'"
+            ).fetchall()
+        )
     assert {k: counts[k] for k in FIXED} == {k: expected[k] for k in FIXED}
     assert sum(v for k, v in counts.items() if k not in FIXED) == expected["activity_responses"]
     assert types["age"] == "DOUBLE" and types["date_joined"].startswith("TIMESTAMP")
 
     # Second run: state from Meltano's system database; 2 members changed.
-    state = json.loads(meltano(tmp_path, sandbox, "state", "get", "sandbox:tap-alida-to-target-duckdb").stdout)
+    state = json.loads(
+        meltano(tmp_path, sandbox, "state", "get", "sandbox:tap-alida-to-target-duckdb").stdout
+    )
     last_sync = state["singer_state"]["bookmarks"]["member_profiles"]["replication_key_value"]
     sandbox.post("/_sandbox/members/touch", {"count": 2, "effectiveDate": "2026-11-21T00:00:00Z"})
     done = meltano(tmp_path, sandbox, "run", "tap-alida", "target-duckdb")
     assert done.returncode == 0, done.stderr[-3000:]
     member_posts = [
-        r["body"] for r in sandbox.requests()
+        r["body"]
+        for r in sandbox.requests()
         if r["method"] == "POST" and r["path"].endswith("/members/profiles/batch")
     ]
     assert member_posts[-1] == {"sinceDatetime": last_sync}

@@ -63,7 +63,9 @@ def test_two_runs_state_in_since_sent_last_sync_date_stored(fixture_sandbox, tmp
     assert [(v["member_id"], v["variable_name"]) for v in third.records["member_profile_values"]] == [
         (M1, "Interests")
     ]
-    assert third.state["bookmarks"]["member_profile_values"]["replication_key_value"] == "2026-11-20T00:00:00Z"
+    assert (
+        third.state["bookmarks"]["member_profile_values"]["replication_key_value"] == "2026-11-20T00:00:00Z"
+    )
 
 
 def test_start_date_is_the_first_since(fixture_sandbox, tmp_path):
@@ -73,9 +75,9 @@ def test_start_date_is_the_first_since(fixture_sandbox, tmp_path):
     assert run.returncode == 0, run.stderr
     assert member_batch_bodies(fixture_sandbox) == [{"sinceDatetime": "2026-11-04T00:00:00Z"}]
     # variables effective after 2026-11-04: M1 segment+interests, M2 email+interests
-    assert sorted((v["member_id"], v["variable_name"]) for v in run.records["member_profile_values"]) == sorted(
-        [(M1, "Segment"), (M1, "Interests"), (M2, "email"), (M2, "Interests")]
-    )
+    assert sorted(
+        (v["member_id"], v["variable_name"]) for v in run.records["member_profile_values"]
+    ) == sorted([(M1, "Segment"), (M1, "Interests"), (M2, "email"), (M2, "Interests")])
 
 
 def test_older_bookmark_wins_when_streams_disagree(fixture_sandbox, tmp_path):
@@ -83,7 +85,10 @@ def test_older_bookmark_wins_when_streams_disagree(fixture_sandbox, tmp_path):
     catalog = select_all(discover(tmp_path, config), only=MEMBER_STREAMS)
     state = {
         "bookmarks": {
-            "member_profiles": {"replication_key": "last_sync_date", "replication_key_value": "2026-11-09T00:00:00Z"},
+            "member_profiles": {
+                "replication_key": "last_sync_date",
+                "replication_key_value": "2026-11-09T00:00:00Z",
+            },
             "member_profile_values": {
                 "replication_key": "last_sync_date",
                 "replication_key_value": "2026-11-04T00:00:00+00:00",

@@ -69,11 +69,16 @@ def test_numbers_and_type_synonyms():
 
 def test_mapper_fills_every_column_and_counts_member_records():
     fields = [
-        FieldDefinition.from_api({"id": "s", "name": "S", "type": {"dataType": "set", "values": [{"id": "o", "name": "O"}]}}),
+        FieldDefinition.from_api(
+            {"id": "s", "name": "S", "type": {"dataType": "set", "values": [{"id": "o", "name": "O"}]}}
+        ),
         FieldDefinition.from_api({"id": "d", "name": "D", "type": {"dataType": "double"}}),
     ]
     mapper = ActivityRecordMapper(activity_id="A", activity_label="activity 'A'", batch_id="B", fields=fields)
-    rows = [mapper.map({"ownerId": "m", "fields": [{"id": "s", "values": ["O"]}]}), mapper.map({"ownerId": "m"})]
+    rows = [
+        mapper.map({"ownerId": "m", "fields": [{"id": "s", "values": ["O"]}]}),
+        mapper.map({"ownerId": "m"}),
+    ]
     assert rows == [
         {"activity_id": "A", "response_id": "m:0", "member_id": "m", "batch_id": "B", "s": ["O"], "d": None},
         {"activity_id": "A", "response_id": "m:1", "member_id": "m", "batch_id": "B", "s": [], "d": None},
@@ -99,7 +104,12 @@ class CountingReader(io.RawIOBase):
 def test_definition_read_stops_early():
     record = {"ownerId": "m", "fields": [{"id": "q", "values": ["x" * 100]}]}
     body = json.dumps(
-        {"id": "b", "datasetId": "a", "definition": {"fields": [{"id": "q", "name": "Q"}]}, "records": [record] * 50_000}
+        {
+            "id": "b",
+            "datasetId": "a",
+            "definition": {"fields": [{"id": "q", "name": "Q"}]},
+            "records": [record] * 50_000,
+        }
     ).encode()
     reader = CountingReader(body)
     definition = read_definition_from_stream(reader, Batch("activity", "b", "activity 'A'"))

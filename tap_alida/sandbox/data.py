@@ -29,11 +29,11 @@ from typing import IO, Any, Protocol
 import ijson
 
 ISO = "%Y-%m-%dT%H:%M:%SZ"
-EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime(ISO)
+    return moment.astimezone(dt.UTC).strftime(ISO)
 
 
 def parse_iso(text: str | None) -> dt.datetime | None:
@@ -45,7 +45,7 @@ def parse_iso(text: str | None) -> dt.datetime | None:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 class ResponseIds:
@@ -71,9 +71,7 @@ class Digest:
         self.total = 0
 
     def add(self, text: str) -> None:
-        self.total = (self.total + int.from_bytes(hashlib.sha256(text.encode()).digest(), "big")) % (
-            1 << 256
-        )
+        self.total = (self.total + int.from_bytes(hashlib.sha256(text.encode()).digest(), "big")) % (1 << 256)
 
     def hexdigest(self) -> str:
         return f"{self.total:064x}"
@@ -156,7 +154,7 @@ def filter_member(member: dict[str, Any], since: dt.datetime | None) -> dict[str
 def write_member_file(
     members: Iterator[dict[str, Any]],
     all_members: Iterator[dict[str, Any]],
-    out: IO[str],
+    out: IO[str] | Any,
     *,
     batch_id: str,
     since: str | None,
@@ -284,15 +282,27 @@ class GeneratedCommunity:
     def definition(self, activity_id: str) -> list[dict[str, Any]]:
         rng = random.Random(f"{self.seed}:definition:{activity_id}")
         fields = [
-            _field(rng, "What is your gender?", "set",
-                   _options(rng, ["Male", "Female", "Non-binary"], ["Prefer not to say"], ["Other"])),
-            _field(rng, "Which of these brands have you heard of?", "set",
-                   _options(rng, ["Acme", "Globex", "Initech", "Umbrella"], ["Hooli"], ["Vandelay"])),
+            _field(
+                rng,
+                "What is your gender?",
+                "set",
+                _options(rng, ["Male", "Female", "Non-binary"], ["Prefer not to say"], ["Other"]),
+            ),
+            _field(
+                rng,
+                "Which of these brands have you heard of?",
+                "set",
+                _options(rng, ["Acme", "Globex", "Initech", "Umbrella"], ["Hooli"], ["Vandelay"]),
+            ),
             _field(rng, "How likely are you to recommend us?", "double"),
             _field(rng, "Why did you give that score?", "string"),
             _field(rng, "When did you last buy from us?", "date-time"),
-            _field(rng, "Preferred contact channel", "enum",
-                   _options(rng, ["Email", "Phone", "SMS"], ["Post"], ["Fax"])),
+            _field(
+                rng,
+                "Preferred contact channel",
+                "enum",
+                _options(rng, ["Email", "Phone", "SMS"], ["Post"], ["Fax"]),
+            ),
             _field(rng, "Who referred you?", "identifier"),
             _field(
                 rng,
@@ -476,8 +486,7 @@ class FixtureCommunity:
             self.activities = json.loads(listing.read_text(encoding="utf-8"))
         else:
             self.activities = [
-                {"id": stem, "name": stem, "activityType": "Survey", "status": "open"}
-                for stem in self._files
+                {"id": stem, "name": stem, "activityType": "Survey", "status": "open"} for stem in self._files
             ]
         self._truth_cache: dict[str, dict[str, Any]] = {}
 
@@ -491,7 +500,7 @@ class FixtureCommunity:
         if activity_id not in self._truth_cache:
             path = self._files[activity_id]
             with open(path, "rb") as f:
-                definition = next(ijson.items(f, "definition"), {}) or {}
+                definition: dict[str, Any] = next(ijson.items(f, "definition"), {}) or {}
             stats = ActivityStats(fields=len(definition.get("fields") or []))
             response_id = ResponseIds()
             with open(path, "rb") as f:
@@ -509,8 +518,12 @@ class FixtureCommunity:
             for v in member.get("variables") or []:
                 seen.setdefault(
                     v["id"],
-                    {"id": v["id"], "name": v.get("name"), "dataType": v.get("dataType"),
-                     "isSensitive": v.get("isSensitive")},
+                    {
+                        "id": v["id"],
+                        "name": v.get("name"),
+                        "dataType": v.get("dataType"),
+                        "isSensitive": v.get("isSensitive"),
+                    },
                 )
         return list(seen.values())
 

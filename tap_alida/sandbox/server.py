@@ -168,7 +168,7 @@ class Sandbox:
         return next((a for a in self.data.activities if str(a["id"]).lower() == activity_id.lower()), None)
 
     def create_batch(self, kind: str, activity_id: str | None, since: str | None) -> Batch:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         batch = Batch(str(uuid.uuid4()), kind, activity_id, since, time.monotonic(), iso(now))
         faults = self.options.faults
         batch.stuck = faults.fire("stuck_job")
@@ -196,10 +196,10 @@ class Sandbox:
                         out,
                         batch_id=batch.id,
                         since=batch.since,
-                        now=dt.datetime.now(dt.timezone.utc),
+                        now=dt.datetime.now(dt.UTC),
                     )
                 batch.segments = [path]
-        except Exception as exc:  # noqa: BLE001 - reported through the batch status
+        except Exception as exc:
             batch.error = batch.error or f"export generation failed: {exc}"
         finally:
             batch.ready.set()
@@ -222,7 +222,7 @@ class Sandbox:
             "status": state,
             "createDate": batch.created_iso,
             "createdBy": "1f0e3c9a-0b8d-4b7e-9a6c-a3780118a164",
-            "lastUpdateDate": iso(dt.datetime.now(dt.timezone.utc)),
+            "lastUpdateDate": iso(dt.datetime.now(dt.UTC)),
             "lastUpdatedBy": "1f0e3c9a-0b8d-4b7e-9a6c-a3780118a164",
             "message": None,
             "errorMessage": batch.error if state == "failed" else None,
@@ -267,7 +267,7 @@ class Sandbox:
             sink,
             batch_id="truth",
             since=since,
-            now=dt.datetime.now(dt.timezone.utc),
+            now=dt.datetime.now(dt.UTC),
         )
         return {"activities": activities, "members": members}
 
@@ -339,7 +339,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "AlidaSandbox/1.0"
     sandbox: Sandbox  # set on the subclass made by make_server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # the request log is /_sandbox/requests
 
     # -- plumbing ----------------------------------------------------------------------
@@ -505,7 +505,12 @@ class Handler(BaseHTTPRequestHandler):
     def _v2(self, method: str, rest: list[str]) -> None:
         sandbox = self.sandbox
         # POST data/activities/{id}/responses/batch
-        if method == "POST" and len(rest) == 4 and rest[0] == "activities" and rest[2:] == ["responses", "batch"]:
+        if (
+            method == "POST"
+            and len(rest) == 4
+            and rest[0] == "activities"
+            and rest[2:] == ["responses", "batch"]
+        ):
             activity = sandbox.activity(rest[1])
             self._read_post_json()
             if activity is None:
@@ -526,11 +531,11 @@ class Handler(BaseHTTPRequestHandler):
             kind = {("activities", "responses"): "activity", ("members", "profiles"): "members"}.get(
                 (rest[0], rest[1])
             )
-            batch = sandbox.batches.get(rest[3])
-            if kind is None or batch is None or batch.kind != kind:
+            found = sandbox.batches.get(rest[3])
+            if kind is None or found is None or found.kind != kind:
                 self._error(404, f"Batch {rest[3]} was not found.")
             else:
-                self._send_json(200, sandbox.status(batch))
+                self._send_json(200, sandbox.status(found))
         elif method == "GET" and len(rest) == 4 and rest[2] == "files":
             self._files(rest[3])
         else:
@@ -546,7 +551,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send_batch_created(self, batch: Batch) -> None:
         kind_path = "activities/responses" if batch.kind == "activity" else "members/profiles"
-        location = f"{self.sandbox.base_url}/v2/applications/{quote(self.sandbox.options.community)}/data/{kind_path}/batch/{batch.id}"
+        community = quote(self.sandbox.options.community)
+        location = f"{self.sandbox.base_url}/v2/applications/{community}/data/{kind_path}/batch/{batch.id}"
         self._send_json(202, self.sandbox.status(batch), {"Location": location})
 
     def _files(self, file_id: str) -> None:
@@ -653,8 +659,10 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(200, entries)
         elif rest == ["members", "touch"] and method == "POST":
             body = self._read_post_json() or {}
-            effective = body.get("effectiveDate") or iso(dt.datetime.now(dt.timezone.utc))
-            changed = sandbox.touch_members(int(body.get("count", 1)), effective, body.get("value", "Updated"))
+            effective = body.get("effectiveDate") or iso(dt.datetime.now(dt.UTC))
+            changed = sandbox.touch_members(
+                int(body.get("count", 1)), effective, body.get("value", "Updated")
+            )
             self._send_json(200, {"changed": changed, "effectiveDate": effective})
         else:
             self._error(404, "No such sandbox route.")
@@ -664,7 +672,7 @@ def _range_start(header: str) -> int | None:
     """Start offset of ``bytes=N-`` or ``bytes=N-M`` (the end is served to EOF)."""
     if not header.startswith("bytes="):
         return None
-    first = header[6:].split(",")[0].strip()
+    first = header[6:].split(",", maxsplit=1)[0].strip()
     start, _, _ = first.partition("-")
     return int(start) if start.isdigit() else None
 
@@ -674,7 +682,8 @@ def make_server(sandbox: Sandbox, host: str, port: int) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     bound_host, bound_port = server.server_address[:2]
-    shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
+    host_text = bound_host.decode() if isinstance(bound_host, bytes) else str(bound_host)
+    shown = f"[{host_text}]" if ":" in host_text else host_text
     sandbox.base_url = f"http://{shown}:{bound_port}"
     storage_host = sandbox.options.storage_host or ("localhost" if shown != "localhost" else "127.0.0.1")
     sandbox.storage_base = f"http://{storage_host}:{bound_port}"
