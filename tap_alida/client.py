@@ -20,6 +20,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import re
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -45,6 +46,23 @@ TRANSIENT_ERRORS = (
 # Refresh the token this long before Alida says it expires: exports, polls and
 # downloads easily outlive a token, and a token that dies mid-request costs a retry.
 TOKEN_EXPIRY_MARGIN_SECONDS = 120
+
+
+_QUERY = re.compile(r"\?[^\s\"']*")
+
+
+class RedactQueryStrings(logging.Filter):
+    """Strips query strings from log records: urllib3 logs each request line at DEBUG,
+    and a pre-signed storage URL's query string is a credential."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "?" in message:
+            record.msg, record.args = _QUERY.sub("?<redacted>", message), None
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(RedactQueryStrings())
 
 
 def safe_url(url: str) -> str:

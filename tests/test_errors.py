@@ -85,3 +85,20 @@ def test_stuck_export_gives_up_after_max_wait_to_start(start_sandbox, tmp_path):
     run = run_tap(tmp_path, config, "--discover")
     assert run.returncode != 0
     assert "still pending" in run.stderr and "max_wait_to_start_seconds" in run.stderr
+
+
+def test_debug_logs_carry_no_secret_token_or_signature(fixture_sandbox, tmp_path):
+    secret = "sandbox"  # the sandbox's secret; use a distinctive api key to search for
+    sandbox_key_run = run_tap(
+        tmp_path,
+        fixture_sandbox.config(api_key="k3y-that-must-not-leak"),
+        env={"TAP_ALIDA_LOGLEVEL": "DEBUG"},
+        catalog=select_all(discover(tmp_path, fixture_sandbox.config())),
+    )
+    assert sandbox_key_run.returncode == 0, sandbox_key_run.stderr
+    log = sandbox_key_run.stderr
+    assert "DEBUG" in log and "/storage/" in log  # urllib3 request lines are there…
+    assert "sig=" not in log and "expires=" not in log  # …without their signatures
+    assert "k3y-that-must-not-leak" not in log
+    assert "Bearer" not in log and "access_token" not in log
+    assert f'"{secret}"' not in log
