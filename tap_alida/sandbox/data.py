@@ -28,24 +28,14 @@ from typing import IO, Any, Protocol
 
 import ijson
 
+from tap_alida.schema import parse_datetime as parse_iso
+
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime(ISO)
-
-
-def parse_iso(text: str | None) -> dt.datetime | None:
-    """Lenient ISO-8601 parse (Z, offsets, naive = UTC)."""
-    if not text:
-        return None
-    value = str(text).strip().replace("Z", "+00:00").replace("z", "+00:00")
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 class ResponseIds:
