@@ -107,7 +107,6 @@ class AlidaAuthenticator(OAuthAuthenticator):
             default_expiration=3600,
         )
         self._timeout = timeout
-        self._region_hint = settings.base_url
 
     @property
     def oauth_request_body(self) -> dict:

@@ -63,7 +63,6 @@ class MemberExport:
     batch: Batch
     file: ExportFile
     last_sync_date: str | None
-    since: str | None
 
 
 class Community:
@@ -223,7 +222,6 @@ class Community:
                 batch=batch,
                 file=file,
                 last_sync_date=None if last_sync is None else str(last_sync),
-                since=since,
             )
             return self._member_export
 
