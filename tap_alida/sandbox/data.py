@@ -20,6 +20,7 @@ import datetime as dt
 import hashlib
 import json
 import random
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -101,7 +102,9 @@ class CommunityData(Protocol):
 
     def member_variables(self) -> list[dict[str, Any]]: ...
 
-    def activity_file(self, activity_id: str, batch_id: str, workdir: Path) -> list[bytes | Path]:
+    def activity_file(
+        self, activity_id: str, batch_id: str, workdir: Path, *, records_first: bool = False
+    ) -> list[bytes | Path]:
         """The file as segments (bytes or whole files) to be served one after another."""
 
     def activity_truth(self, activity_id: str, workdir: Path) -> dict[str, Any]: ...
@@ -253,6 +256,7 @@ class GeneratedCommunity:
         self.activities.append(self._activity(_guid(rng), "Community Forum", "Forum", n_activities))
         self._variables = self._make_variables()
         self._truth_cache: dict[str, dict[str, Any]] = {}
+        self._build_lock = threading.Lock()
 
     @staticmethod
     def _activity(activity_id: str, name: str, activity_type: str, i: int) -> dict[str, Any]:
@@ -357,11 +361,10 @@ class GeneratedCommunity:
             return [rng.choice(self.member_ids)]
         return [rng.choice(_PHRASES) + ("" if i % 7 else f" #{i}")]
 
-    def _write_activity_body(self, activity_id: str, out: IO[str]) -> ActivityStats:
+    def _write_activity_records(self, activity_id: str, out: IO[str]) -> ActivityStats:
         fields = self.definition(activity_id)
         stats = ActivityStats(fields=len(fields))
-        definition = json.dumps({"fields": fields}, ensure_ascii=False)
-        out.write(f'"datasetId": {json.dumps(activity_id)}, "definition": {definition}, "records": [')
+        out.write("[")
         response_id = ResponseIds()
         dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
         for n, record in enumerate(self.iter_records(activity_id, fields)):
@@ -369,25 +372,34 @@ class GeneratedCommunity:
                 out.write(",")
             out.write(dumps(record))
             stats.add_record(record, response_id(record))
-        out.write("]}")
+        out.write("]")
         return stats
 
-    def _body(self, activity_id: str, workdir: Path) -> Path:
-        path = workdir / f"activity-{activity_id}.body"
-        if not path.exists():
-            partial = path.with_suffix(".partial")
-            with open(partial, "w", encoding="utf-8") as out:
-                stats = self._write_activity_body(activity_id, out)
-            partial.rename(path)
-            self._truth_cache[activity_id] = stats.as_dict()
+    def _records(self, activity_id: str, workdir: Path) -> Path:
+        """The ``records`` array, generated once per activity and cached on disk."""
+        path = workdir / f"activity-{activity_id}.records"
+        with self._build_lock:
+            if not path.exists():
+                partial = path.with_suffix(".partial")
+                with open(partial, "w", encoding="utf-8") as out:
+                    stats = self._write_activity_records(activity_id, out)
+                partial.rename(path)
+                self._truth_cache[activity_id] = stats.as_dict()
         return path
 
-    def activity_file(self, activity_id: str, batch_id: str, workdir: Path) -> list[bytes | Path]:
-        return [f'{{"id": {json.dumps(batch_id)}, '.encode(), self._body(activity_id, workdir)]
+    def activity_file(
+        self, activity_id: str, batch_id: str, workdir: Path, *, records_first: bool = False
+    ) -> list[bytes | Path]:
+        records = self._records(activity_id, workdir)
+        head = f'{{"id": {json.dumps(batch_id)}, "datasetId": {json.dumps(activity_id)}, '
+        definition = json.dumps({"fields": self.definition(activity_id)}, ensure_ascii=False)
+        if records_first:
+            return [f'{head}"records": '.encode(), records, f', "definition": {definition}}}'.encode()]
+        return [f'{head}"definition": {definition}, "records": '.encode(), records, b"}"]
 
     def activity_truth(self, activity_id: str, workdir: Path) -> dict[str, Any]:
         if activity_id not in self._truth_cache:
-            self._body(activity_id, workdir)
+            self._records(activity_id, workdir)
         return self._truth_cache[activity_id]
 
     # -- members -------------------------------------------------------------------------
@@ -483,7 +495,10 @@ class FixtureCommunity:
     def has_file(self, activity_id: str) -> bool:
         return activity_id in self._files
 
-    def activity_file(self, activity_id: str, batch_id: str, workdir: Path) -> list[bytes | Path]:
+    def activity_file(
+        self, activity_id: str, batch_id: str, workdir: Path, *, records_first: bool = False
+    ) -> list[bytes | Path]:
+        """Fixture files are served byte for byte (``records_first`` cannot reorder them)."""
         return [self._files[activity_id]]
 
     def activity_truth(self, activity_id: str, workdir: Path) -> dict[str, Any]:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
+import email.utils
 import hashlib
 import hmac
 import json
-import random
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -63,41 +64,67 @@ FAULT_NAMES = (
     "truncate_file",
     "records_first",
 )
-IMPLEMENTED_FAULTS = ("fail_job", "stuck_job")
+FAULT_HELP = {
+    "rate_limit": "429 with Retry-After (API and storage routes, token included)",
+    "server_error": "500/502/503 (API and storage routes, token included)",
+    "drop_download": "close the socket halfway through a file body",
+    "slow_body": "trickle a file body (8 KiB every 10 ms)",
+    "expire_link": "a storage link that has already expired",
+    "stuck_job": "a batch that never leaves pending",
+    "fail_job": "a batch that ends failed with an errorMessage",
+    "token_expiry": "401 on a valid token",
+    "truncate_file": "a batch whose file stops mid-record (valid HTTP)",
+    "records_first": "an activity file with records before definition",
+}
 
 
 class Faults:
-    """``--faults name=probability|count,...``: deterministic for a seed.
+    """``--faults name=probability|count,...``: combinable and deterministic for a seed.
 
     A value with a decimal point (``0.2``) is a probability per opportunity; a
     whole number (``3``) is how many times the fault fires, then never again.
+    Probabilities do not depend on how concurrent requests interleave: whether
+    the n-th opportunity for a given key (route and activity) fires is a hash of
+    the seed, the fault, the key and n.
     """
 
     def __init__(self, spec: str | None, seed: int) -> None:
-        self._rng = random.Random(f"faults:{seed}")
+        self.seed = seed
         self._lock = threading.Lock()
         self.probability: dict[str, float] = {}
         self.remaining: dict[str, int] = {}
+        self.fired: dict[str, int] = {}
+        self._seen: dict[tuple[str, str], int] = {}
         for item in filter(None, (part.strip() for part in (spec or "").split(","))):
             name, _, value = item.partition("=")
+            name = name.strip()
             if name not in FAULT_NAMES:
                 raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULT_NAMES)}")
-            if name not in IMPLEMENTED_FAULTS:
-                raise ValueError(f"fault {name!r} is not implemented yet")
-            value = value or "1"
-            if "." in value:
-                self.probability[name] = float(value)
-            else:
-                self.remaining[name] = int(value)
+            value = value.strip() or "1"
+            try:
+                if "." in value:
+                    self.probability[name] = float(value)
+                else:
+                    self.remaining[name] = int(value)
+            except ValueError:
+                raise ValueError(f"fault {name}={value!r}: give a probability (0.2) or a count (3)") from None
 
-    def fire(self, name: str) -> bool:
+    def fire(self, name: str, key: str = "") -> bool:
         """Whether the fault happens at this opportunity (counts it down when counted)."""
         with self._lock:
             if self.remaining.get(name, 0) > 0:
                 self.remaining[name] -= 1
-                return True
-            probability = self.probability.get(name)
-            return probability is not None and self._rng.random() < probability
+                hit = True
+            elif name in self.probability:
+                n = self._seen.get((name, key), 0)
+                self._seen[(name, key)] = n + 1
+                digest = hashlib.sha256(f"{self.seed}:{name}:{key}:{n}".encode()).digest()
+                hit = int.from_bytes(digest[:8], "big") / 2**64 < self.probability[name]
+            else:
+                hit = False
+            if hit:
+                self.fired[name] = self.fired.get(name, 0) + 1
+            return hit
 
 
 @dataclass
@@ -112,6 +139,7 @@ class Options:
     redirect: str = "302"
     page_max: int = 1000
     storage_host: str | None = None
+    retry_after: int = 1
     faults: Faults = field(default_factory=lambda: Faults(None, 0))
 
 
@@ -127,6 +155,8 @@ class Batch:
     segments: list[bytes | Path] | None = None
     error: str | None = None
     stuck: bool = False
+    truncated: bool = False
+    records_first: bool = False
     ready: threading.Event = field(default_factory=threading.Event)
 
 
@@ -171,9 +201,13 @@ class Sandbox:
         now = dt.datetime.now(dt.UTC)
         batch = Batch(str(uuid.uuid4()), kind, activity_id, since, time.monotonic(), iso(now))
         faults = self.options.faults
-        batch.stuck = faults.fire("stuck_job")
-        if not batch.stuck and faults.fire("fail_job"):
+        key = activity_id or "members"
+        batch.stuck = faults.fire("stuck_job", key)
+        if not batch.stuck and faults.fire("fail_job", key):
             batch.error = "Export failed: the data service timed out (sandbox fault fail_job)."
+        if not batch.stuck and not batch.error:
+            batch.truncated = faults.fire("truncate_file", key)
+            batch.records_first = kind == "activity" and faults.fire("records_first", key)
         with self.lock:
             self.batches[batch.id] = batch
             self.files[batch.file_id] = batch.id
@@ -184,7 +218,9 @@ class Sandbox:
         try:
             if batch.kind == "activity":
                 assert batch.activity_id is not None
-                batch.segments = self.data.activity_file(batch.activity_id, batch.id, self.workdir)
+                batch.segments = self.data.activity_file(
+                    batch.activity_id, batch.id, self.workdir, records_first=batch.records_first
+                )
             else:
                 path = self.workdir / f"members-{batch.id}.json"
                 with self.lock:
@@ -199,6 +235,8 @@ class Sandbox:
                         now=dt.datetime.now(dt.UTC),
                     )
                 batch.segments = [path]
+            if batch.truncated:
+                batch.segments = truncate_segments(batch.segments, self.workdir / f"cut-{batch.id}")
         except Exception as exc:
             batch.error = batch.error or f"export generation failed: {exc}"
         finally:
@@ -245,8 +283,8 @@ class Sandbox:
         mac = hmac.new(self.signing_key, f"{file_id}:{expires}".encode(), hashlib.sha256)
         return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
 
-    def storage_link(self, file_id: str) -> str:
-        expires = int(time.time()) + self.options.link_ttl
+    def storage_link(self, file_id: str, expired: bool = False) -> str:
+        expires = int(time.time()) + (-5 if expired else self.options.link_ttl)
         return f"{self.storage_base}/storage/{file_id}?expires={expires}&sig={self.sign(file_id, expires)}"
 
     # -- truth -------------------------------------------------------------------------
@@ -330,6 +368,23 @@ def iter_segments(segments: list[bytes | Path], start: int) -> Iterator[bytes]:
         start = 0
 
 
+def truncate_segments(segments: list[bytes | Path], path: Path) -> list[bytes | Path]:
+    """The first ~60% of the file, cut inside a record: valid HTTP, broken JSON."""
+    keep = max(1, int(segments_size(segments) * 0.6))
+    with open(path, "wb") as out:
+        for chunk in iter_segments(segments, 0):
+            out.write(chunk[: keep - out.tell()])
+            if out.tell() >= keep:
+                break
+    with open(path, "rb+") as f:  # never end on a closing bracket: the cut must look mid-record
+        size = f.seek(0, 2)
+        f.seek(max(0, size - 256))
+        tail = f.read()
+        cut = tail.rstrip(b" \r\n\t}]")
+        f.truncate(size - len(tail) + len(cut))
+    return [path]
+
+
 def segments_size(segments: list[bytes | Path]) -> int:
     return sum(len(s) if isinstance(s, bytes) else s.stat().st_size for s in segments)
 
@@ -406,7 +461,8 @@ class Handler(BaseHTTPRequestHandler):
             self._storage(segments[1])
             return
         if segments == ["oauth2", "token"] and method == "POST":
-            self._token()
+            if not self._transient_fault("token"):
+                self._token()
             return
         if len(segments) < 4 or segments[1] != "applications":
             self._error(404, f"No route for {path}.")
@@ -418,6 +474,12 @@ class Handler(BaseHTTPRequestHandler):
         if not sandbox.token_valid(self.headers.get("Authorization")):
             self._error(401, "The access token is missing, invalid or expired.")
             return
+        key = self._fault_key(method, rest)
+        if sandbox.options.faults.fire("token_expiry", key):
+            self._error(401, "The access token is missing, invalid or expired (sandbox fault token_expiry).")
+            return
+        if self._transient_fault(key):
+            return
         if community != sandbox.options.community:
             self._error(404, f"Unknown community {community!r}.")
             return
@@ -427,6 +489,47 @@ class Handler(BaseHTTPRequestHandler):
             self._v2(method, rest[1:])
         else:
             self._error(404, f"No route for {path}.")
+
+    def _fault_key(self, method: str, rest: list[str]) -> str:
+        """Route and activity of a request: fault decisions per key do not depend on
+        how concurrent requests for other activities interleave."""
+        sandbox = self.sandbox
+        owner = ""
+        if len(rest) >= 4 and rest[0] == "data" and rest[1] == "activities" and rest[3] == "responses":
+            owner = rest[2]
+        elif len(rest) >= 5 and rest[3] in ("batch", "files"):
+            batch_id = rest[4] if rest[3] == "batch" else sandbox.files.get(rest[4], "")
+            found = sandbox.batches.get(batch_id)
+            owner = (found.activity_id or "members") if found else ""
+        template = "/".join(r for r in rest if len(r) < 30)  # ids are long; route words are short
+        return f"{method} {template} {owner}"
+
+    def _transient_fault(self, key: str) -> bool:
+        """Answer 429 or 5xx when those faults fire; True when a fault answered."""
+        faults = self.sandbox.options.faults
+        if faults.fire("rate_limit", key):
+            wait = self.sandbox.options.retry_after
+            # Alternate the two forms RFC 9110 allows: delta-seconds and an HTTP-date.
+            if faults.fired["rate_limit"] % 2:
+                header = str(wait)
+            else:
+                header = email.utils.formatdate(time.time() + wait + 1, usegmt=True)
+            self._send_json(
+                429,
+                {
+                    "status": 429,
+                    "message": "Too many requests (sandbox fault rate_limit).",
+                    "developerMessage": None,
+                    "errorId": str(uuid.uuid4()),
+                },
+                {"Retry-After": header},
+            )
+            return True
+        if faults.fire("server_error", key):
+            status = (500, 502, 503)[faults.fired["server_error"] % 3]
+            self._error(status, "Internal error (sandbox fault server_error).")
+            return True
+        return False
 
     def _token(self) -> None:
         sandbox = self.sandbox
@@ -562,11 +665,13 @@ class Handler(BaseHTTPRequestHandler):
         if batch is None or not batch.ready.is_set() or batch.segments is None:
             self._error(404, f"File {file_id} was not found.")
             return
+        owner = batch.activity_id or "members"
         if sandbox.options.redirect == "none":
-            self._serve_file(batch.segments)
+            self._serve_file(batch.segments, owner, file_id)
             return
+        expired = sandbox.options.faults.fire("expire_link", owner)
         self.send_response(302)
-        self.send_header("Location", sandbox.storage_link(file_id))
+        self.send_header("Location", sandbox.storage_link(file_id, expired=expired))
         self.send_header("Content-Length", "0")
         self.end_headers()
         self._status = 302
@@ -592,9 +697,15 @@ class Handler(BaseHTTPRequestHandler):
         if batch is None or batch.segments is None:
             self._error(404, "No such object.")
             return
-        self._serve_file(batch.segments)
+        owner = batch.activity_id or "members"
+        if self._transient_fault(f"storage {owner}"):
+            return
+        self._serve_file(batch.segments, owner, file_id)
 
-    def _serve_file(self, segments: list[bytes | Path]) -> None:
+    def _serve_file(self, segments: list[bytes | Path], owner: str, etag: str) -> None:
+        faults = self.sandbox.options.faults
+        self._drop_at: int | None = None
+        self._slow = faults.fire("slow_body", owner)
         size = segments_size(segments)
         range_header = self.headers.get("Range")
         if range_header:
@@ -611,8 +722,11 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
             self.send_header("Content-Length", str(size - start))
+            self.send_header("ETag", f'"{etag}"')
             self.end_headers()
             self._status = 206
+            if faults.fire("drop_download", owner):
+                self._drop_at = (size - start) // 2
             self._write_all(iter_segments(segments, start))
             return
         if "gzip" in (self.headers.get("Accept-Encoding") or ""):
@@ -621,11 +735,21 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Encoding", "gzip")
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("ETag", f'"{etag}"')
             self.end_headers()
             self._status = 200
+            if faults.fire("drop_download", owner):
+                self._drop_at = size // 2
             compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
+            sent = 0
             for chunk in iter_segments(segments, 0):
+                sent += len(chunk)
                 self._write_chunk(compressor.compress(chunk))
+                if self._drop_at is not None and sent >= self._drop_at:
+                    self._hang_up()
+                    return
+                if self._slow:
+                    time.sleep(0.01)
             self._write_chunk(compressor.flush())
             self.wfile.write(b"0\r\n\r\n")
             return
@@ -633,13 +757,38 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(size))
+        self.send_header("ETag", f'"{etag}"')
         self.end_headers()
         self._status = 200
+        if faults.fire("drop_download", owner):
+            self._drop_at = size // 2
         self._write_all(iter_segments(segments, 0))
 
     def _write_all(self, chunks: Iterator[bytes]) -> None:
+        """Write the body; hang up at ``_drop_at`` bytes, trickle when ``_slow``."""
+        sent = 0
         for chunk in chunks:
-            self.wfile.write(chunk)
+            step = 8192 if self._slow else len(chunk) or 1
+            pieces = [chunk[i : i + step] for i in range(0, len(chunk), step)]
+            for piece in pieces:
+                if self._drop_at is not None and sent + len(piece) > self._drop_at:
+                    self.wfile.write(piece[: self._drop_at - sent])
+                    self._hang_up()
+                    return
+                self.wfile.write(piece)
+                sent += len(piece)
+                if self._slow:
+                    self.wfile.flush()
+                    time.sleep(0.01)
+
+    def _hang_up(self) -> None:
+        """Drop the connection mid-body (fault drop_download)."""
+        self.wfile.flush()
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _write_chunk(self, data: bytes) -> None:
         if data:
@@ -652,6 +801,11 @@ class Handler(BaseHTTPRequestHandler):
         if rest == ["truth"] and method == "GET":
             since = self._query.get("sinceDatetime", [None])[0]
             self._send_json(200, sandbox.truth(since))
+        elif rest == ["faults"] and method == "GET":
+            faults = sandbox.options.faults
+            with faults._lock:
+                fired = dict(faults.fired)
+            self._send_json(200, {"fired": fired})
         elif rest == ["requests"] and method == "GET":
             after = int(self._query.get("after", ["-1"])[0])
             with sandbox.lock:
@@ -716,9 +870,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--faults",
         default=None,
-        help=f"comma list of name=probability|count; names: {', '.join(FAULT_NAMES)}",
+        help="comma list of name=probability (0.2) or name=count (3): "
+        + "; ".join(f"{k}: {v}" for k, v in FAULT_HELP.items()),
     )
     parser.add_argument("--storage-host", default=None, help="host name used in storage links")
+    parser.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds of rate_limit")
     return parser
 
 
@@ -746,6 +902,7 @@ def main(argv: list[str] | None = None) -> None:
         redirect=args.redirect,
         page_max=args.page_max,
         storage_host=args.storage_host,
+        retry_after=args.retry_after,
     )
     try:
         options.faults = Faults(args.faults, args.seed)
