@@ -3,6 +3,7 @@
 
     python3 dev.py demo   # build .venv, start the sandbox, meltano run tap-alida target-duckdb
     python3 dev.py test   # build .venv, install Meltano plugins, lint, type-check, run every test
+    python3 dev.py docs   # rewrite README's settings table from `tap-alida --about --format=markdown`
 
 Only the standard library is used here: this script creates the environment.
 """
@@ -108,6 +109,35 @@ def demo() -> None:
         sandbox.wait(timeout=10)
 
 
+def docs() -> None:
+    """README's settings table := the setting rows of ``tap-alida --about --format=markdown``."""
+    ensure_environment()
+    about = subprocess.run(
+        [str(BIN / "tap-alida"), "--about", "--format=markdown"],
+        cwd=ROOT,
+        env=ENV,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    lines = about.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Setting |"))
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    head, _, rest = text.partition("<!-- settings:start -->")
+    _, _, tail = rest.partition("<!-- settings:end -->")
+    readme.write_text(
+        head + "<!-- settings:start -->\n" + "\n".join(table) + "\n<!-- settings:end -->" + tail,
+        encoding="utf-8",
+    )
+    print(f"README.md: {len(table) - 2} settings rows written.")
+
+
 def test() -> None:
     """Lint, type-check and run the whole test suite."""
     ensure_environment()
@@ -118,7 +148,7 @@ def test() -> None:
 
 
 if __name__ == "__main__":
-    commands = {"demo": demo, "test": test}
+    commands = {"demo": demo, "test": test, "docs": docs}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(f"usage: python3 dev.py {{{'|'.join(commands)}}}")
     if shutil.which("git") is None:

@@ -21,6 +21,7 @@ import email.utils
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -31,7 +32,7 @@ from singer_sdk.authenticators import OAuthAuthenticator
 from singer_sdk.helpers._util import utc_now
 
 from tap_alida import __version__
-from tap_alida.errors import APIError, AuthenticationError, NotFoundError
+from tap_alida.errors import APIError, AuthenticationError, NotFoundError, StoppedError, StorageLinkError
 from tap_alida.settings import AlidaSettings
 
 logger = logging.getLogger("tap_alida.client")
@@ -46,6 +47,18 @@ TRANSIENT_ERRORS = (
 # Refresh the token this long before Alida says it expires: exports, polls and
 # downloads easily outlive a token, and a token that dies mid-request costs a retry.
 TOKEN_EXPIRY_MARGIN_SECONDS = 120
+
+
+# Set when the run is stopping: worker threads blocked in a poll interval or a
+# backoff wake up and give up, so a failed run exits at once instead of waiting
+# for exports it no longer needs.
+STOP = threading.Event()
+
+
+def sleep(seconds: float) -> None:
+    """``time.sleep`` that raises StoppedError as soon as the run is stopping."""
+    if STOP.wait(max(0.0, seconds)):
+        raise StoppedError("The run is stopping.")
 
 
 _QUERY = re.compile(r"\?[^\s\"']*")
@@ -88,6 +101,55 @@ def error_detail(response: requests.Response) -> str:
     return response.reason or f"HTTP {response.status_code}"
 
 
+class RetryPolicy:
+    """When and how long to wait before trying a request again.
+
+    Capped exponential backoff with jitter (1, 2, 4 … 60 s, times 0.5-1.0) for
+    5xx, timeouts and dropped connections; a 429's ``Retry-After`` (seconds or an
+    HTTP date) is honoured up to ``max_retry_after_seconds``, beyond which the run
+    fails rather than sleeping for an unknown time. ``max_request_attempts``
+    bounds the tries. Shared by API calls, the token call and storage downloads,
+    so every path retries the same way and logs the same line.
+    """
+
+    def __init__(self, settings: AlidaSettings) -> None:
+        self.max_attempts = settings.max_attempts
+        self.max_retry_after = settings.max_retry_after
+
+    def backoff(self, attempt: int) -> float:
+        return min(2.0 ** (attempt - 1), 60.0) * (0.5 + random.random() / 2)
+
+    def pause(self, attempt: int, what: str, reason: str, response: requests.Response | None) -> None:
+        """Sleep before try ``attempt + 1``, or raise APIError when the tries are used up."""
+        if attempt >= self.max_attempts:
+            msg = (
+                f"Could not {what} after {attempt} attempts (last: {reason}). Alida or the "
+                "network is failing; rerun later or raise 'max_request_attempts'."
+            )
+            raise APIError(msg, status=response.status_code if response is not None else None)
+        wait = self.backoff(attempt)
+        if response is not None and response.status_code == 429:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if retry_after is not None:
+                if retry_after > self.max_retry_after:
+                    msg = (
+                        f"Alida rate-limited the request to {what} and asked to wait "
+                        f"{retry_after:.0f} s, more than 'max_retry_after_seconds' "
+                        f"({self.max_retry_after:.0f} s). Rerun later or raise that setting."
+                    )
+                    raise APIError(msg, status=429)
+                wait = retry_after
+        logger.warning(
+            "Could not %s (%s); retry %d of %d in %.1f s.",
+            what,
+            reason,
+            attempt,
+            self.max_attempts - 1,
+            wait,
+        )
+        sleep(wait)
+
+
 class AlidaAuthenticator(OAuthAuthenticator):
     """OAuth2 client-credentials token for Alida, renewed ahead of expiry.
 
@@ -95,7 +157,7 @@ class AlidaAuthenticator(OAuthAuthenticator):
     form body ``grant_type=client_credentials``; ``x-api-key`` is added when set.
     """
 
-    def __init__(self, settings: AlidaSettings, timeout: float) -> None:
+    def __init__(self, settings: AlidaSettings, retry: RetryPolicy) -> None:
         headers = {"User-Agent": f"tap-alida/{__version__}"}
         if settings.api_key:
             headers["x-api-key"] = settings.api_key
@@ -106,7 +168,8 @@ class AlidaAuthenticator(OAuthAuthenticator):
             oauth_headers=headers,
             default_expiration=3600,
         )
-        self._timeout = timeout
+        self._timeout = settings.timeout
+        self._retry = retry
 
     @property
     def oauth_request_body(self) -> dict:
@@ -133,9 +196,10 @@ class AlidaAuthenticator(OAuthAuthenticator):
         RuntimeError, and whose retrying session covers https only.
         """
         request_time = utc_now()
-        response = None
-        last_error: Exception | None = None
-        for attempt in range(1, 5):
+        what = "obtain an access token"
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 response = requests.post(
                     self.auth_endpoint,
@@ -145,18 +209,20 @@ class AlidaAuthenticator(OAuthAuthenticator):
                     timeout=self._timeout,
                 )
             except TRANSIENT_ERRORS as exc:
-                last_error = exc
-                response = None
-            if response is not None and response.status_code not in RETRY_STATUSES:
+                try:
+                    self._retry.pause(attempt, what, type(exc).__name__, None)
+                except APIError:
+                    msg = (
+                        f"Could not reach the Alida token endpoint {safe_url(self.auth_endpoint)} "
+                        f"({type(exc).__name__}). Check 'region'/'api_url' and 'token_url', "
+                        "and that this machine can reach the host."
+                    )
+                    raise AuthenticationError(msg) from None
+                continue
+            if response.status_code not in RETRY_STATUSES:
                 break
-            time.sleep(min(2**attempt, 30) * (0.5 + random.random() / 2))
-        if response is None:
-            msg = (
-                f"Could not reach the Alida token endpoint {safe_url(self.auth_endpoint)} "
-                f"({type(last_error).__name__}). Check 'region'/'api_url' and 'token_url', "
-                "and that this machine can reach the host."
-            )
-            raise AuthenticationError(msg)
+            response.close()
+            self._retry.pause(attempt, what, f"HTTP {response.status_code}", response)
         if response.status_code >= 400:
             msg = (
                 f"Alida refused the token request (HTTP {response.status_code} from "
@@ -185,13 +251,31 @@ class AlidaClient:
 
     def __init__(self, settings: AlidaSettings) -> None:
         self.settings = settings
-        self.authenticator = AlidaAuthenticator(settings, settings.timeout)
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = f"tap-alida/{__version__}"
-        # A separate session for storage hosts: it must never carry credentials.
-        self.storage_session = requests.Session()
-        self.storage_session.headers["User-Agent"] = f"tap-alida/{__version__}"
+        self.retry = RetryPolicy(settings)
+        self.authenticator = AlidaAuthenticator(settings, self.retry)
+        # Exports run in worker threads; a requests.Session is not documented as
+        # thread-safe, so each thread gets its own (and the token is shared under a lock).
+        self._local = threading.local()
+        self._auth_lock = threading.Lock()
         self._api_host = urlsplit(settings.base_url).netloc.lower()
+
+    def _sessions(self) -> tuple[requests.Session, requests.Session]:
+        sessions = getattr(self._local, "sessions", None)
+        if sessions is None:
+            api, storage = requests.Session(), requests.Session()
+            api.headers["User-Agent"] = storage.headers["User-Agent"] = f"tap-alida/{__version__}"
+            sessions = self._local.sessions = (api, storage)
+        return sessions
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's session for the API host."""
+        return self._sessions()[0]
+
+    @property
+    def storage_session(self) -> requests.Session:
+        """This thread's session for storage hosts: it never carries credentials."""
+        return self._sessions()[1]
 
     # -- URLs ---------------------------------------------------------------------
 
@@ -238,7 +322,9 @@ class AlidaClient:
                 prepared = self.session.prepare_request(
                     requests.Request(method, url, headers=headers, json=json, params=params)
                 )
-                self.authenticator.authenticate_request(prepared)
+                with self._auth_lock:
+                    self.authenticator.authenticate_request(prepared)
+                    token_used = self.authenticator.access_token
                 response = self.session.send(
                     prepared,
                     timeout=self.settings.timeout,
@@ -246,7 +332,7 @@ class AlidaClient:
                     allow_redirects=allow_redirects,
                 )
             except TRANSIENT_ERRORS as exc:
-                self._retry_or_raise(attempt, what, f"{type(exc).__name__}", None)
+                self.retry.pause(attempt, what, f"{type(exc).__name__}", None)
                 continue
             status = response.status_code
             if status < 400 or status in ok_statuses:
@@ -255,49 +341,20 @@ class AlidaClient:
                 refreshed_after_401 = True
                 response.close()
                 logger.info("HTTP 401 while trying to %s; renewing the token and retrying.", what)
-                self.authenticator.invalidate()
+                with self._auth_lock:
+                    if self.authenticator.access_token == token_used:  # not renewed by another thread
+                        self.authenticator.invalidate()
                 continue
             if status in RETRY_STATUSES:
                 detail = error_detail(response)
                 response.close()
-                self._retry_or_raise(attempt, what, f"HTTP {status}: {detail}", response)
+                self.retry.pause(attempt, what, f"HTTP {status}: {detail}", response)
                 continue
             detail = error_detail(response)
             response.close()
             error_cls = NotFoundError if status == 404 else APIError
             msg = f"Could not {what}: HTTP {status} from {safe_url(url)}: {detail}"
             raise error_cls(msg, status=status)
-
-    def _retry_or_raise(
-        self, attempt: int, what: str, reason: str, response: requests.Response | None
-    ) -> None:
-        if attempt >= self.settings.max_attempts:
-            msg = (
-                f"Could not {what} after {attempt} attempts (last: {reason}). Alida or the "
-                "network is failing; rerun later or raise 'max_request_attempts'."
-            )
-            raise APIError(msg, status=response.status_code if response is not None else None)
-        wait = min(2.0 ** (attempt - 1), 60.0) * (0.5 + random.random() / 2)
-        if response is not None and response.status_code == 429:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if retry_after is not None:
-                if retry_after > self.settings.max_retry_after:
-                    msg = (
-                        f"Alida rate-limited the request to {what} and asked to wait "
-                        f"{retry_after:.0f} s, more than 'max_retry_after_seconds' "
-                        f"({self.settings.max_retry_after:.0f} s). Rerun later or raise that setting."
-                    )
-                    raise APIError(msg, status=429)
-                wait = retry_after
-        logger.warning(
-            "Could not %s (%s); retry %d of %d in %.1f s.",
-            what,
-            reason,
-            attempt,
-            self.settings.max_attempts - 1,
-            wait,
-        )
-        time.sleep(wait)
 
     def get_json(self, url: str, *, what: str, params: Mapping[str, Any] | None = None) -> Any:
         response = self.request("GET", url, what=what, params=params)
@@ -382,15 +439,18 @@ class AlidaClient:
                     timeout=self.settings.timeout,
                 )
             except TRANSIENT_ERRORS as exc:
-                self._retry_or_raise(attempt, what, type(exc).__name__, None)
+                self.retry.pause(attempt, what, type(exc).__name__, None)
                 continue
-            if response.status_code < 400:
+            if response.status_code < 400 or response.status_code == 416:
                 return response
             detail = f"HTTP {response.status_code} from storage host {safe_url(url)}"
             response.close()
             if response.status_code in RETRY_STATUSES:
-                self._retry_or_raise(attempt, what, detail, response)
+                self.retry.pause(attempt, what, detail, response)
                 continue
+            if response.status_code in (401, 403):
+                # Pre-signed links expire; the caller fetches a fresh one from the batch status.
+                raise StorageLinkError(f"Could not {what}: {detail}.", status=response.status_code)
             raise APIError(f"Could not {what}: {detail}.", status=response.status_code)
 
 

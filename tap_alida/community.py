@@ -15,19 +15,28 @@ import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tap_alida.client import AlidaClient
-from tap_alida.errors import AlidaError, NotFoundError
+from tap_alida.errors import AlidaError, BatchFailedError, NotFoundError, TruncatedFileError
 from tap_alida.export import Batch, BatchExports
 from tap_alida.export_file import ExportFile
+from tap_alida.jobs import ExportJob, ExportRunner, Report
 from tap_alida.naming import assign_names
 from tap_alida.schema import FieldDefinition, parse_definition
 
 logger = logging.getLogger("tap_alida.community")
+
+T = TypeVar("T")
+
+# A batch left in STATE by a crashed run is re-used only while it is this young:
+# Alida documents no file retention, and an old snapshot is not what a rerun wants.
+RESUME_MAX_AGE_SECONDS = 24 * 3600
 
 FIXED_STREAMS = ("activity_fields", "member_profiles", "member_profile_values", "activity_answers")
 
@@ -76,7 +85,6 @@ class Community:
         self._definitions: dict[str, list[FieldDefinition]] = {}
         self._batches: dict[str, Batch] = {}
         self._member_variables: list[MemberVariable] | None = None
-        self._member_export: MemberExport | None = None
         self._workdir: Path | None = None
 
     # -- activities -------------------------------------------------------------------
@@ -150,41 +158,164 @@ class Community:
     def activity_by_stream(self, stream_name: str) -> Activity | None:
         return next((a for a in self.activities if a.stream_name == stream_name), None)
 
-    # -- activity exports ---------------------------------------------------------------
+    # -- exports ----------------------------------------------------------------------------
 
-    def activity_batch(self, activity: Activity) -> Batch:
-        """A succeeded batch for the activity, created once per run and re-used."""
-        with self._lock:
-            batch = self._batches.get(activity.id)
-        if batch is None:
-            batch = self.exports.create_activity_batch(activity.id, activity.label)
-            self.exports.wait(batch)
+    @cached_property
+    def runner(self) -> ExportRunner:
+        return ExportRunner(self.client.settings.max_concurrent_exports)
+
+    def start_activity_export(
+        self, activity: Activity, state_streams: tuple[str, ...] = (), resume: Any = None
+    ) -> ExportJob[ExportFile]:
+        """Start (or re-use) the activity's export job: its file, downloaded and checked."""
+
+        def create() -> Batch:
+            return self.exports.create_activity_batch(activity.id, activity.label)
+
+        def work(report: Report) -> ExportFile:
+            resumed = self._resumable(resume, activity.label, activity.id)
             with self._lock:
-                self._batches[activity.id] = batch
-        else:
-            # Re-read the status: the file link it carries may be a fresh one.
-            self.exports.refresh(batch)
-            self.exports.wait(batch)
+                resumed = resumed or self._batches.get(activity.id)
+            return self._run(create, resumed, report, self._download)
+
+        return self.runner.submit(f"file:{activity.id}", activity.label, work, state_streams)
+
+    def start_definition_export(self, activity: Activity) -> ExportJob[list[FieldDefinition]]:
+        """Start a job that reads only the ``definition`` part of the activity's export."""
+
+        def create() -> Batch:
+            return self.exports.create_activity_batch(activity.id, activity.label)
+
+        def read(batch: Batch) -> list[FieldDefinition]:
+            with self._lock:
+                self._batches[activity.id] = batch  # re-used if this process also syncs it
+            return parse_definition(self.exports.read_definition(batch))
+
+        def work(report: Report) -> list[FieldDefinition]:
+            return self._run(create, None, report, read)
+
+        return self.runner.submit(f"definition:{activity.id}", activity.label, work)
+
+    def start_member_export(
+        self, since: str | None, state_streams: tuple[str, ...] = (), resume: Any = None
+    ) -> ExportJob[MemberExport]:
+        """Start the member profile export job (one per run, shared by both member streams)."""
+
+        def create() -> Batch:
+            return self.exports.create_member_batch(since)
+
+        def read(batch: Batch) -> MemberExport:
+            file = self._download(batch)
+            last_sync = file.first("lastSyncDate")
+            return MemberExport(batch, file, None if last_sync is None else str(last_sync))
+
+        def work(report: Report) -> MemberExport:
+            resumed = self._resumable(resume, "member profiles", None)
+            if resumed is not None and resumed.since != since:
+                logger.info(
+                    "Not re-using member profile batch %s: it was made with sinceDatetime %s, this "
+                    "run needs %s.",
+                    resumed.id,
+                    resumed.since,
+                    since,
+                )
+                resumed = None
+            return self._run(create, resumed, report, read)
+
+        return self.runner.submit("members", "member profiles", work, state_streams)
+
+    def _download(self, batch: Batch) -> ExportFile:
+        return ExportFile(self.exports.download(batch, str(self.workdir)), batch)
+
+    def _resumable(self, entry: Any, label: str, activity_id: str | None) -> Batch | None:
+        """The batch a crashed run left in STATE, if it may be re-used."""
+        if not isinstance(entry, Mapping):
+            return None
+        batch = Batch.from_state(entry, label, activity_id)
+        if batch is None:
+            return None
+        age = time.time() - float(entry["created_at"])
+        if age > RESUME_MAX_AGE_SECONDS:
+            logger.info(
+                "Not re-using %s from the previous run: it is %.0f h old.", batch.describe(), age / 3600
+            )
+            return None
         return batch
 
+    def _run(
+        self,
+        create: Callable[[], Batch],
+        batch: Batch | None,
+        report: Report,
+        fetch: Callable[[Batch], T],
+    ) -> T:
+        """Create (or re-use), await and fetch a batch; make a new one when Alida reports
+        it ``failed`` or its file is truncated, up to ``max_export_attempts`` batches."""
+        limit = self.client.settings.max_export_attempts
+        created = 0
+        while True:
+            if batch is not None and batch.resumed and not self._still_usable(batch):
+                batch = None
+            if batch is None:
+                created += 1
+                batch = create()
+            report(batch.to_state())
+            try:
+                self.exports.wait(batch)
+                return fetch(batch)
+            except NotFoundError:
+                if not batch.resumed:
+                    raise
+                logger.info("%s from the previous run is gone; creating a new batch.", batch.describe())
+            except (BatchFailedError, TruncatedFileError) as exc:
+                if batch.resumed:
+                    logger.info("%s from the previous run is not usable (%s).", batch.describe(), exc)
+                elif created >= limit:
+                    msg = (
+                        f"{exc}. {created} batch(es) tried ('max_export_attempts' = {limit}); rerun "
+                        "the sync later, and if it keeps failing give Alida support the batch id."
+                    )
+                    raise type(exc)(msg) from exc
+                else:
+                    logger.warning("%s; creating a new batch (attempt %d of %d).", exc, created + 1, limit)
+            batch = None
+
+    def _still_usable(self, batch: Batch) -> bool:
+        """Whether a batch recorded by a previous run can still be awaited or downloaded."""
+        try:
+            status = self.exports.refresh(batch)
+        except NotFoundError:
+            logger.info("%s from the previous run no longer exists.", batch.describe())
+            return False
+        state = str(status.get("status") or "").lower()
+        if state == "failed":
+            logger.info("%s from the previous run failed; creating a new batch.", batch.describe())
+            return False
+        logger.info("Re-using %s from the previous run (status %s).", batch.describe(), state or "unknown")
+        return True
+
     def definition(self, activity: Activity) -> list[FieldDefinition]:
-        """The activity's field definitions (an export's ``definition``), cached per run."""
+        """The activity's field definitions, cached per run.
+
+        From the activity's downloaded file when this run has it, else from a
+        definition-only export job.
+        """
         with self._lock:
             cached = self._definitions.get(activity.id)
         if cached is not None:
             return cached
-        batch = self.activity_batch(activity)
-        fields = parse_definition(self.exports.read_definition(batch))
+        file_job = self.runner.jobs.get(f"file:{activity.id}")
+        if file_job is not None:
+            export = self.runner.result(file_job)
+            fields = parse_definition(export.first("definition"))
+        else:
+            fields = self.runner.result(self.start_definition_export(activity))
         self.remember_definition(activity, fields)
         return fields
 
     def remember_definition(self, activity: Activity, fields: list[FieldDefinition]) -> None:
         with self._lock:
             self._definitions[activity.id] = fields
-
-    def download_activity(self, activity: Activity) -> ExportFile:
-        batch = self.activity_batch(activity)
-        return ExportFile(self.exports.download(batch, str(self.workdir)), batch)
 
     # -- members --------------------------------------------------------------------------
 
@@ -208,22 +339,6 @@ class Community:
                 for v in ordered
             ]
         return self._member_variables
-
-    def member_export(self, since: str | None) -> MemberExport:
-        """The member profile file of this run (created, awaited and downloaded once)."""
-        with self._lock:
-            if self._member_export is not None:
-                return self._member_export
-            batch = self.exports.create_member_batch(since)
-            self.exports.wait(batch)
-            file = ExportFile(self.exports.download(batch, str(self.workdir)), batch)
-            last_sync = file.first("lastSyncDate")
-            self._member_export = MemberExport(
-                batch=batch,
-                file=file,
-                last_sync_date=None if last_sync is None else str(last_sync),
-            )
-            return self._member_export
 
     # -- files -----------------------------------------------------------------------------
 

@@ -36,3 +36,19 @@ class ExportFailedError(AlidaError):
 
 class ExportFileError(AlidaError):
     """An export file could not be downloaded or parsed completely."""
+
+
+class BatchFailedError(ExportFailedError):
+    """Alida reported the batch ``failed``: a new batch may succeed."""
+
+
+class StorageLinkError(APIError):
+    """The storage host refused a file link (403: expired or not valid any more)."""
+
+
+class TruncatedFileError(ExportFileError):
+    """A downloaded file ends before its JSON does: a new batch may fix it."""
+
+
+class StoppedError(AlidaError):
+    """The run is stopping (another export failed, or the process is exiting)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Mapping
@@ -24,9 +25,16 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from tap_alida.client import TRANSIENT_ERRORS, AlidaClient, safe_url
-from tap_alida.errors import APIError, ExportFailedError, ExportFileError
-from tap_alida.export_file import read_definition_from_stream
+from tap_alida.client import STOP, TRANSIENT_ERRORS, AlidaClient, safe_url, sleep
+from tap_alida.errors import (
+    APIError,
+    BatchFailedError,
+    ExportFailedError,
+    ExportFileError,
+    StoppedError,
+    StorageLinkError,
+)
+from tap_alida.export_file import check_complete, read_definition_from_stream
 
 logger = logging.getLogger("tap_alida.export")
 
@@ -34,6 +42,7 @@ ACTIVITY = "activity"
 MEMBERS = "members"
 PROGRESS_EVERY_SECONDS = 15.0
 CHUNK_BYTES = 1 << 20
+MAX_LINK_REFRESHES = 3
 
 
 @dataclass
@@ -46,9 +55,36 @@ class Batch:
     activity_id: str | None = None
     status: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.monotonic)
+    since: str | None = None  # member exports: the sinceDatetime sent
+    resumed: bool = False
 
     def describe(self) -> str:
         return f"{self.label}, batch {self.id}"
+
+    def to_state(self) -> dict[str, Any]:
+        """What STATE keeps so that a rerun after a crash can re-use this batch."""
+        created = time.time() - (time.monotonic() - self.created_at)
+        entry: dict[str, Any] = {"id": self.id, "kind": self.kind, "created_at": round(created, 3)}
+        if self.kind == MEMBERS:
+            entry["since"] = self.since
+        return entry
+
+    @classmethod
+    def from_state(cls, entry: Mapping[str, Any], label: str, activity_id: str | None) -> Batch | None:
+        """The batch a previous run recorded, or None when the entry is unusable."""
+        try:
+            batch_id, kind, created = str(entry["id"]), str(entry["kind"]), float(entry["created_at"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return cls(
+            kind=kind,
+            id=batch_id,
+            label=label,
+            activity_id=activity_id,
+            created_at=time.monotonic() - max(0.0, time.time() - created),
+            since=entry.get("since"),
+            resumed=True,
+        )
 
 
 class BatchExports:
@@ -80,7 +116,7 @@ class BatchExports:
         url = self.client.url("v2", "data/members/profiles/batch")
         body = {"sinceDatetime": since} if since else None
         label = f"member profiles (since {since})" if since else "member profiles (full)"
-        return self._create(url, body, Batch(MEMBERS, "", label))
+        return self._create(url, body, Batch(MEMBERS, "", label, since=since))
 
     def _create(self, url: str, body: Any, batch: Batch) -> Batch:
         response = self.client.request("POST", url, what=f"create the batch for {batch.label}", json=body)
@@ -133,11 +169,8 @@ class BatchExports:
                 return status
             if state == "failed":
                 reason = status.get("errorMessage") or "no errorMessage given"
-                msg = (
-                    f"Alida reports the export failed for {batch.describe()}: {reason}. "
-                    "Rerun the sync; if it keeps failing, give Alida support the batch id."
-                )
-                raise ExportFailedError(msg)
+                msg = f"Alida reports the export failed for {batch.describe()}: {reason}"
+                raise BatchFailedError(msg)
             if state == "pending" and elapsed > settings.max_wait_to_start:
                 msg = (
                     f"{batch.describe()} is still pending after {elapsed:.0f} s "
@@ -156,7 +189,7 @@ class BatchExports:
                 logger.info("%s is %s (%.0f s elapsed).", batch.describe(), state, elapsed)
                 last_status, last_log = state, now
             if status:  # the create response may already say succeeded
-                time.sleep(interval)
+                sleep(interval)
                 interval = min(interval * 2, settings.poll_max_interval)
             status = self.refresh(batch)
 
@@ -188,60 +221,170 @@ class BatchExports:
             response.close()
 
     def download(self, batch: Batch, directory: str | None = None) -> Path:
-        """Spool the batch's file to a temporary file and return its path.
+        """Spool the batch's file to a temporary file, check it is complete, return its path.
 
-        The caller removes the file. Bytes are written as they arrive, so memory
-        stays flat whatever the export size.
+        Bytes are written as they arrive (flat memory whatever the export size)
+        and nothing is parsed before the whole file is on disk, so a retried or
+        resumed download can never emit a record twice. The caller removes the file.
         """
-        link = self.file_link(batch)
         fd, name = tempfile.mkstemp(prefix=f"tap-alida-{batch.id}-", suffix=".json", dir=directory)
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as out:
-                self._download_into(batch, link, out)
+                self._download_into(batch, out)
+            check_complete(path, batch)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
         return path
 
-    def _download_into(self, batch: Batch, link: str, out: Any) -> None:
+    def _download_into(self, batch: Batch, out: Any) -> None:
+        """Download with resume: a dropped connection continues with ``Range`` from
+        the last byte on disk; an expired link is replaced by a fresh one from the
+        batch status; a server that ignores ``Range`` makes the download start over.
+
+        The file on disk is the decoded body (gzip ``Content-Encoding`` is undone
+        as it arrives), so resume offsets are offsets of the identity body, and a
+        resumed request asks for ``identity``: a 206 that is still encoded, or
+        starts elsewhere, is not trusted.
+        """
         what = f"download the export file of {batch.describe()}"
-        response = self.client.open_file(link, what=what)
-        total = response.headers.get("Content-Length")
-        expected = (
-            int(total) if total and total.isdigit() and "Content-Encoding" not in response.headers else None
-        )
-        started = time.monotonic()
-        last_log = started
+        link = self.file_link(batch)
+        progress = _Progress(batch)
         received = 0
+        drops = 0
+        link_refreshes = 0
+        etag: str | None = None
+        while True:
+            if received:
+                headers = {"Accept-Encoding": "identity", "Range": f"bytes={received}-"}
+                if etag:
+                    headers["If-Range"] = etag
+            else:
+                headers = {"Accept-Encoding": "gzip"}
+            try:
+                response = self.client.open_file(link, what=what, headers=headers)
+            except StorageLinkError as exc:
+                link_refreshes += 1
+                if link_refreshes > MAX_LINK_REFRESHES:
+                    msg = (
+                        f"The storage host keeps refusing the file link of {batch.describe()} ({exc}) "
+                        f"after {MAX_LINK_REFRESHES} fresh links. Check the machine's clock (signed "
+                        "links expire), then rerun the sync."
+                    )
+                    raise ExportFileError(msg) from exc
+                logger.info(
+                    "The file link of %s was refused (expired?); fetching a fresh one from the batch status.",
+                    batch.describe(),
+                )
+                self.refresh(batch)
+                link = self.file_link(batch)
+                continue
+            if received and not _continues(response, received):
+                logger.warning(
+                    "%s: the storage host did not resume at byte %d (HTTP %d); starting the download over.",
+                    batch.describe(),
+                    received,
+                    response.status_code,
+                )
+                out.seek(0)
+                out.truncate()
+                received = 0
+                progress.restarted()
+                if response.status_code != 200:
+                    response.close()
+                    continue
+            if response.status_code == 416:
+                response.close()
+                msg = f"Could not {what}: the storage host answered 416 to a request without Range."
+                raise ExportFileError(msg)
+            if not received:
+                progress.started(response, link)
+                tag = response.headers.get("ETag")
+                etag = tag if tag and not tag.startswith("W/") else None
+            try:
+                for chunk in response.iter_content(CHUNK_BYTES):
+                    if STOP.is_set():
+                        raise StoppedError("The run is stopping.")
+                    out.write(chunk)
+                    received += len(chunk)
+                    progress.update(received)
+            except (*TRANSIENT_ERRORS, requests.exceptions.ContentDecodingError) as exc:
+                drops += 1
+                if drops >= self.settings.max_attempts:
+                    msg = (
+                        f"The download of {batch.describe()} broke off {drops} times (last after "
+                        f"{received} bytes, {type(exc).__name__}). Nothing from this file was "
+                        "emitted; rerun the sync, or raise 'max_request_attempts'."
+                    )
+                    raise ExportFileError(msg) from exc
+                wait = self.client.retry.backoff(drops)
+                logger.warning(
+                    "The download of %s broke off after %d bytes (%s); resuming from there in "
+                    "%.1f s (retry %d of %d).",
+                    batch.describe(),
+                    received,
+                    type(exc).__name__,
+                    wait,
+                    drops,
+                    self.settings.max_attempts - 1,
+                )
+                sleep(wait)
+                continue
+            finally:
+                response.close()
+            progress.done(received)
+            return
+
+
+def _continues(response: requests.Response, offset: int) -> bool:
+    """Whether a response to ``Range: bytes=offset-`` continues the identity body."""
+    if response.status_code != 206:
+        return False
+    if response.headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
+        return False
+    content_range = response.headers.get("Content-Range", "")
+    match = re.match(r"bytes (\d+)-", content_range)
+    return match is not None and int(match.group(1)) == offset
+
+
+class _Progress:
+    """INFO lines for long downloads: batch, bytes, elapsed, rate (never the URL's query)."""
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+        self.started_at = time.monotonic()
+        self.last_log = self.started_at
+        self.expected: int | None = None
+
+    def started(self, response: requests.Response, link: str) -> None:
+        total = response.headers.get("Content-Length")
+        encoded = "Content-Encoding" in response.headers
+        self.expected = int(total) if total and total.isdigit() and not encoded else None
         logger.info(
             "Downloading %s from %s%s.",
-            batch.describe(),
+            self.batch.describe(),
             safe_url(response.url or link),
-            f" ({expected / 1e6:.1f} MB)" if expected else "",
+            f" ({self.expected / 1e6:.1f} MB)" if self.expected else "",
         )
-        try:
-            for chunk in response.iter_content(CHUNK_BYTES):
-                out.write(chunk)
-                received += len(chunk)
-                now = time.monotonic()
-                if now - last_log >= PROGRESS_EVERY_SECONDS:
-                    last_log = now
-                    logger.info(
-                        "%s: downloaded %.1f MB%s, %.0f s elapsed, %.1f MB/s.",
-                        batch.describe(),
-                        received / 1e6,
-                        f" of {expected / 1e6:.1f} MB" if expected else "",
-                        now - started,
-                        received / 1e6 / max(now - started, 1e-6),
-                    )
-        except (*TRANSIENT_ERRORS, requests.exceptions.ContentDecodingError) as exc:
-            msg = (
-                f"The download of {batch.describe()} broke off after {received} bytes "
-                f"({type(exc).__name__}). Nothing from this file was emitted; rerun the sync."
+
+    def restarted(self) -> None:
+        self.expected = None
+
+    def update(self, received: int) -> None:
+        now = time.monotonic()
+        if now - self.last_log >= PROGRESS_EVERY_SECONDS:
+            self.last_log = now
+            elapsed = now - self.started_at
+            logger.info(
+                "%s: downloaded %.1f MB%s, %.0f s elapsed, %.1f MB/s.",
+                self.batch.describe(),
+                received / 1e6,
+                f" of {self.expected / 1e6:.1f} MB" if self.expected else "",
+                elapsed,
+                received / 1e6 / max(elapsed, 1e-6),
             )
-            raise ExportFileError(msg) from exc
-        finally:
-            response.close()
-        elapsed = time.monotonic() - started
-        logger.info("%s: downloaded %.1f MB in %.1f s.", batch.describe(), received / 1e6, elapsed)
+
+    def done(self, received: int) -> None:
+        elapsed = time.monotonic() - self.started_at
+        logger.info("%s: downloaded %.1f MB in %.1f s.", self.batch.describe(), received / 1e6, elapsed)

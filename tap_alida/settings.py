@@ -134,6 +134,22 @@ CONFIG_SCHEMA = th.PropertiesList(
         title="Maximum Retry-After (seconds)",
         description="Longest `Retry-After` the tap honours on a 429; a longer one fails the run.",
     ),
+    th.Property(
+        "max_export_attempts",
+        th.IntegerType,
+        default=3,
+        title="Maximum export attempts",
+        description="Batches created per export when Alida reports one `failed` or its file is "
+        "truncated; after the last, the run fails naming the activity, batch and error.",
+    ),
+    th.Property(
+        "max_concurrent_exports",
+        th.IntegerType,
+        default=8,
+        title="Maximum concurrent exports",
+        description="Batch exports created, polled and downloaded at the same time. Records are "
+        "still emitted one stream at a time, in catalog order.",
+    ),
 ).to_dict()
 
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
@@ -184,6 +200,8 @@ class AlidaSettings:
     timeout: float
     max_attempts: int
     max_retry_after: float
+    max_export_attempts: int
+    max_concurrent_exports: int
 
     @classmethod
     def errors(cls, config: Mapping[str, Any]) -> list[str]:
@@ -220,8 +238,9 @@ class AlidaSettings:
         ):
             if key in config and float(config[key]) <= 0:
                 errors.append(f"Setting '{key}' must be greater than 0.")
-        if "max_request_attempts" in config and int(config["max_request_attempts"]) < 1:
-            errors.append("Setting 'max_request_attempts' must be at least 1.")
+        for key in ("max_request_attempts", "max_export_attempts", "max_concurrent_exports"):
+            if key in config and int(config[key]) < 1:
+                errors.append(f"Setting '{key}' must be at least 1.")
         return errors
 
     @classmethod
@@ -248,4 +267,6 @@ class AlidaSettings:
             timeout=float(config.get("request_timeout_seconds", 300)),
             max_attempts=int(config.get("max_request_attempts", 6)),
             max_retry_after=float(config.get("max_retry_after_seconds", 300)),
+            max_export_attempts=int(config.get("max_export_attempts", 3)),
+            max_concurrent_exports=int(config.get("max_concurrent_exports", 8)),
         )

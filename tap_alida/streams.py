@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from singer_sdk import Stream
 from singer_sdk import typing as th
 
+from tap_alida.errors import ExportFileError
 from tap_alida.naming import assign_names
 from tap_alida.schema import (
     SET,
@@ -27,6 +28,11 @@ from tap_alida.schema import (
     to_number,
     to_text,
 )
+
+# Key of the stream's STATE entry for a batch in flight (re-used after a crash).
+BATCH_STATE_KEY = "alida_batch"
+# Queued STATE events are applied at least this often while records flow.
+DRAIN_EVERY_RECORDS = 5000
 
 if TYPE_CHECKING:
     from tap_alida.community import Activity, Community, MemberExport, MemberVariable
@@ -71,7 +77,13 @@ class ActivityResponsesStream(AlidaStream):
         self.activity = activity
 
     def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
-        export = self.community.download_activity(self.activity)
+        tap = self.alida_tap
+        tap.start_exports()
+        runner = self.community.runner
+        job = self.community.start_activity_export(
+            self.activity, (self.name,), self.stream_state.get(BATCH_STATE_KEY)
+        )
+        export = runner.result(job)
         try:
             fields = parse_definition(export.first("definition"))
             self.community.remember_definition(self.activity, fields)
@@ -91,9 +103,15 @@ class ActivityResponsesStream(AlidaStream):
                         del row[column]
                 count += 1
                 yield row
+                if count % DRAIN_EVERY_RECORDS == 0 and runner.has_events:
+                    runner.drain()
             self.logger.info("%s: %d records from %s.", self.name, count, export.batch.describe())
+        except ExportFileError:
+            tap.forget_batch(self.name)  # a malformed file: the rerun must make a new batch
+            raise
         finally:
             export.path.unlink(missing_ok=True)
+        tap.forget_batch(self.name)
 
 
 ACTIVITY_FIELDS_SCHEMA = th.PropertiesList(
@@ -128,6 +146,7 @@ class ActivityFieldsStream(AlidaStream):
         super().__init__(tap, schema=schema or ACTIVITY_FIELDS_SCHEMA, name="activity_fields")
 
     def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+        self.alida_tap.start_exports()
         for activity in self.community.activities:
             yield from field_rows(activity.id, self.community.definition(activity))
 
@@ -202,11 +221,18 @@ class MemberStream(AlidaStream):
         raise NotImplementedError
 
     def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
-        export = self.community.member_export(self.alida_tap.member_since())
+        tap = self.alida_tap
+        tap.start_exports()
+        job = self.community.start_member_export(tap.member_since(), (self.name,))
+        export = self.community.runner.result(job)
         count = 0
-        for row in self.rows(export):
-            count += 1
-            yield row
+        try:
+            for row in self.rows(export):
+                count += 1
+                yield row
+        except ExportFileError:
+            tap.forget_batch(self.name)
+            raise
         self.logger.info(
             "%s: %d rows from %s (lastSyncDate %s).",
             self.name,
@@ -222,9 +248,11 @@ class MemberStream(AlidaStream):
                 self.name,
                 export.batch.id,
             )
+            tap.forget_batch(self.name)
             return
         state["replication_key"] = self.replication_key
         state["replication_key_value"] = normalize_datetime(export.last_sync_date) or export.last_sync_date
+        tap.forget_batch(self.name)
 
     def _members(self, export: MemberExport) -> Iterable[dict[str, Any]]:
         for member in export.file.items("members.item"):

@@ -19,12 +19,13 @@ from singer_sdk import Stream, Tap
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_alida import __version__
-from tap_alida.client import AlidaClient
+from tap_alida.client import STOP, AlidaClient
 from tap_alida.community import Community
 from tap_alida.errors import AlidaError
 from tap_alida.schema import WarnOnce, activity_schema, format_datetime, parse_datetime
 from tap_alida.settings import CONFIG_SCHEMA, AlidaSettings
 from tap_alida.streams import (
+    BATCH_STATE_KEY,
     ActivityFieldsStream,
     ActivityResponsesStream,
     MemberProfilesStream,
@@ -86,6 +87,8 @@ class TapAlida(Tap):
         streams: list[Stream] = []
         activities = self.community.activities
         self.logger.info("Discovering %d activities.", len(activities))
+        for activity in activities:  # all exports run at once, up to max_concurrent_exports
+            self.community.start_definition_export(activity)
         for activity in activities:
             fields = self.community.definition(activity)
             schema = activity_schema(fields, activity_label=activity.label, warn=warn)
@@ -120,6 +123,60 @@ class TapAlida(Tap):
         fixed.sort(key=lambda s: order.index(s.name))
         return activity_streams + fixed
 
+    # -- exports and their STATE -------------------------------------------------------
+
+    def start_exports(self) -> None:
+        """Start the export job of every selected stream, once, when the sync begins.
+
+        Jobs resume a batch a crashed run recorded in STATE when it is still
+        usable. Activity streams get their file; ``activity_fields`` needs only the
+        definitions of activities whose streams are not selected; both member
+        streams share one member export.
+        """
+        if getattr(self, "_exports_started", False):
+            return
+        self._exports_started = True
+        community = self.community
+        community.runner.listener = self._record_batch
+        selected = [s for s in self.streams.values() if s.selected]
+        with_files: set[str] = set()
+        for stream in selected:
+            if isinstance(stream, ActivityResponsesStream):
+                resume = stream.stream_state.get(BATCH_STATE_KEY)
+                community.start_activity_export(stream.activity, (stream.name,), resume)
+                with_files.add(stream.activity.id)
+        member_streams = [s for s in selected if isinstance(s, MemberStream)]
+        if member_streams:
+            resume = next(
+                (
+                    s.stream_state[BATCH_STATE_KEY]
+                    for s in member_streams
+                    if s.stream_state.get(BATCH_STATE_KEY)
+                ),
+                None,
+            )
+            names = tuple(s.name for s in member_streams)
+            community.start_member_export(self.member_since(), names, resume)
+        if any(isinstance(s, ActivityFieldsStream) for s in selected):
+            for activity in community.activities:
+                if activity.id not in with_files:
+                    community.start_definition_export(activity)
+
+    def _record_batch(self, stream_names: tuple[str, ...], entry: dict[str, Any] | None) -> None:
+        """Put a batch into (or take it out of) the streams' STATE and emit STATE now."""
+        for name in stream_names:
+            state = self.streams[name].stream_state
+            if entry is None:
+                state.pop(BATCH_STATE_KEY, None)
+            else:
+                state[BATCH_STATE_KEY] = entry
+        self.state_writer.write_state(self.state)
+
+    def forget_batch(self, stream_name: str) -> None:
+        """The stream is done with its batch: a rerun must not re-use it."""
+        if BATCH_STATE_KEY in self.streams[stream_name].stream_state:
+            self._record_batch((stream_name,), None)
+
     # -- state shared by the member streams ----------------------------------------------
 
     def member_since(self) -> str | None:
@@ -148,6 +205,8 @@ def main(argv: list[str] | None = None) -> Any:
         logging.getLogger("tap-alida").error("%s", exc)
         print(f"tap-alida: error: {exc}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        STOP.set()  # wake export workers so the process exits without waiting for them
 
 
 if __name__ == "__main__":

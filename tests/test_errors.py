@@ -67,16 +67,27 @@ def test_failed_export_names_activity_batch_and_error_message(start_sandbox, tmp
     sandbox = start_sandbox("--fixtures", str(FIXTURES))
     config = sandbox.config()
     catalog = select_all(discover(tmp_path, config), only={"quick_poll"})
-    failing = start_sandbox("--fixtures", str(FIXTURES), "--faults", "fail_job=1")
-    run = run_tap(tmp_path, failing.config(), catalog=catalog)
+    failing = start_sandbox("--fixtures", str(FIXTURES), "--faults", "fail_job=1.0")
+    run = run_tap(tmp_path, failing.config(max_export_attempts=2), catalog=catalog)
     assert run.returncode != 0
     created = re.findall(r"Created batch ([0-9a-f-]{36}) for activity 'Quick Poll'", run.stderr)
-    assert len(created) == 1
-    error = [line for line in run.stderr.splitlines() if "export failed" in line]
+    assert len(created) == 2  # max_export_attempts
+    error = [line for line in run.stderr.splitlines() if "ERROR" in line and "export failed" in line]
     assert error, run.stderr
-    assert created[0] in error[0] and "'Quick Poll'" in error[0]
-    assert "the data service timed out" in error[0]
+    assert created[-1] in error[0] and "'Quick Poll'" in error[0]
+    assert "the data service timed out" in error[0] and "'max_export_attempts' = 2" in error[0]
     assert run.records.get("quick_poll", []) == []
+
+
+def test_a_failed_export_is_created_again(start_sandbox, tmp_path):
+    sandbox = start_sandbox("--fixtures", str(FIXTURES))
+    catalog = select_all(discover(tmp_path, sandbox.config()), only={"quick_poll"})
+    failing = start_sandbox("--fixtures", str(FIXTURES), "--faults", "fail_job=1")
+    run = run_tap(tmp_path, failing.config(), catalog=catalog)
+    assert run.returncode == 0, run.stderr
+    assert len(re.findall(r"Created batch [0-9a-f-]{36} for activity 'Quick Poll'", run.stderr)) == 2
+    assert "creating a new batch (attempt 2 of 3)" in run.stderr
+    assert len(run.records["quick_poll"]) == failing.truth()["activities"][1]["records"]
 
 
 def test_stuck_export_gives_up_after_max_wait_to_start(start_sandbox, tmp_path):

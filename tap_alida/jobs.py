@@ -1,0 +1,114 @@
+"""Export jobs run side by side; Singer messages stay on the main thread.
+
+Why: a batch export spends most of its life on Alida's side (``pending`` →
+``running``). Creating every selected stream's batch up front and polling them
+together makes N exports take about as long as the slowest one, not their sum.
+
+Rules that keep this safe:
+
+* Worker threads only do HTTP and files (create, poll, download); at most
+  ``max_concurrent_exports`` jobs are in flight.
+* Every Singer message is written by the main thread. A worker that creates a
+  batch queues an event; the main thread applies it to STATE (``drain``) while
+  it waits for a job or every few thousand records, so the batch id reaches
+  STATE within a second of its creation.
+* When the run stops (an error, or the process exits), ``client.STOP`` wakes
+  every worker out of its poll or backoff sleep.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from tap_alida.client import STOP
+
+logger = logging.getLogger("tap_alida.jobs")
+
+T = TypeVar("T")
+
+# Called on the main thread with (stream names, batch state entry or None).
+BatchListener = Callable[[tuple[str, ...], dict[str, Any] | None], None]
+# A job reports each batch it creates or re-uses through this.
+Report = Callable[[dict[str, Any]], None]
+
+DRAIN_EVERY_SECONDS = 0.5
+
+
+@dataclass
+class ExportJob(Generic[T]):
+    """One export in flight: what it is for, and its future result."""
+
+    key: str
+    label: str
+    state_streams: tuple[str, ...]
+    future: Future[T]
+
+
+class ExportRunner:
+    """A bounded pool of export jobs and the queue of their STATE events."""
+
+    def __init__(self, max_workers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="alida-export")
+        self._events: queue.SimpleQueue[tuple[tuple[str, ...], dict[str, Any]]] = queue.SimpleQueue()
+        self.jobs: dict[str, ExportJob[Any]] = {}
+        self.listener: BatchListener | None = None
+
+    def submit(
+        self,
+        key: str,
+        label: str,
+        work: Callable[[Report], T],
+        state_streams: tuple[str, ...] = (),
+    ) -> ExportJob[T]:
+        """Start ``work(report)`` in a worker unless a job with this key exists."""
+        if key in self.jobs:
+            return self.jobs[key]
+
+        def report(entry: dict[str, Any]) -> None:
+            if state_streams:
+                self._events.put((state_streams, entry))
+
+        job: ExportJob[T] = ExportJob(key, label, state_streams, self._pool.submit(work, report))
+        self.jobs[key] = job
+        return job
+
+    def result(self, job: ExportJob[T]) -> T:
+        """Wait for a job on the main thread, applying STATE events meanwhile.
+
+        When a job fails, the others are stopped: the run is failing anyway, and a
+        nightly job should not sit polling exports nobody will read.
+        """
+        while True:
+            done, _ = wait([job.future], timeout=DRAIN_EVERY_SECONDS, return_when=FIRST_COMPLETED)
+            self.drain()
+            if done:
+                break
+        try:
+            return job.future.result()
+        except BaseException:
+            self.stop()
+            raise
+
+    def drain(self) -> None:
+        """Apply queued batch events to STATE (main thread only)."""
+        while True:
+            try:
+                streams, entry = self._events.get_nowait()
+            except queue.Empty:
+                return
+            if self.listener is not None:
+                self.listener(streams, entry)
+
+    @property
+    def has_events(self) -> bool:
+        return not self._events.empty()
+
+    def stop(self) -> None:
+        """Wake and stop every worker; jobs not started yet are cancelled."""
+        STOP.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
