@@ -47,6 +47,10 @@ TRANSIENT_ERRORS = (
 # Refresh the token this long before Alida says it expires: exports, polls and
 # downloads easily outlive a token, and a token that dies mid-request costs a retry.
 TOKEN_EXPIRY_MARGIN_SECONDS = 120
+# A 401 renews the token and repeats the request, up to this many times per
+# request: with exports in parallel, a token this request renewed can already
+# have expired under another thread's request. A refused credential fails after.
+MAX_RENEWALS_AFTER_401 = 3
 
 
 # Set when the run is stopping: worker threads blocked in a poll interval or a
@@ -305,13 +309,13 @@ class AlidaClient:
 
         ``what`` names the call in messages ("create the batch for activity X").
         Retries 429 (honouring ``Retry-After``), 5xx, timeouts and dropped
-        connections; renews the token once on a 401. 404 raises NotFoundError, any
-        other 4xx APIError.
+        connections; renews the token on a 401 (at most 3 times) and repeats the
+        request. 404 raises NotFoundError, any other 4xx APIError.
         """
         if not self.is_api_host(url):
             msg = f"Refusing to send credentials to {safe_url(url)}: not the API host."
             raise APIError(msg)
-        refreshed_after_401 = False
+        renewals_after_401 = stale_401s = 0
         attempt = 0
         while True:
             attempt += 1
@@ -337,14 +341,22 @@ class AlidaClient:
             status = response.status_code
             if status < 400 or status in ok_statuses:
                 return response
-            if status == 401 and not refreshed_after_401:
-                refreshed_after_401 = True
-                response.close()
-                logger.info("HTTP 401 while trying to %s; renewing the token and retrying.", what)
+            if status == 401:
                 with self._auth_lock:
-                    if self.authenticator.access_token == token_used:  # not renewed by another thread
+                    # Another thread may have renewed the token since this request
+                    # was sent: then just repeat the request with the new one.
+                    renewed_elsewhere = self.authenticator.access_token != token_used
+                    renew = not renewed_elsewhere and renewals_after_401 < MAX_RENEWALS_AFTER_401
+                    if renew:
                         self.authenticator.invalidate()
-                continue
+                if renew or (renewed_elsewhere and stale_401s < self.settings.max_attempts):
+                    response.close()
+                    if renew:
+                        renewals_after_401 += 1
+                        logger.info("HTTP 401 while trying to %s; renewing the token and retrying.", what)
+                    else:
+                        stale_401s += 1
+                    continue
             if status in RETRY_STATUSES:
                 detail = error_detail(response)
                 response.close()

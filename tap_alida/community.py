@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tap_alida.client import AlidaClient
-from tap_alida.errors import AlidaError, BatchFailedError, NotFoundError, TruncatedFileError
+from tap_alida.errors import (
+    AlidaError,
+    BatchFailedError,
+    ExportFailedError,
+    NotFoundError,
+    TruncatedFileError,
+)
 from tap_alida.export import Batch, BatchExports
 from tap_alida.export_file import ExportFile
 from tap_alida.jobs import ExportJob, ExportRunner, Report
@@ -271,6 +277,7 @@ class Community:
                 if batch.resumed:
                     logger.info("%s from the previous run is not usable (%s).", batch.describe(), exc)
                 elif created >= limit:
+                    report(None)  # a rerun starts with a new batch
                     msg = (
                         f"{exc}. {created} batch(es) tried ('max_export_attempts' = {limit}); rerun "
                         "the sync later, and if it keeps failing give Alida support the batch id."
@@ -278,6 +285,11 @@ class Community:
                     raise type(exc)(msg) from exc
                 else:
                     logger.warning("%s; creating a new batch (attempt %d of %d).", exc, created + 1, limit)
+            except ExportFailedError as exc:  # waited too long: pending or unfinished
+                if not batch.resumed:
+                    report(None)
+                    raise
+                logger.info("%s from the previous run is not usable (%s).", batch.describe(), exc)
             batch = None
 
     def _still_usable(self, batch: Batch) -> bool:

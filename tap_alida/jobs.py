@@ -33,8 +33,8 @@ T = TypeVar("T")
 
 # Called on the main thread with (stream names, batch state entry or None).
 BatchListener = Callable[[tuple[str, ...], dict[str, Any] | None], None]
-# A job reports each batch it creates or re-uses through this.
-Report = Callable[[dict[str, Any]], None]
+# A job reports each batch it creates or re-uses through this (None: forget it).
+Report = Callable[[dict[str, Any] | None], None]
 
 DRAIN_EVERY_SECONDS = 0.5
 
@@ -54,7 +54,7 @@ class ExportRunner:
 
     def __init__(self, max_workers: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="alida-export")
-        self._events: queue.SimpleQueue[tuple[tuple[str, ...], dict[str, Any]]] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[tuple[tuple[str, ...], dict[str, Any] | None]] = queue.SimpleQueue()
         self.jobs: dict[str, ExportJob[Any]] = {}
         self.listener: BatchListener | None = None
 
@@ -69,7 +69,7 @@ class ExportRunner:
         if key in self.jobs:
             return self.jobs[key]
 
-        def report(entry: dict[str, Any]) -> None:
+        def report(entry: dict[str, Any] | None) -> None:
             if state_streams:
                 self._events.put((state_streams, entry))
 

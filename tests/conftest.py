@@ -21,6 +21,26 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Primary keys of the fixed streams (activity streams: activity_id + response_id).
+FIXED_STREAM_KEYS = {
+    "activity_fields": ("activity_id", "field_id"),
+    "member_profiles": ("member_id",),
+    "member_profile_values": ("member_id", "variable_id"),
+}
+# Filled by test_faults; printed as a table at the end of the session.
+FAULT_RESULTS: list[dict[str, Any]] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not FAULT_RESULTS:
+        return
+    write = terminalreporter.write_line
+    write("")
+    write("Fault matrix (fault | outcome | faults injected | retries by the tap | wall s):")
+    for r in FAULT_RESULTS:
+        write(f"| {r['fault']} | {r['outcome']} | {r['fired']} | {r['retries']} | {r['seconds']} |")
+
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "community"
 BIN = Path(sys.executable).parent
 
@@ -123,6 +143,7 @@ class TapRun:
     records: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
     states: list[dict[str, Any]] = field(default_factory=list)
+    stdout: str = ""
 
     @property
     def state(self) -> dict[str, Any]:
@@ -153,7 +174,7 @@ def run_tap(
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=timeout, env=process_env, check=False
     )
-    run = TapRun(done.returncode, done.stderr, [])
+    run = TapRun(done.returncode, done.stderr, [], stdout=done.stdout)
     if "--discover" in args:
         run.messages = [json.loads(done.stdout)] if done.returncode == 0 else []
         return run

@@ -72,7 +72,7 @@ FAULT_HELP = {
     "expire_link": "a storage link that has already expired",
     "stuck_job": "a batch that never leaves pending",
     "fail_job": "a batch that ends failed with an errorMessage",
-    "token_expiry": "401 on a valid token",
+    "token_expiry": "a valid token expires early: 401, and revoked (never on its first use)",
     "truncate_file": "a batch whose file stops mid-record (valid HTTP)",
     "records_first": "an activity file with records before definition",
 }
@@ -169,9 +169,12 @@ class Sandbox:
         self.workdir = workdir
         self.lock = threading.Lock()
         self.tokens: dict[str, float] = {}
+        self.token_uses: dict[str, int] = {}
+        self.issued_tokens: list[str] = []
         self.batches: dict[str, Batch] = {}
         self.files: dict[str, str] = {}  # file id → batch id
         self.signing_key = secrets.token_bytes(32)
+        self.signatures: list[str] = []  # every signature issued, for log-leak tests
         self.requests: list[dict[str, Any]] = []
         self.overlay = MemberOverlay()
         self.member_version = 0
@@ -184,7 +187,19 @@ class Sandbox:
         token = secrets.token_urlsafe(24)
         with self.lock:
             self.tokens[token] = time.monotonic() + self.options.token_ttl
+            self.issued_tokens.append(token)
         return token
+
+    def expire_token_early(self, token: str, key: str) -> bool:
+        """Fault token_expiry: revoke a token that has been used before (not a fresh one)."""
+        with self.lock:
+            uses = self.token_uses.get(token, 0)
+            self.token_uses[token] = uses + 1
+        if uses == 0 or not self.options.faults.fire("token_expiry", key):
+            return False
+        with self.lock:
+            self.tokens.pop(token, None)
+        return True
 
     def token_valid(self, header: str | None) -> bool:
         if not header or not header.startswith("Bearer "):
@@ -285,7 +300,10 @@ class Sandbox:
 
     def storage_link(self, file_id: str, expired: bool = False) -> str:
         expires = int(time.time()) + (-5 if expired else self.options.link_ttl)
-        return f"{self.storage_base}/storage/{file_id}?expires={expires}&sig={self.sign(file_id, expires)}"
+        signature = self.sign(file_id, expires)
+        with self.lock:
+            self.signatures.append(signature)
+        return f"{self.storage_base}/storage/{file_id}?expires={expires}&sig={signature}"
 
     # -- truth -------------------------------------------------------------------------
 
@@ -475,7 +493,7 @@ class Handler(BaseHTTPRequestHandler):
             self._error(401, "The access token is missing, invalid or expired.")
             return
         key = self._fault_key(method, rest)
-        if sandbox.options.faults.fire("token_expiry", key):
+        if sandbox.expire_token_early(self.headers["Authorization"][7:].strip(), key):
             self._error(401, "The access token is missing, invalid or expired (sandbox fault token_expiry).")
             return
         if self._transient_fault(key):
@@ -801,6 +819,10 @@ class Handler(BaseHTTPRequestHandler):
         if rest == ["truth"] and method == "GET":
             since = self._query.get("sinceDatetime", [None])[0]
             self._send_json(200, sandbox.truth(since))
+        elif rest == ["issued"] and method == "GET":
+            with sandbox.lock:
+                issued = {"tokens": list(sandbox.issued_tokens), "signatures": list(sandbox.signatures)}
+            self._send_json(200, issued)
         elif rest == ["faults"] and method == "GET":
             faults = sandbox.options.faults
             with faults._lock:
