@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from singer_sdk import Stream
 from singer_sdk import typing as th
+from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_alida.errors import ExportFileError
 from tap_alida.naming import assign_names
@@ -41,6 +43,13 @@ if TYPE_CHECKING:
 
 class AlidaStream(Stream):
     """Base: access to the tap's per-run community model and warning de-duplication."""
+
+    # Rows are typed when they are built, from the file's field definitions (see
+    # schema.ActivityRecordMapper), and carry only schema columns
+    # (_drop_unknown_columns), so the SDK's per-value conformance pass would only
+    # re-check them; it was most of the per-record cost (benchmarks/bench.py).
+    # Deselected columns are still removed by the SDK.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     def __init__(self, tap: TapAlida, schema: dict[str, Any], name: str) -> None:
         super().__init__(tap, schema=schema, name=name)
@@ -84,6 +93,7 @@ class ActivityResponsesStream(AlidaStream):
             self.activity, (self.name,), self.stream_state.get(BATCH_STATE_KEY)
         )
         export = runner.result(job)
+        started = time.monotonic()
         try:
             fields = parse_definition(export.first("definition"))
             self.community.remember_definition(self.activity, fields)
@@ -105,7 +115,15 @@ class ActivityResponsesStream(AlidaStream):
                 yield row
                 if count % DRAIN_EVERY_RECORDS == 0 and runner.has_events:
                     runner.drain()
-            self.logger.info("%s: %d records from %s.", self.name, count, export.batch.describe())
+            elapsed = time.monotonic() - started
+            self.logger.info(
+                "%s: %d records from %s in %.2f s (%.0f records/s).",
+                self.name,
+                count,
+                export.batch.describe(),
+                elapsed,
+                count / max(elapsed, 1e-9),
+            )
         except ExportFileError:
             tap.forget_batch(self.name)  # a malformed file: the rerun must make a new batch
             raise

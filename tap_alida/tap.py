@@ -16,6 +16,7 @@ from functools import cached_property
 from typing import Any
 
 from singer_sdk import Stream, Tap
+from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_alida import __version__
@@ -43,6 +44,9 @@ class TapAlida(Tap):
     package_name = "tap-alida"
     config_jsonschema = CONFIG_SCHEMA
     dynamic_catalog = True
+    # msgspec encodes a RECORD several times faster than the default simplejson
+    # writer, with the same output (benchmarks/bench.py).
+    message_writer_class = MsgSpecWriter
 
     # -- settings -----------------------------------------------------------------------
 

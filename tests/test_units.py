@@ -14,6 +14,7 @@ from tap_alida.schema import (
     ActivityRecordMapper,
     FieldDefinition,
     canonical_type,
+    is_canonical_datetime,
     normalize_datetime,
     to_number,
 )
@@ -58,6 +59,22 @@ def test_assign_names_unique_bounded_and_stable():
 )
 def test_normalize_datetime(raw, expected):
     assert normalize_datetime(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "fast"),
+    [
+        ("2026-10-01T00:00:00Z", True),
+        ("2026-02-30T00:00:00Z", False),  # not a date: the slow path turns it into null
+        ("2026-10-01 00:00:00Z", False),
+        ("2026-10-01T00:00:00+00", False),
+        (20261001, False),
+    ],
+)
+def test_datetime_fast_path_only_takes_canonical_values(raw, fast):
+    assert is_canonical_datetime(raw) is fast
+    if fast:
+        assert normalize_datetime(raw) == raw
 
 
 def test_numbers_and_type_synonyms():
