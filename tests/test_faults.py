@@ -196,6 +196,8 @@ def test_fault(case: Case, reference: Reference, start_sandbox: Any, tmp_path: A
     for run in runs:
         assert "alida_batch" not in str(run.state) or run.returncode != 0  # forgotten once consumed
     assert_no_leak(sandbox, *(r.stdout for r in runs), *(r.stderr for r in runs))
+    storage = [r for r in sandbox.requests() if r["path"].startswith("/storage/")]
+    assert not [r for r in storage if r["authorization"] or r["x_api_key"]], "credentials sent to storage"
     fired = sandbox.get("/_sandbox/faults")["fired"]
     assert fired, f"{case.name}: the sandbox never injected the fault"
     FAULT_RESULTS.append(
