@@ -106,3 +106,18 @@ def test_direct_file_response_without_redirect(start_sandbox, tmp_path):
     run = run_tap(tmp_path, sandbox.config(activity_ids=[ACTIVITY]))
     assert run.returncode == 0, run.stderr
     assert len(run.records["product_feedback_q4"]) == 4
+
+
+def test_deselected_columns_are_not_emitted(fixture_sandbox, tmp_path):
+    """Property selection still works on activity streams (their record path is tuned)."""
+    catalog = select_all(discover(tmp_path, fixture_sandbox.config()), only={"product_feedback_q4"})
+    stream = next(s for s in catalog["streams"] if s["tap_stream_id"] == "product_feedback_q4")
+    for entry in stream["metadata"]:
+        if entry["breadcrumb"] == ["properties", "why"]:
+            entry["metadata"]["selected"] = False
+    run = run_tap(tmp_path, fixture_sandbox.config(), catalog=catalog)
+    assert run.returncode == 0, run.stderr
+    rows = run.records["product_feedback_q4"]
+    assert len(rows) == 4
+    assert all("why" not in row for row in rows)
+    assert all("when_did_you_last_buy" in row for row in rows)
