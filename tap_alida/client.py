@@ -304,6 +304,7 @@ class AlidaClient:
         stream: bool = False,
         allow_redirects: bool = True,
         ok_statuses: tuple[int, ...] = (),
+        headers: Mapping[str, str] | None = None,
     ) -> requests.Response:
         """Send an authenticated request to the API host and return a 2xx/3xx response.
 
@@ -319,12 +320,12 @@ class AlidaClient:
         attempt = 0
         while True:
             attempt += 1
-            headers = {"Accept": "application/json"}
+            sent = {"Accept": "application/json", **(headers or {})}
             if self.settings.api_key:
-                headers["x-api-key"] = self.settings.api_key
+                sent["x-api-key"] = self.settings.api_key
             try:
                 prepared = self.session.prepare_request(
-                    requests.Request(method, url, headers=headers, json=json, params=params)
+                    requests.Request(method, url, headers=sent, json=json, params=params)
                 )
                 with self._auth_lock:
                     self.authenticator.authenticate_request(prepared)
@@ -427,7 +428,15 @@ class AlidaClient:
         url = link
         for _ in range(5):
             if self.is_api_host(url):
-                response = self.request("GET", url, what=what, stream=True, allow_redirects=False)
+                response = self.request(
+                    "GET",
+                    url,
+                    what=what,
+                    stream=True,
+                    allow_redirects=False,
+                    ok_statuses=(416,),
+                    headers={"Accept": "*/*", **(headers or {})},
+                )
             else:
                 response = self._storage_get(url, what=what, headers=headers)
             if response.is_redirect and response.headers.get("Location"):

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from tap_alida.client import STOP, TRANSIENT_ERRORS, AlidaClient, safe_url, sleep
 from tap_alida.errors import (
@@ -41,7 +42,15 @@ logger = logging.getLogger("tap_alida.export")
 ACTIVITY = "activity"
 MEMBERS = "members"
 PROGRESS_EVERY_SECONDS = 15.0
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 16 * 1024  # small: a dropped download resumes from the last chunk on disk
+# Raised while a body is being read (urllib3 raises its own when read directly,
+# requests wraps them in iter_content): all mean "the connection broke".
+STREAM_ERRORS = (
+    requests.exceptions.ContentDecodingError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError,
+    urllib3.exceptions.DecodeError,
+)
 MAX_LINK_REFRESHES = 3
 
 
@@ -211,14 +220,29 @@ class BatchExports:
         """Only the ``definition`` of an activity export: stream until it is parsed.
 
         When ``definition`` comes first (the documented order) this reads a few
-        kilobytes of a file that may be gigabytes long.
+        kilobytes of a file that may be gigabytes long. A dropped connection or
+        an expired link starts the (cheap) read over, like any retried request.
         """
+        what = f"read the definition in the export file of {batch.describe()}"
         link = self.file_link(batch)
-        response = self.client.open_file(link, what=f"download the export file of {batch.describe()}")
-        try:
-            return read_definition_from_stream(response.raw, batch)
-        finally:
-            response.close()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self.client.open_file(link, what=what)
+            except StorageLinkError:
+                if attempt >= self.settings.max_attempts:
+                    raise
+                self.refresh(batch)
+                link = self.file_link(batch)
+                continue
+            try:
+                return read_definition_from_stream(response.raw, batch)
+            except (*TRANSIENT_ERRORS, *STREAM_ERRORS, ExportFileError) as exc:
+                # ExportFileError: a body cut short looks like malformed JSON here.
+                self.client.retry.pause(attempt, what, type(exc).__name__, None)
+            finally:
+                response.close()
 
     def download(self, batch: Batch, directory: str | None = None) -> Path:
         """Spool the batch's file to a temporary file, check it is complete, return its path.
@@ -309,7 +333,7 @@ class BatchExports:
                     out.write(chunk)
                     received += len(chunk)
                     progress.update(received)
-            except (*TRANSIENT_ERRORS, requests.exceptions.ContentDecodingError) as exc:
+            except (*TRANSIENT_ERRORS, *STREAM_ERRORS) as exc:
                 drops += 1
                 if drops >= self.settings.max_attempts:
                     msg = (

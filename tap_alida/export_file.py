@@ -91,10 +91,13 @@ def read_definition_from_stream(raw: Any, batch: Batch) -> dict[str, Any]:
     """The ``definition`` object from a (network) stream; stops reading once parsed."""
     if hasattr(raw, "decode_content"):
         raw.decode_content = True  # gzip Content-Encoding
+        # Reading to the end (``records`` first) must not close the body under
+        # the buffered reader: EOF is then an empty read, not "closed file".
+        raw.auto_close = False
     stream = _maybe_gunzip(raw)
     try:
         definition = next(_ijson.items(stream, "definition", use_float=True), None)
-    except _ijson.JSONError as exc:
+    except ijson.JSONError as exc:
         raise _malformed(batch, None, exc) from exc
     if not isinstance(definition, dict):
         msg = f"The export file of {batch.describe()} has no 'definition' object."
@@ -119,7 +122,7 @@ class ExportFile:
         with self._open() as (raw, stream):
             try:
                 return next(_ijson.items(stream, prefix, use_float=True), None)
-            except _ijson.JSONError as exc:
+            except ijson.JSONError as exc:
                 raise _malformed(self.batch, raw.tell(), exc) from exc
 
     def items(self, prefix: str) -> Iterator[Any]:
@@ -127,5 +130,5 @@ class ExportFile:
         with self._open() as (raw, stream):
             try:
                 yield from _ijson.items(stream, prefix, use_float=True)
-            except _ijson.JSONError as exc:
+            except ijson.JSONError as exc:
                 raise _malformed(self.batch, raw.tell(), exc) from exc

@@ -99,7 +99,8 @@ CASES = [
         config={"max_request_attempts": 3},
     ),
     Case("drop_download", "drop_download=0.5"),
-    Case("drop_download, no gzip redirect", "drop_download=0.5", sandbox_args=("--redirect", "none")),
+    Case("drop_download, no redirect", "drop_download=0.5", sandbox_args=("--redirect", "none")),
+    Case("drop_download, Range ignored", "drop_download=0.5", sandbox_args=("--ranges", "ignore")),
     Case("slow_body", "slow_body=1.0", config={"request_timeout_seconds": 5}),
     Case("expire_link", "expire_link=0.5"),
     Case("token_expiry", "token_expiry=0.2"),
@@ -179,6 +180,12 @@ def test_fault(case: Case, reference: Reference, start_sandbox: Any, tmp_path: A
     if case.expect == "complete":
         assert first.returncode == 0, first.stderr[-4000:]
         assert keyed(first) == expected
+        # Discovery (definition-only reads) survives the same fault.
+        discovered = run_tap(tmp_path, config, "--discover", env=debug)
+        runs.append(discovered)
+        assert discovered.returncode == 0, discovered.stderr[-4000:]
+        schemas = {s["tap_stream_id"]: s["schema"] for s in discovered.messages[0]["streams"]}
+        assert schemas == {s["tap_stream_id"]: s["schema"] for s in reference.catalog["streams"]}
     else:
         assert first.returncode != 0, f"{case.name}: expected a failure"
         errors = [line for line in first.stderr.splitlines() if " ERROR " in line or "error:" in line]
@@ -198,12 +205,20 @@ def test_fault(case: Case, reference: Reference, start_sandbox: Any, tmp_path: A
     assert_no_leak(sandbox, *(r.stdout for r in runs), *(r.stderr for r in runs))
     storage = [r for r in sandbox.requests() if r["path"].startswith("/storage/")]
     assert not [r for r in storage if r["authorization"] or r["x_api_key"]], "credentials sent to storage"
+    if case.name.startswith("drop_download"):
+        files = [r for r in sandbox.requests() if "/storage/" in r["path"] or "/files/" in r["path"]]
+        resumed = [r for r in files if r["range"] and r["status"] != 302]
+        assert resumed, f"no download was resumed with Range: {files}"
+        if "ignored" in case.name:
+            assert all(r["status"] == 200 for r in resumed)  # …so the tap started over
+        else:
+            assert all(r["status"] == 206 for r in resumed)
     fired = sandbox.get("/_sandbox/faults")["fired"]
     assert fired, f"{case.name}: the sandbox never injected the fault"
     FAULT_RESULTS.append(
         {
             "fault": case.name,
-            "outcome": "complete" if len(runs) == 1 else "failed, rerun completed",
+            "outcome": "complete" if case.expect == "complete" else "failed, rerun completed",
             "fired": ", ".join(f"{k}×{v}" for k, v in sorted(fired.items())),
             "retries": sum(retries_in(r.stderr) for r in runs),
             "seconds": round(time.monotonic() - started, 1),

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+from pathlib import Path
 
 import pytest
 
+from tap_alida.errors import ExportFileError, TruncatedFileError
 from tap_alida.export import Batch
-from tap_alida.export_file import read_definition_from_stream
+from tap_alida.export_file import ExportFile, check_complete, read_definition_from_stream
 from tap_alida.naming import assign_names, snake_case
 from tap_alida.schema import (
     ActivityRecordMapper,
@@ -132,3 +135,35 @@ def test_definition_read_stops_early():
     definition = read_definition_from_stream(reader, Batch("activity", "b", "activity 'A'"))
     assert definition == {"fields": [{"id": "q", "name": "Q"}]}
     assert len(body) > 5_000_000 and reader.bytes_read < 200_000
+
+
+BATCH = Batch("activity", "b-123", "activity 'A' (a1)")
+GOOD = b'{"definition": {"fields": []}, "records": [{"ownerId": "m", "fields": []}, {"ownerId": "n"}]}\n'
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "gzip"])
+def test_complete_and_truncated_files(tmp_path, packed):
+    def write(data: bytes) -> Path:
+        path = tmp_path / "export.json"
+        path.write_bytes(gzip.compress(data) if packed else data)
+        return path
+
+    check_complete(write(GOOD), BATCH)  # no error
+    with pytest.raises(TruncatedFileError, match=r"b-123.*ends at byte 60 before its JSON does"):
+        check_complete(write(GOOD[:60]), BATCH)
+    if packed:  # a gzip stream cut short is truncated too
+        path = tmp_path / "export.json"
+        path.write_bytes(gzip.compress(GOOD)[:-12])
+        with pytest.raises(TruncatedFileError):
+            check_complete(path, BATCH)
+
+
+def test_malformed_file_names_batch_and_byte_offset(tmp_path):
+    path = tmp_path / "export.json"
+    path.write_bytes(GOOD.replace(b'{"ownerId": "n"}', b'{"ownerId": nope}'))
+    records = ExportFile(path, BATCH).items("records.item")
+    assert next(records)["ownerId"] == "m"
+    with pytest.raises(
+        ExportFileError, match=r"activity 'A' \(a1\), batch b-123 is truncated or malformed near byte"
+    ):
+        next(records)

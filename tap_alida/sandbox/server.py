@@ -140,6 +140,7 @@ class Options:
     page_max: int = 1000
     storage_host: str | None = None
     retry_after: int = 1
+    ranges: bool = True  # False: ignore Range headers (200 with the whole file)
     faults: Faults = field(default_factory=lambda: Faults(None, 0))
 
 
@@ -731,7 +732,7 @@ class Handler(BaseHTTPRequestHandler):
         self._drop_at: int | None = None
         self._slow = faults.fire("slow_body", owner)
         size = segments_size(segments)
-        range_header = self.headers.get("Range")
+        range_header = self.headers.get("Range") if self.sandbox.options.ranges else None
         if range_header:
             start = _range_start(range_header)
             if start is None or start >= size:
@@ -770,6 +771,7 @@ class Handler(BaseHTTPRequestHandler):
                 sent += len(chunk)
                 self._write_chunk(compressor.compress(chunk))
                 if self._drop_at is not None and sent >= self._drop_at:
+                    self._write_chunk(compressor.flush(zlib.Z_SYNC_FLUSH))  # what was sent arrives
                     self._hang_up()
                     return
                 if self._slow:
@@ -903,6 +905,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--storage-host", default=None, help="host name used in storage links")
     parser.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds of rate_limit")
+    parser.add_argument(
+        "--ranges", choices=["honour", "ignore"], default="honour", help="ignore: answer Range with 200"
+    )
     return parser
 
 
@@ -931,6 +936,7 @@ def main(argv: list[str] | None = None) -> None:
         page_max=args.page_max,
         storage_host=args.storage_host,
         retry_after=args.retry_after,
+        ranges=args.ranges == "honour",
     )
     try:
         options.faults = Faults(args.faults, args.seed)
