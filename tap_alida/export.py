@@ -233,6 +233,10 @@ class BatchExports:
             except StorageLinkError:
                 if attempt >= self.settings.max_attempts:
                     raise
+                logger.info(
+                    "The file link of %s was refused (expired?); fetching a fresh one from the batch status.",
+                    batch.describe(),
+                )
                 self.refresh(batch)
                 link = self.file_link(batch)
                 continue
