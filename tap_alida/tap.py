@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from functools import cached_property
 from typing import Any
 
+import click
 from singer_sdk import Stream, Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_alida import __version__
 from tap_alida.client import STOP, AlidaClient
@@ -73,6 +76,50 @@ class TapAlida(Tap):
     @cached_property
     def community(self) -> Community:
         return Community(self.client)
+
+    # -- --test ------------------------------------------------------------------------
+
+    @classmethod
+    def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
+        """``--test``: credentials and reachability in seconds, without exporting anything.
+
+        The SDK's default (``run_connection_test``) syncs one record of every
+        stream, which for a batch-export API means a full export of every
+        activity, and building the tap discovers (exports) them all first. Here
+        the tap is built with an empty catalog and only checks what a first run
+        needs: a token, the activities in scope and the member variables.
+        ``--test=schema`` keeps the SDK's behaviour.
+        """
+        if value != CliTestOptionValue.All.value:
+            super().cb_test(ctx, param, value)
+            return
+        config = ctx.params.get("config")
+        tap = cls(
+            config=config.config if config else None,
+            parse_env_config=bool(config and config.parse_env),
+            validate_config=True,
+            catalog={"streams": []},
+        )
+        tap.check_connection()
+        ctx.exit()
+
+    def check_connection(self) -> None:
+        """Token, activities in scope, member variables: raises AlidaError when one fails."""
+        started = time.monotonic()
+        self.client.authenticator.update_access_token()
+        activities = self.community.activities
+        variables = self.community.member_variables
+        names = ", ".join(a.stream_name for a in activities[:5]) + (", …" if len(activities) > 5 else "")
+        self.logger.info(
+            "Connection test passed in %.1f s: the token endpoint accepted the credentials, "
+            "community %r at %s has %d activities in scope (%s) and %d member variables.",
+            time.monotonic() - started,
+            self.settings.community,
+            self.settings.base_url,
+            len(activities),
+            names,
+            len(variables),
+        )
 
     # -- discovery --------------------------------------------------------------------
 

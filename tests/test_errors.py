@@ -113,3 +113,13 @@ def test_debug_logs_carry_no_secret_token_or_signature(fixture_sandbox, tmp_path
     assert "k3y-that-must-not-leak" not in log
     assert "Bearer" not in log and "access_token" not in log
     assert f'"{secret}"' not in log
+
+
+def test_connection_test_checks_credentials_without_exporting(fixture_sandbox, tmp_path):
+    run = run_tap(tmp_path, fixture_sandbox.config(), "--test")
+    assert run.returncode == 0, run.stderr
+    assert "Connection test passed" in run.stderr and "has 2 activities in scope" in run.stderr
+    assert not [r for r in fixture_sandbox.requests() if r["method"] == "POST" and "batch" in r["path"]]
+    refused = run_tap(tmp_path, fixture_sandbox.config(client_secret="wrong"), "--test")
+    assert refused.returncode == 1
+    assert "Alida refused the token request" in refused.stderr and "wrong" not in refused.stderr
