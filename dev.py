@@ -138,11 +138,22 @@ def docs() -> None:
     print(f"README.md: {len(table) - 2} settings rows written.")
 
 
+def ensure_postgres() -> None:
+    """PostgreSQL's server programs, for the target-postgres test (Debian's package)."""
+    if shutil.which("initdb") or list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        return
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        sys.exit("The tests need PostgreSQL's server programs: install Debian's 'postgresql' package.")
+    run("apt-get", "update", "-q")
+    run("apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql")
+
+
 def test() -> None:
     """Lint, type-check and run the whole test suite."""
     ensure_environment()
-    run(BIN / "ruff", "check", "tap_alida", "tests", "dev.py")
-    run(BIN / "ruff", "format", "--check", "tap_alida", "tests", "dev.py")
+    ensure_postgres()
+    run(BIN / "ruff", "check", "tap_alida", "tests", "benchmarks", "dev.py")
+    run(BIN / "ruff", "format", "--check", "tap_alida", "tests", "benchmarks", "dev.py")
     run(BIN / "mypy")
     run(BIN / "pytest", *sys.argv[2:])
 

@@ -10,6 +10,7 @@ file's field definitions (``schema``).
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
@@ -45,7 +46,9 @@ class TapAlida(Tap):
     name = "tap-alida"
     plugin_version = __version__
     package_name = "tap-alida"
-    config_jsonschema = CONFIG_SCHEMA
+    # A copy: the SDK appends its built-in settings (stream_maps, batch_config…) to
+    # the tap's schema in place, and CONFIG_SCHEMA is the list of our own settings.
+    config_jsonschema = copy.deepcopy(CONFIG_SCHEMA)
     dynamic_catalog = True
     # msgspec encodes a RECORD several times faster than the default simplejson
     # writer, with the same output (benchmarks/bench.py).

@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
@@ -131,6 +134,102 @@ def start_sandbox() -> Iterator[Any]:
 @pytest.fixture
 def fixture_sandbox(start_sandbox: Any) -> Sandbox:
     return start_sandbox("--fixtures", str(FIXTURES))
+
+
+def postgres_binary(name: str) -> str:
+    """A PostgreSQL server program: on PATH, or in Debian's versioned folder."""
+    found = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)
+    assert found, f"PostgreSQL's {name} is not installed; `python3 dev.py test` installs it"
+    return str(found)
+
+
+@dataclass
+class Postgres:
+    port: int
+    user: str = "postgres"
+
+    def sql(self, query: str) -> list[list[str]]:
+        """Rows of a query through psql (unaligned, tab-separated)."""
+        done = subprocess.run(
+            [
+                postgres_binary("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                "postgres",
+                "-AtF",
+                "\t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                query,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return [line.split("\t") for line in done.stdout.splitlines()]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A throw-away PostgreSQL server on loopback (trust auth), for the whole session."""
+    # Not under pytest's tmp folder: its parents are private to root, and the
+    # server runs as the 'postgres' user when the tests run as root.
+    directory = Path(tempfile.mkdtemp(prefix="tap-alida-pg-"))
+    data = directory / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+        shutil.chown(directory, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [*as_user, postgres_binary("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            *as_user,
+            postgres_binary("postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            str(directory),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        ready = subprocess.run(
+            [postgres_binary("pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+            capture_output=True,
+            check=False,
+        )
+        if ready.returncode == 0:
+            break
+        time.sleep(0.2)
+    else:
+        server.kill()
+        raise RuntimeError("PostgreSQL did not start")
+    yield Postgres(port)
+    server.terminate()
+    server.wait(30)
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @dataclass

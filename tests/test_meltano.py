@@ -18,7 +18,10 @@ from conftest import ROOT, executable
 FIXED = {"activity_fields", "member_profiles", "member_profile_values"}
 
 
-def meltano(tmp_path: Path, sandbox, *args: str) -> subprocess.CompletedProcess:
+def meltano(
+    tmp_path: Path, sandbox, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    extra = env
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TAP_ALIDA_", "TARGET_", "MELTANO_"))}
     env.update(
         {
@@ -31,6 +34,7 @@ def meltano(tmp_path: Path, sandbox, *args: str) -> subprocess.CompletedProcess:
             "TARGET_DUCKDB_FILEPATH": str(tmp_path / "warehouse.duckdb"),
         }
     )
+    env.update(extra or {})
     (tmp_path / "jsonl").mkdir(exist_ok=True)
     return subprocess.run(
         [executable("meltano"), *args],
@@ -112,3 +116,65 @@ def test_meltano_run_into_duckdb_twice(sandbox, tmp_path):
         total = db.execute("select count(*) from alida.member_profile_values").fetchone()[0]
     assert updated == 2
     assert total == expected["member_profile_values"]  # upserted on (member_id, variable_id)
+
+
+def test_meltano_run_into_postgres_twice(sandbox, postgres, tmp_path):
+    """MeltanoLabs target-postgres on a real server: tables, column types, counts, increments."""
+    pg_env = {
+        "TARGET_POSTGRES_PORT": str(postgres.port),
+        "TARGET_POSTGRES_PASSWORD": "unused-trust-auth",
+        "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": "alida_pg",
+    }
+    done = meltano(tmp_path, sandbox, "run", "tap-alida", "target-postgres", env=pg_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = expected_counts(sandbox)
+    tables = {
+        t
+        for (t,) in postgres.sql(
+            "select table_name from information_schema.tables where table_schema = 'alida_pg'"
+        )
+    }
+    activity_tables = tables - FIXED
+    assert tables >= FIXED and len(activity_tables) == 3
+
+    def counts() -> dict[str, int]:
+        return {
+            t: int(postgres.sql(f'select count(*) from alida_pg."{t}" where _sdc_deleted_at is null')[0][0])
+            for t in tables
+        }
+
+    first = counts()
+    assert {k: first[k] for k in FIXED} == {k: expected[k] for k in FIXED}
+    assert sum(first[t] for t in activity_tables) == expected["activity_responses"] == 90
+    types = {
+        (table, column): data_type
+        for table, column, data_type in postgres.sql(
+            "select table_name, column_name, data_type from information_schema.columns "
+            "where table_schema = 'alida_pg'"
+        )
+    }
+    survey = sorted(activity_tables)[0]
+    assert types["member_profiles", "age"] == "numeric"
+    assert types["member_profiles", "date_joined"].startswith("timestamp")
+    assert types[survey, "how_likely_are_you_to_recommend_us"] == "numeric"
+    assert types[survey, "when_did_you_last_buy_from_us"].startswith("timestamp")
+    assert types[survey, "what_is_your_gender"] == "ARRAY"
+    assert types[survey, "why_did_you_give_that_score"] == "text"
+    assert types["activity_fields", "position"] == "bigint"
+    assert types["member_profile_values", "is_sensitive"] == "boolean"
+
+    # Second run: Meltano's state; 2 members changed → only their changes arrive.
+    sandbox.post("/_sandbox/members/touch", {"count": 2, "effectiveDate": "2026-11-21T00:00:00Z"})
+    seq = max(r["seq"] for r in sandbox.requests())
+    done = meltano(tmp_path, sandbox, "run", "tap-alida", "target-postgres", env=pg_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    posts = [
+        r for r in sandbox.requests() if r["seq"] > seq and r["path"].endswith("/members/profiles/batch")
+    ]
+    assert posts and posts[0]["body"]["sinceDatetime"]
+    second = counts()
+    assert second == first  # upserted on the primary keys, nothing duplicated
+    changed = postgres.sql(
+        "select count(*) from alida_pg.member_profile_values where effective_date = '2026-11-21 00:00:00'"
+    )
+    assert int(changed[0][0]) == 2
