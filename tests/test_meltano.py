@@ -6,6 +6,7 @@ README's test command does first.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import ROOT, executable
+from conftest import ROOT, discover, executable, run_tap, select_all
 
 FIXED = {"activity_fields", "member_profiles", "member_profile_values"}
 
@@ -178,3 +179,58 @@ def test_meltano_run_into_postgres_twice(sandbox, postgres, tmp_path):
         "select count(*) from alida_pg.member_profile_values where effective_date = '2026-11-21 00:00:00'"
     )
     assert int(changed[0][0]) == 2
+
+
+def test_batch_messages_into_postgres(fixture_sandbox, postgres, tmp_path):
+    """SDK BATCH messages (gzip JSONL files in a local folder), loaded by target-postgres."""
+    batches = tmp_path / "batches"
+    batches.mkdir()
+    config = fixture_sandbox.config(
+        batch_config={
+            "encoding": {"format": "jsonl", "compression": "gzip"},
+            "storage": {"root": f"file://{batches}", "prefix": "alida-"},
+        }
+    )
+    catalog = select_all(discover(tmp_path, fixture_sandbox.config()))
+    run = run_tap(tmp_path, config, catalog=catalog)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not run.records
+    manifests = {m["stream"]: m["manifest"] for m in run.messages if m["type"] == "BATCH"}
+    assert set(manifests) == {s["tap_stream_id"] for s in catalog["streams"]}
+    counts = {}
+    for stream, files in manifests.items():
+        counts[stream] = sum(
+            len(gzip.decompress(Path(f.removeprefix("file://")).read_bytes()).splitlines()) for f in files
+        )
+    truth = fixture_sandbox.truth()
+    assert counts["member_profiles"] == truth["members"]["members"]
+    assert "replication_key_value" in run.state["bookmarks"]["member_profiles"]
+
+    target_config = tmp_path / "target.json"
+    target_config.write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "port": postgres.port,
+                "user": "postgres",
+                "password": "unused-trust-auth",
+                "database": "postgres",
+                "default_target_schema": "alida_batch",
+                "add_record_metadata": True,
+            }
+        )
+    )
+    target = ROOT / ".meltano" / "loaders" / "target-postgres" / "venv" / "bin" / "target-postgres"
+    stdout = "".join(json.dumps(m) + "\n" for m in run.messages)
+    loaded = subprocess.run(
+        [str(target), "--config", str(target_config)],
+        input=stdout,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    for stream, expected in counts.items():
+        (n,) = postgres.sql(f'select count(*) from alida_batch."{stream}"')[0]
+        assert int(n) == expected > 0, stream
