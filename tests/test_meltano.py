@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -234,3 +235,55 @@ def test_batch_messages_into_postgres(fixture_sandbox, postgres, tmp_path):
     for stream, expected in counts.items():
         (n,) = postgres.sql(f'select count(*) from alida_batch."{stream}"')[0]
         assert int(n) == expected > 0, stream
+
+
+def test_sharded_meltano_runs_in_parallel_into_one_database(sandbox, postgres, tmp_path):
+    """Two `meltano run`s at once, each with its own activity_ids and state id, one schema."""
+    surveys = [a["id"] for a in sandbox.truth()["activities"] if a["activityType"] == "Survey"]
+    pg_env = {
+        "TARGET_POSTGRES_PORT": str(postgres.port),
+        "TARGET_POSTGRES_PASSWORD": "unused-trust-auth",
+        "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": "alida_shards",
+    }
+    shards = {  # meltano.yml's inherited extractors: each its own run dir, catalog and state id
+        "tap-alida--shard-1": {"TAP_ALIDA__SHARD_1_ACTIVITY_IDS": json.dumps(surveys[:1])},
+        "tap-alida--shard-2": {
+            "TAP_ALIDA__SHARD_2_ACTIVITY_IDS": json.dumps(surveys[1:]),
+            "TAP_ALIDA__SHARD_2__SELECT_FILTER": json.dumps(["!member_profiles", "!member_profile_values"]),
+        },
+    }
+    # Initialise the system database first (two fresh processes would race on its migrations).
+    assert meltano(tmp_path, sandbox, "state", "list").returncode == 0
+    with ThreadPoolExecutor(2) as pool:
+        runs = {
+            name: pool.submit(
+                meltano,
+                tmp_path,
+                sandbox,
+                "run",
+                name,
+                "target-postgres",
+                env={**pg_env, **extra},
+            )
+            for name, extra in shards.items()
+        }
+        done = {name: future.result() for name, future in runs.items()}
+    for name, result in done.items():
+        assert result.returncode == 0, f"{name}: {result.stderr[-3000:]}"
+    expected = expected_counts(sandbox)
+    tables = {
+        t
+        for (t,) in postgres.sql(
+            "select table_name from information_schema.tables where table_schema = 'alida_shards'"
+        )
+    }
+    counts = {t: int(postgres.sql(f'select count(*) from alida_shards."{t}"')[0][0]) for t in tables}
+    assert {k: counts[k] for k in FIXED} == {k: expected[k] for k in FIXED}
+    assert sum(v for k, v in counts.items() if k not in FIXED) == expected["activity_responses"]
+    states = {}
+    for name in shards:
+        listed = meltano(tmp_path, sandbox, "state", "get", f"sandbox:{name}-to-target-postgres")
+        assert listed.returncode == 0, listed.stderr[-2000:]
+        states[name] = json.loads(listed.stdout)["singer_state"]["bookmarks"]
+    one, two = states["tap-alida--shard-1"], states["tap-alida--shard-2"]
+    assert "replication_key_value" in one["member_profiles"] and "member_profiles" not in two
