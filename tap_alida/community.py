@@ -184,7 +184,7 @@ class Community:
                 resumed = resumed or self._batches.get(activity.id)
             return self._run(create, resumed, report, self._download)
 
-        return self.runner.submit(f"file:{activity.id}", activity.label, work, state_streams)
+        return self.runner.submit(f"file:{activity.id}", work, state_streams)
 
     def start_definition_export(self, activity: Activity) -> ExportJob[list[FieldDefinition]]:
         """Start a job that reads only the ``definition`` part of the activity's export."""
@@ -200,7 +200,7 @@ class Community:
         def work(report: Report) -> list[FieldDefinition]:
             return self._run(create, None, report, read)
 
-        return self.runner.submit(f"definition:{activity.id}", activity.label, work)
+        return self.runner.submit(f"definition:{activity.id}", work)
 
     def start_member_export(
         self, since: str | None, state_streams: tuple[str, ...] = (), resume: Any = None
@@ -228,7 +228,7 @@ class Community:
                 resumed = None
             return self._run(create, resumed, report, read)
 
-        return self.runner.submit("members", "member profiles", work, state_streams)
+        return self.runner.submit("members", work, state_streams)
 
     def _download(self, batch: Batch) -> ExportFile:
         return ExportFile(self.exports.download(batch, str(self.workdir)), batch)
@@ -240,7 +240,7 @@ class Community:
         batch = Batch.from_state(entry, label, activity_id)
         if batch is None:
             return None
-        age = time.time() - float(entry["created_at"])
+        age = time.monotonic() - batch.created_at
         if age > RESUME_MAX_AGE_SECONDS:
             logger.info(
                 "Not re-using %s from the previous run: it is %.0f h old.", batch.describe(), age / 3600

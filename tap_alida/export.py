@@ -233,12 +233,7 @@ class BatchExports:
             except StorageLinkError:
                 if attempt >= self.settings.max_attempts:
                     raise
-                logger.info(
-                    "The file link of %s was refused (expired?); fetching a fresh one from the batch status.",
-                    batch.describe(),
-                )
-                self.refresh(batch)
-                link = self.file_link(batch)
+                link = self._fresh_link(batch)
                 continue
             try:
                 return read_definition_from_stream(response.raw, batch)
@@ -247,6 +242,15 @@ class BatchExports:
                 self.client.retry.pause(attempt, what, type(exc).__name__, None)
             finally:
                 response.close()
+
+    def _fresh_link(self, batch: Batch) -> str:
+        """A new file link from the batch status, after the storage host refused one."""
+        logger.info(
+            "The file link of %s was refused (expired?); fetching a fresh one from the batch status.",
+            batch.describe(),
+        )
+        self.refresh(batch)
+        return self.file_link(batch)
 
     def download(self, batch: Batch, directory: str | None = None) -> Path:
         """Spool the batch's file to a temporary file, check it is complete, return its path.
@@ -301,12 +305,7 @@ class BatchExports:
                         "links expire), then rerun the sync."
                     )
                     raise ExportFileError(msg) from exc
-                logger.info(
-                    "The file link of %s was refused (expired?); fetching a fresh one from the batch status.",
-                    batch.describe(),
-                )
-                self.refresh(batch)
-                link = self.file_link(batch)
+                link = self._fresh_link(batch)
                 continue
             if received and not _continues(response, received):
                 logger.warning(

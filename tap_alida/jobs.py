@@ -41,11 +41,9 @@ DRAIN_EVERY_SECONDS = 0.5
 
 @dataclass
 class ExportJob(Generic[T]):
-    """One export in flight: what it is for, and its future result."""
+    """One export in flight: its key in ``ExportRunner.jobs`` and its future result."""
 
     key: str
-    label: str
-    state_streams: tuple[str, ...]
     future: Future[T]
 
 
@@ -61,7 +59,6 @@ class ExportRunner:
     def submit(
         self,
         key: str,
-        label: str,
         work: Callable[[Report], T],
         state_streams: tuple[str, ...] = (),
     ) -> ExportJob[T]:
@@ -73,7 +70,7 @@ class ExportRunner:
             if state_streams:
                 self._events.put((state_streams, entry))
 
-        job: ExportJob[T] = ExportJob(key, label, state_streams, self._pool.submit(work, report))
+        job: ExportJob[T] = ExportJob(key, self._pool.submit(work, report))
         self.jobs[key] = job
         return job
 

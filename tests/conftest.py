@@ -136,6 +136,31 @@ def fixture_sandbox(start_sandbox: Any) -> Sandbox:
     return start_sandbox("--fixtures", str(FIXTURES))
 
 
+def run_meltano(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """The project's ``meltano`` with a private system database and no inherited plugin settings."""
+    process_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("TAP_ALIDA_", "TARGET_", "MELTANO_"))
+    }
+    process_env.update(
+        {
+            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
+            **(env or {}),
+        }
+    )
+    return subprocess.run(
+        [executable("meltano"), *args],
+        cwd=ROOT,
+        env=process_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def postgres_binary(name: str) -> str:
     """A PostgreSQL server program: on PATH, or in Debian's versioned folder."""
     found = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from conftest import ROOT, executable
+from conftest import ROOT, executable, run_meltano
 
 from tap_alida.settings import CONFIG_SCHEMA
 
@@ -39,7 +39,6 @@ def test_meltano_yml_declares_every_setting_and_marks_secrets():
 
 def test_meltano_yml_validates_and_meltano_lists_the_settings(tmp_path):
     import json
-    import os
 
     import jsonschema
     import meltano.core
@@ -47,19 +46,7 @@ def test_meltano_yml_validates_and_meltano_lists_the_settings(tmp_path):
     schema_path = Path(meltano.core.__file__).parent.parent / "schemas" / "meltano.schema.json"
     project = yaml.safe_load((ROOT / "meltano.yml").read_text())
     jsonschema.validate(project, json.loads(schema_path.read_text()))  # raises on any violation
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAP_ALIDA_", "MELTANO_"))}
-    env.update(
-        {"MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false", "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path}/m.db"}
-    )
-    listed = subprocess.run(
-        [executable("meltano"), "config", "list", "tap-alida", "--all"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    listed = run_meltano(tmp_path, "config", "list", "tap-alida", "--all", timeout=120)
     assert listed.returncode == 0, listed.stderr[-2000:]
     for name in CONFIG_SCHEMA["properties"]:
         assert f"{name} " in listed.stdout + listed.stderr, name

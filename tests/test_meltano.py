@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import ROOT, discover, executable, run_tap, select_all
+from conftest import ROOT, discover, run_meltano, run_tap, select_all
 
 FIXED = {"activity_fields", "member_profiles", "member_profile_values"}
 
@@ -23,30 +22,15 @@ FIXED = {"activity_fields", "member_profiles", "member_profile_values"}
 def meltano(
     tmp_path: Path, sandbox, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    extra = env
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAP_ALIDA_", "TARGET_", "MELTANO_"))}
-    env.update(
-        {
-            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
-            "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
-            "MELTANO_ENVIRONMENT": "sandbox",
-            "TAP_ALIDA_API_URL": sandbox.url,
-            "TAP_ALIDA_POLL_INTERVAL_SECONDS": "1",
-            "TARGET_JSONL_DESTINATION_PATH": str(tmp_path / "jsonl"),
-            "TARGET_DUCKDB_FILEPATH": str(tmp_path / "warehouse.duckdb"),
-        }
-    )
-    env.update(extra or {})
     (tmp_path / "jsonl").mkdir(exist_ok=True)
-    return subprocess.run(
-        [executable("meltano"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    sandbox_env = {
+        "MELTANO_ENVIRONMENT": "sandbox",
+        "TAP_ALIDA_API_URL": sandbox.url,
+        "TAP_ALIDA_POLL_INTERVAL_SECONDS": "1",
+        "TARGET_JSONL_DESTINATION_PATH": str(tmp_path / "jsonl"),
+        "TARGET_DUCKDB_FILEPATH": str(tmp_path / "warehouse.duckdb"),
+    }
+    return run_meltano(tmp_path, *args, env={**sandbox_env, **(env or {})})
 
 
 def expected_counts(sandbox) -> dict[str, int]:
