@@ -33,8 +33,9 @@ from tap_alida.errors import (
 from tap_alida.export import Batch, BatchExports
 from tap_alida.export_file import ExportFile
 from tap_alida.jobs import ExportJob, ExportRunner, Report
-from tap_alida.naming import assign_names
-from tap_alida.schema import FieldDefinition, parse_definition
+from tap_alida.layout import ActivityLayout
+from tap_alida.naming import assign_names, id_text
+from tap_alida.schema import FieldDefinition, WarnOnce, parse_definition
 
 logger = logging.getLogger("tap_alida.community")
 
@@ -92,6 +93,7 @@ class Community:
         self._batches: dict[str, Batch] = {}
         self._member_variables: list[MemberVariable] | None = None
         self._workdir: Path | None = None
+        self._reads_left: dict[str, int] = {}  # activity id → streams still to read its file
 
     # -- activities -------------------------------------------------------------------
 
@@ -117,11 +119,11 @@ class Community:
         # Names are assigned over every listed activity, oldest first, so a stream
         # keeps its name when other activities come, go or are (de)selected.
         ordered = sorted(by_id.values(), key=lambda a: (str(a.get("createDate") or ""), str(a["id"])))
-        names = assign_names(
-            [(str(a["id"]), str(a.get("name") or "")) for a in ordered],
-            fallback_prefix="activity",
-            reserved=FIXED_STREAMS,
-        )
+        if self.client.settings.stream_naming == "id":
+            items = [(str(a["id"]), id_text("activity", str(a["id"]))) for a in ordered]
+        else:
+            items = [(str(a["id"]), str(a.get("name") or "")) for a in ordered]
+        names = assign_names(items, fallback_prefix="activity", reserved=FIXED_STREAMS)
         if wanted:
             chosen = [by_id[i.lower()] for i in dict.fromkeys(wanted)]
         else:
@@ -328,6 +330,30 @@ class Community:
     def remember_definition(self, activity: Activity, fields: list[FieldDefinition]) -> None:
         with self._lock:
             self._definitions[activity.id] = fields
+
+    def layout(self, activity: Activity, fields: list[FieldDefinition], warn: WarnOnce) -> ActivityLayout:
+        """The activity stream's columns under this run's naming and multi-select settings."""
+        settings = self.client.settings
+        return ActivityLayout(
+            fields,
+            column_naming=settings.column_naming,
+            set_columns=settings.set_columns,
+            activity_label=activity.label,
+            warn=warn,
+        )
+
+    # -- files read by several streams ---------------------------------------------------------
+
+    def expect_reads(self, activity: Activity, streams: int) -> None:
+        """``streams`` streams will read the activity's file (its own stream, activity_answers)."""
+        self._reads_left[activity.id] = streams
+
+    def release_file(self, activity: Activity, export: ExportFile) -> None:
+        """A stream is done with the activity's file; the last one deletes it."""
+        left = self._reads_left.get(activity.id, 1) - 1
+        self._reads_left[activity.id] = left
+        if left <= 0:
+            export.path.unlink(missing_ok=True)
 
     # -- members --------------------------------------------------------------------------
 

@@ -52,3 +52,7 @@ class TruncatedFileError(ExportFileError):
 
 class StoppedError(AlidaError):
     """The run is stopping (another export failed, or the process is exiting)."""
+
+
+class SchemaDriftError(AlidaError):
+    """An export's fields differ from the catalog and ``schema_drift`` is ``fail``."""

@@ -70,11 +70,32 @@ def assign_names(
         base = truncate(snake_case(text), max_bytes)
         if not base:
             base = f"{fallback_prefix}_{id_suffix(item_id)}"
-        name = base
-        if name in taken:
-            name = _with_suffix(base, id_suffix(item_id), max_bytes)
-        if name in taken:  # two ids sharing a prefix: fall back to a hash
-            name = _with_suffix(base, hashlib.sha1(item_id.encode()).hexdigest()[:12], max_bytes)
-        taken.add(name)
-        names[item_id] = name
+        names[item_id] = unique(base, item_id, taken, max_bytes)
     return names
+
+
+def id_text(prefix: str, identifier: str) -> str:
+    """The text an id-based name is made from: ``field_<id>`` once snake_cased.
+
+    Used by ``column_naming``/``stream_naming`` = ``id``: such names change only
+    when the id does, never when a question or activity is reworded.
+    """
+    return f"{prefix} {identifier}"
+
+
+def compose(base: str, part: str, *, part_max: int = 36, max_bytes: int = MAX_NAME_BYTES) -> str:
+    """``<base>__<part>`` in at most ``max_bytes``: the part keeps up to ``part_max``
+    bytes, the base is cut to the rest (indicator columns: question + option)."""
+    part = truncate(part, part_max)
+    room = max_bytes - len(part) - 2
+    return f"{truncate(base, room)}__{part}"
+
+
+def unique(name: str, identifier: str, taken: set[str], max_bytes: int = MAX_NAME_BYTES) -> str:
+    """``name``, or ``name`` with a suffix from ``identifier`` when it is taken; marks it taken."""
+    if name in taken:
+        name = _with_suffix(name, id_suffix(identifier), max_bytes)
+    if name in taken:
+        name = _with_suffix(name, hashlib.sha1(identifier.encode()).hexdigest()[:12], max_bytes)
+    taken.add(name)
+    return name

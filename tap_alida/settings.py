@@ -150,7 +150,70 @@ CONFIG_SCHEMA = th.PropertiesList(
         description="Batch exports created, polled and downloaded at the same time. Records are "
         "still emitted one stream at a time, in catalog order.",
     ),
+    th.Property(
+        "set_columns",
+        th.StringType,
+        default="array",
+        allowed_values=["array", "indicators", "both"],
+        title="Multi-select columns",
+        description="Shape of `set` (multi-select) fields in activity streams: `array` (one array "
+        "column of option labels), `indicators` (one boolean column per option, named "
+        "`<question>__<option>`), or `both`.",
+    ),
+    th.Property(
+        "column_naming",
+        th.StringType,
+        default="name",
+        allowed_values=["name", "id"],
+        title="Column naming",
+        description="Column names of activity fields and member variables: `name` (snake_case of "
+        "the question text or variable name) or `id` (`field_<field id>`, `variable_<variable "
+        "id>`: unchanged when a question is reworded). Names are unique and at most 63 bytes; "
+        "`activity_fields` records the mapping.",
+    ),
+    th.Property(
+        "stream_naming",
+        th.StringType,
+        default="name",
+        allowed_values=["name", "id"],
+        title="Stream naming",
+        description="Names of activity streams: `name` (snake_case of the activity name) or `id` "
+        "(`activity_<activity id>`: unchanged when an activity is renamed).",
+    ),
+    th.Property(
+        "sensitive_values",
+        th.StringType,
+        default="include",
+        allowed_values=["include", "hash", "drop"],
+        title="Sensitive values",
+        description="Values of member variables flagged `isSensitive`, in both member streams: "
+        "`include` as exported, `hash` (hex SHA-256 of `sensitive_values_salt` + value), or "
+        "`drop` (column left out of `member_profiles`, values null in `member_profile_values`).",
+    ),
+    th.Property(
+        "sensitive_values_salt",
+        th.StringType,
+        secret=True,
+        title="Salt for hashed sensitive values",
+        description="Secret prefix hashed with each sensitive value when `sensitive_values` is "
+        "`hash` (required then). Keep it stable: the same value hashes the same across runs.",
+    ),
+    th.Property(
+        "schema_drift",
+        th.StringType,
+        default="evolve",
+        allowed_values=["evolve", "ignore", "fail"],
+        title="Schema drift",
+        description="When an activity's export defines other fields than the catalog in use (new, "
+        "removed, or retyped questions): `evolve` emits an updated SCHEMA first (new columns "
+        "nullable, a changed type widens to string), `ignore` keeps the catalog (new fields only "
+        "in `activity_answers`), `fail` stops the run naming the fields.",
+    ),
 ).to_dict()
+
+# Settings whose value is one of a few words (JSON Schema's enum says so too; this
+# check names the setting in plain words).
+CHOICES = {key: prop["enum"] for key, prop in CONFIG_SCHEMA["properties"].items() if "enum" in prop}
 
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 
@@ -202,6 +265,12 @@ class AlidaSettings:
     max_retry_after: float
     max_export_attempts: int
     max_concurrent_exports: int
+    set_columns: str = "array"
+    column_naming: str = "name"
+    stream_naming: str = "name"
+    sensitive_values: str = "include"
+    sensitive_values_salt: str | None = None
+    schema_drift: str = "evolve"
 
     @classmethod
     def errors(cls, config: Mapping[str, Any]) -> list[str]:
@@ -241,6 +310,14 @@ class AlidaSettings:
         for key in ("max_request_attempts", "max_export_attempts", "max_concurrent_exports"):
             if key in config and int(config[key]) < 1:
                 errors.append(f"Setting '{key}' must be at least 1.")
+        for key, allowed in CHOICES.items():
+            if key in config and config[key] not in allowed:
+                errors.append(f"Setting '{key}' must be one of {', '.join(allowed)}; got {config[key]!r}.")
+        if config.get("sensitive_values") == "hash" and not config.get("sensitive_values_salt"):
+            errors.append(
+                "Setting 'sensitive_values' is 'hash' but 'sensitive_values_salt' is not set: set a "
+                "secret salt (unsalted hashes of e-mails can be reversed by guessing)."
+            )
         return errors
 
     @classmethod
@@ -269,4 +346,10 @@ class AlidaSettings:
             max_retry_after=float(config.get("max_retry_after_seconds", 300)),
             max_export_attempts=int(config.get("max_export_attempts", 3)),
             max_concurrent_exports=int(config.get("max_concurrent_exports", 8)),
+            set_columns=str(config.get("set_columns") or "array"),
+            column_naming=str(config.get("column_naming") or "name"),
+            stream_naming=str(config.get("stream_naming") or "name"),
+            sensitive_values=str(config.get("sensitive_values") or "include"),
+            sensitive_values_salt=config.get("sensitive_values_salt") or None,
+            schema_drift=str(config.get("schema_drift") or "evolve"),
         )

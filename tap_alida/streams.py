@@ -1,7 +1,9 @@
 """The tap's streams: thin, each reads from the per-run ``Community``.
 
-* one ``ActivityResponsesStream`` per activity (survey): full export each run;
-* ``activity_fields``: the data dictionary (activity × field, with options);
+* one ``ActivityResponsesStream`` per activity (survey): full export each run,
+  one row per record (``layout``), schema drift handled per ``drift``;
+* ``activity_answers``: every value of every activity, one row each (long form);
+* ``activity_fields``: the data dictionary (activity × field → column, options);
 * ``member_profiles`` and ``member_profile_values``: incremental, both read the
   same member export file and keep the same bookmark, its ``lastSyncDate``.
 """
@@ -19,14 +21,15 @@ from singer_sdk import typing as th
 from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
+from tap_alida import drift
 from tap_alida.errors import ExportFileError
-from tap_alida.naming import assign_names
+from tap_alida.naming import assign_names, id_text
+from tap_alida.privacy import DROP, HASH, SensitiveValues
+from tap_alida.records import ACTIVITY_ANSWERS_SCHEMA, ActivityRecordMapper, AnswerMapper
 from tap_alida.schema import (
     SET,
-    ActivityRecordMapper,
     WarnOnce,
     canonical_type,
-    field_rows,
     normalize_datetime,
     parse_definition,
     property_schema,
@@ -36,6 +39,8 @@ from tap_alida.schema import (
 
 # Key of the stream's STATE entry for a batch in flight (re-used after a crash).
 BATCH_STATE_KEY = "alida_batch"
+# activity_answers reads one batch per activity: activity id → entry.
+BATCHES_STATE_KEY = "alida_batches"
 # Queued STATE events are applied at least this often while records flow.
 DRAIN_EVERY_RECORDS = 5000
 
@@ -48,9 +53,9 @@ class AlidaStream(Stream):
     """Base: access to the tap's per-run community model and warning de-duplication."""
 
     # Rows are typed when they are built, from the file's field definitions (see
-    # schema.ActivityRecordMapper), and carry only schema columns
-    # (_drop_unknown_columns), so the SDK's per-value conformance pass would only
-    # re-check them; it was most of the per-record cost (benchmarks/bench.py).
+    # records.ActivityRecordMapper), and carry only schema columns, so the SDK's
+    # per-value conformance pass would only re-check them; it was most of the
+    # per-record cost (benchmarks/bench.py).
     # Deselected columns are still removed by the SDK.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
@@ -62,20 +67,6 @@ class AlidaStream(Stream):
     @property
     def community(self) -> Community:
         return self.alida_tap.community
-
-    def _drop_unknown_columns(self, columns: Iterable[str], source: str) -> set[str]:
-        """Columns the export has but the catalog's schema lacks (warned once)."""
-        extra = set(columns) - set(self.schema.get("properties", {}))
-        if extra:
-            self.logger.warning(
-                "%s: %s has columns the catalog does not: %s. They are not emitted; run "
-                "discovery again (Meltano: `meltano run --refresh-catalog …` or a fresh "
-                "`--discover`) to include them.",
-                self.name,
-                source,
-                ", ".join(sorted(extra)),
-            )
-        return extra
 
 
 class ActivityResponsesStream(AlidaStream):
@@ -129,22 +120,24 @@ class ActivityResponsesStream(AlidaStream):
         try:
             fields = parse_definition(export.first("definition"))
             self.community.remember_definition(self.activity, fields)
+            layout = self.community.layout(self.activity, fields, self.warn)
+            plan = drift.resolve(
+                tap.settings.schema_drift, self.schema, layout, f"{self.name} ({self.activity.label})"
+            )
+            if plan.schema_changed:
+                self._evolve_schema(plan.schema)
             mapper = ActivityRecordMapper(
                 activity_id=self.activity.id,
                 activity_label=self.activity.label,
                 batch_id=export.batch.id,
-                fields=fields,
+                layout=layout,
+                plan=plan,
                 warn=self.warn,
             )
-            extra = self._drop_unknown_columns(mapper.columns, f"the export of {self.activity.label}")
             count = 0
             for record in export.items("records.item"):
-                row = mapper.map(record)
-                if extra:
-                    for column in extra:
-                        del row[column]
                 count += 1
-                yield row
+                yield mapper.map(record)
                 if count % DRAIN_EVERY_RECORDS == 0 and runner.has_events:
                     runner.drain()
             elapsed = time.monotonic() - started
@@ -160,15 +153,90 @@ class ActivityResponsesStream(AlidaStream):
             tap.forget_batch(self.name)  # a malformed file: the rerun must make a new batch
             raise
         finally:
-            export.path.unlink(missing_ok=True)
+            self.community.release_file(self.activity, export)
         tap.forget_batch(self.name)
+
+    def _evolve_schema(self, schema: dict[str, Any]) -> None:
+        """Emit ``schema`` (the catalog's, evolved) before this export's records.
+
+        The SDK wrote the catalog's SCHEMA when the sync began; targets apply a
+        later SCHEMA for the same stream as an ALTER. Stream maps are rebuilt
+        from the new schema so that they (and their SCHEMA) carry the new columns;
+        new columns are selected (SelectionMask defaults them to the stream's).
+        """
+        self._schema = schema
+        self._tap.mapper.register_raw_stream_schema(self.name, schema, self.primary_keys)
+        self._stream_maps = self._tap.mapper.stream_maps[self.name]
+        self.__dict__.pop("_every_column_selected", None)
+        self._write_schema_message()
+
+
+class ActivityAnswersStream(AlidaStream):
+    """Every value of every activity in scope: one row per activity × response × field × value.
+
+    Schema-stable (it never drifts), so new questions reach the warehouse here
+    even under ``schema_drift: ignore``. It reads the same batch files as the
+    activity streams (each file is parsed once per stream that reads it).
+    """
+
+    primary_keys = ("activity_id", "response_id", "field_id", "value_index")
+    replication_key = None
+
+    def __init__(self, tap: TapAlida, schema: dict[str, Any] | None = None) -> None:
+        super().__init__(tap, schema=schema or ACTIVITY_ANSWERS_SCHEMA, name="activity_answers")
+
+    def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+        tap = self.alida_tap
+        tap.start_exports()
+        runner = self.community.runner
+        for activity in self.community.activities:
+            resume = (self.stream_state.get(BATCHES_STATE_KEY) or {}).get(activity.id)
+            job = self.community.start_activity_export(activity, (answers_slot(activity.id),), resume)
+            export = runner.result(job)
+            started = time.monotonic()
+            count = 0
+            try:
+                fields = parse_definition(export.first("definition"))
+                self.community.remember_definition(activity, fields)
+                mapper = AnswerMapper(activity.id, fields)
+                for record in export.items("records.item"):
+                    for row in mapper.rows(record):
+                        count += 1
+                        yield row
+                        if count % DRAIN_EVERY_RECORDS == 0 and runner.has_events:
+                            runner.drain()
+            except ExportFileError:
+                tap.forget_batch(answers_slot(activity.id))
+                raise
+            finally:
+                self.community.release_file(activity, export)
+            tap.forget_batch(answers_slot(activity.id))
+            self.logger.info(
+                "%s: %d values of %s from %s in %.2f s.",
+                self.name,
+                count,
+                activity.label,
+                export.batch.describe(),
+                time.monotonic() - started,
+            )
+
+
+def answers_slot(activity_id: str) -> str:
+    """The STATE slot of activity_answers' batch for one activity (see TapAlida._record_batch)."""
+    return f"activity_answers:{activity_id}"
 
 
 ACTIVITY_FIELDS_SCHEMA = th.PropertiesList(
     th.Property("activity_id", th.StringType, required=True, description="Alida activity id."),
     th.Property("field_id", th.StringType, required=True, description="Field (question) id."),
+    th.Property("stream_name", th.StringType, description="The activity's stream."),
     th.Property("position", th.IntegerType, description="0-based position in the definition."),
-    th.Property("column_name", th.StringType, description="The column this field became."),
+    th.Property(
+        "column_name",
+        th.StringType,
+        description="The field's column in the activity stream (null: a multi-select field shown "
+        "only as indicator columns).",
+    ),
     th.Property("name", th.StringType, description="Field name (question text)."),
     th.Property("data_type", th.StringType, description="Alida data type as exported."),
     th.Property("visibility", th.StringType, description="meta.visibility (active, hidden, …)."),
@@ -179,9 +247,11 @@ ACTIVITY_FIELDS_SCHEMA = th.PropertiesList(
                 th.Property("id", th.StringType),
                 th.Property("name", th.StringType),
                 th.Property("visibility", th.StringType),
+                th.Property("indicator_column", th.StringType),
             )
         ),
-        description="Choice options of enum/set fields.",
+        description="Choice options of enum/set fields, with their indicator columns "
+        "(set_columns: indicators or both).",
     ),
 ).to_dict()
 
@@ -198,7 +268,9 @@ class ActivityFieldsStream(AlidaStream):
     def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         self.alida_tap.start_exports()
         for activity in self.community.activities:
-            yield from field_rows(activity.id, self.community.definition(activity))
+            fields = self.community.definition(activity)
+            layout = self.community.layout(activity, fields, self.warn)
+            yield from layout.field_rows(activity.id, activity.stream_name)
 
 
 # --------------------------------------------------------------------------- members
@@ -214,14 +286,20 @@ MEMBER_PROFILES_FIXED: dict[str, dict[str, Any]] = {
 }
 
 
-def member_variable_columns(variables: Iterable[MemberVariable]) -> dict[str, str]:
-    return assign_names(
-        [(v.id, v.name) for v in variables], fallback_prefix="variable", reserved=MEMBER_PROFILES_FIXED
-    )
+def member_variable_columns(variables: Iterable[MemberVariable], naming: str = "name") -> dict[str, str]:
+    """Variable id → column of ``member_profiles`` (``column_naming``: name or id)."""
+    if naming == "id":
+        items = [(v.id, id_text("variable", v.id)) for v in variables]
+    else:
+        items = [(v.id, v.name) for v in variables]
+    return assign_names(items, fallback_prefix="variable", reserved=MEMBER_PROFILES_FIXED)
 
 
-def member_profiles_schema(variables: list[MemberVariable], warn: WarnOnce) -> dict[str, Any]:
-    columns = member_variable_columns(variables)
+def member_profiles_schema(
+    variables: list[MemberVariable], warn: WarnOnce, naming: str, sensitive: SensitiveValues
+) -> dict[str, Any]:
+    """One column per member variable; sensitive ones hashed (strings) or left out."""
+    columns = member_variable_columns(variables, naming)
     properties = dict(MEMBER_PROFILES_FIXED)
     for v in variables:
         canonical = canonical_type(v.data_type)
@@ -235,7 +313,11 @@ def member_profiles_schema(variables: list[MemberVariable], warn: WarnOnce) -> d
             )
         doc = f"Member variable {v.name!r} ({v.id})."
         if v.is_sensitive:
-            doc += " Sensitive."
+            if sensitive.mode == DROP:
+                continue
+            doc += " " + sensitive.describe()
+            if sensitive.mode == HASH:
+                canonical = SET if canonical == SET else "string"
         properties[columns[v.id]] = property_schema(canonical, doc)
     return {"type": "object", "properties": properties}
 
@@ -247,8 +329,16 @@ MEMBER_PROFILE_VALUES_SCHEMA: dict[str, Any] = {
         "variable_id": {"type": ["string"], "description": "Member variable GUID."},
         "variable_name": {"type": ["string", "null"]},
         "data_type": {"type": ["string", "null"], "description": "Alida data type as exported."},
-        "is_sensitive": {"type": ["boolean", "null"]},
-        "values": {"type": ["array", "null"], "items": {"type": "string"}},
+        "is_sensitive": {
+            "type": ["boolean", "null"],
+            "description": "isSensitive, from the export or /membervariables.",
+        },
+        "values": {
+            "type": ["array", "null"],
+            "items": {"type": "string"},
+            "description": "The values as text. For sensitive variables: per setting "
+            "'sensitive_values' (hex SHA-256 of salt + value, or null when dropped).",
+        },
         "value_ids": {"type": ["array", "null"], "items": {"type": ["string", "null"]}},
         "effective_date": {"type": ["string", "null"], "format": "date-time"},
         **{k: MEMBER_PROFILES_FIXED[k] for k in ("last_sync_date", "batch_id")},
@@ -266,6 +356,19 @@ class MemberStream(AlidaStream):
 
     replication_key = "last_sync_date"
     is_sorted = False
+
+    @cached_property
+    def sensitive(self) -> SensitiveValues:
+        settings = self.alida_tap.settings
+        return SensitiveValues(settings.sensitive_values, settings.sensitive_values_salt)
+
+    @cached_property
+    def _sensitive_ids(self) -> set[str]:
+        return {v.id for v in self.community.member_variables if v.is_sensitive}
+
+    def is_sensitive(self, variable: Mapping[str, Any]) -> bool:
+        """Flagged by the export file or by ``/membervariables``."""
+        return variable.get("isSensitive") is True or str(variable.get("id")) in self._sensitive_ids
 
     def rows(self, export: MemberExport) -> Iterable[dict[str, Any]]:
         raise NotImplementedError
@@ -320,11 +423,11 @@ class MemberProfilesStream(MemberStream):
 
     def rows(self, export: MemberExport) -> Iterable[dict[str, Any]]:
         variables = self.community.member_variables
-        columns = member_variable_columns(variables)
-        known = set(self.schema.get("properties", {}))
+        columns = member_variable_columns(variables, self.alida_tap.settings.column_naming)
+        properties = self.schema.get("properties", {})
         mappers: dict[str, tuple[str, str | None]] = {}
         for v in variables:
-            if columns[v.id] in known:
+            if columns[v.id] in properties:
                 mappers[v.id] = (columns[v.id], canonical_type(v.data_type))
         # Variables absent from a member's entry are omitted, not nulled: an
         # incremental export carries only changed variables.
@@ -335,6 +438,9 @@ class MemberProfilesStream(MemberStream):
             row["member_id"] = str(member["memberId"])
             for variable in member.get("variables") or ():
                 variable_id = str(variable.get("id"))
+                sensitive = self.is_sensitive(variable)
+                if sensitive and self.sensitive.mode == DROP:
+                    continue
                 target = mappers.get(variable_id)
                 if target is None:
                     self.warn(
@@ -346,8 +452,32 @@ class MemberProfilesStream(MemberStream):
                     )
                     continue
                 column, canonical = target
-                row[column] = self._convert(variable, canonical or canonical_type(variable.get("dataType")))
+                canonical = canonical or canonical_type(variable.get("dataType"))
+                if sensitive and self.sensitive.mode == HASH:
+                    # hash the value as text, as member_profile_values shows it
+                    text = self._convert(variable, SET if canonical == SET else "string")
+                    row[column] = self._hashed(column, variable, text, properties[column])
+                    continue
+                row[column] = self._convert(variable, canonical)
             yield row
+
+    def _hashed(self, column: str, variable: Mapping[str, Any], value: Any, schema: Mapping[str, Any]) -> Any:
+        """The hash of a sensitive value, or None where the column cannot hold a hash."""
+        types = drift.type_signature(schema)[0]
+        fits = ("array" in types) if isinstance(value, list) else types == ("string",)
+        if fits and schema.get("format") is None:
+            return self.sensitive.protect(value)
+        self.warn(
+            ("sensitive-column", column),
+            "member_profiles: variable %r (%s) is flagged isSensitive in the export but its "
+            "column %s is typed %s by the catalog, which cannot hold a hash; it is loaded as null. "
+            "Run discovery again to make it a hashed string column.",
+            variable.get("name"),
+            variable.get("id"),
+            column,
+            schema.get("type"),
+        )
+        return None
 
     def _convert(self, variable: Mapping[str, Any], canonical: str | None) -> Any:
         raw = [v.get("value") if isinstance(v, Mapping) else v for v in variable.get("values") or ()]
@@ -387,15 +517,15 @@ class MemberProfileValuesStream(MemberStream):
             member_id = str(member["memberId"])
             for variable in member.get("variables") or ():
                 values = [v for v in variable.get("values") or () if v is not None]
+                texts = [to_text(v.get("value") if isinstance(v, Mapping) else v) or "" for v in values]
+                sensitive = self.is_sensitive(variable)
                 yield {
                     "member_id": member_id,
                     "variable_id": str(variable.get("id")),
                     "variable_name": variable.get("name"),
                     "data_type": variable.get("dataType"),
-                    "is_sensitive": variable.get("isSensitive"),
-                    "values": [
-                        to_text(v.get("value") if isinstance(v, Mapping) else v) or "" for v in values
-                    ],
+                    "is_sensitive": sensitive,
+                    "values": self.sensitive.protect(texts) if sensitive else texts,
                     "value_ids": [
                         None if not isinstance(v, Mapping) or v.get("id") is None else str(v["id"])
                         for v in values

@@ -27,15 +27,19 @@ from tap_alida import __version__
 from tap_alida.client import STOP, AlidaClient
 from tap_alida.community import Community
 from tap_alida.errors import AlidaError
-from tap_alida.schema import WarnOnce, activity_schema, format_datetime, parse_datetime
+from tap_alida.privacy import SensitiveValues
+from tap_alida.schema import WarnOnce, format_datetime, parse_datetime
 from tap_alida.settings import CONFIG_SCHEMA, AlidaSettings
 from tap_alida.streams import (
     BATCH_STATE_KEY,
+    BATCHES_STATE_KEY,
+    ActivityAnswersStream,
     ActivityFieldsStream,
     ActivityResponsesStream,
     MemberProfilesStream,
     MemberProfileValuesStream,
     MemberStream,
+    answers_slot,
     member_profiles_schema,
 )
 
@@ -145,11 +149,15 @@ class TapAlida(Tap):
             self.community.start_definition_export(activity)
         for activity in activities:
             fields = self.community.definition(activity)
-            schema = activity_schema(fields, activity_label=activity.label, warn=warn)
+            schema = self.community.layout(activity, fields, warn).schema()
             streams.append(ActivityResponsesStream(self, activity, schema))
+        streams.append(ActivityAnswersStream(self))
         streams.append(ActivityFieldsStream(self))
         variables = self.community.member_variables
-        streams.append(MemberProfilesStream(self, member_profiles_schema(variables, warn)))
+        settings = self.settings
+        sensitive = SensitiveValues(settings.sensitive_values, settings.sensitive_values_salt)
+        schema = member_profiles_schema(variables, warn, settings.column_naming, sensitive)
+        streams.append(MemberProfilesStream(self, schema))
         streams.append(MemberProfileValuesStream(self))
         return streams
 
@@ -159,7 +167,9 @@ class TapAlida(Tap):
         activity_streams: list[Stream] = []
         for name, entry in self.input_catalog.items():
             schema = entry.schema.to_dict()
-            if name == "activity_fields":
+            if name == "activity_answers":
+                fixed.append(ActivityAnswersStream(self, schema))
+            elif name == "activity_fields":
                 fixed.append(ActivityFieldsStream(self, schema))
             elif name == "member_profiles":
                 fixed.append(MemberProfilesStream(self, schema))
@@ -173,7 +183,7 @@ class TapAlida(Tap):
                     "removed, or outside 'activity_ids'); it is skipped. Run discovery again.",
                     name,
                 )
-        order = ["activity_fields", "member_profiles", "member_profile_values"]
+        order = ["activity_answers", "activity_fields", "member_profiles", "member_profile_values"]
         fixed.sort(key=lambda s: order.index(s.name))
         return activity_streams + fixed
 
@@ -193,12 +203,23 @@ class TapAlida(Tap):
         community = self.community
         community.runner.listener = self._record_batch
         selected = [s for s in self.streams.values() if s.selected]
-        with_files: set[str] = set()
+        answers = next((s for s in selected if isinstance(s, ActivityAnswersStream)), None)
+        readers: dict[str, list[str]] = {}  # activity id → STATE slots of the streams reading its file
+        resumes: dict[str, Any] = {}
         for stream in selected:
             if isinstance(stream, ActivityResponsesStream):
-                resume = stream.stream_state.get(BATCH_STATE_KEY)
-                community.start_activity_export(stream.activity, (stream.name,), resume)
-                with_files.add(stream.activity.id)
+                readers.setdefault(stream.activity.id, []).append(stream.name)
+                resumes[stream.activity.id] = stream.stream_state.get(BATCH_STATE_KEY)
+        if answers is not None:
+            recorded = answers.stream_state.get(BATCHES_STATE_KEY) or {}
+            for activity in community.activities:
+                readers.setdefault(activity.id, []).append(answers_slot(activity.id))
+                resumes[activity.id] = resumes.get(activity.id) or recorded.get(activity.id)
+        for activity in community.activities:
+            if activity.id in readers:
+                slots = tuple(readers[activity.id])
+                community.expect_reads(activity, len(slots))
+                community.start_activity_export(activity, slots, resumes.get(activity.id))
         member_streams = [s for s in selected if isinstance(s, MemberStream)]
         if member_streams:
             resume = next(
@@ -213,23 +234,40 @@ class TapAlida(Tap):
             community.start_member_export(self.member_since(), names, resume)
         if any(isinstance(s, ActivityFieldsStream) for s in selected):
             for activity in community.activities:
-                if activity.id not in with_files:
+                if activity.id not in readers:
                     community.start_definition_export(activity)
 
-    def _record_batch(self, stream_names: tuple[str, ...], entry: dict[str, Any] | None) -> None:
-        """Put a batch into (or take it out of) the streams' STATE and emit STATE now."""
-        for name in stream_names:
+    def _record_batch(self, slots: tuple[str, ...], entry: dict[str, Any] | None) -> None:
+        """Put a batch into (or take it out of) STATE and emit STATE now.
+
+        A slot is a stream name, or ``activity_answers:<activity id>`` for the
+        batch activity_answers reads of one activity (kept under ``alida_batches``).
+        """
+        for slot in slots:
+            name, _, activity_id = slot.partition(":")
             state = self.streams[name].stream_state
-            if entry is None:
+            if activity_id:
+                batches = state.setdefault(BATCHES_STATE_KEY, {})
+                if entry is None:
+                    batches.pop(activity_id, None)
+                else:
+                    batches[activity_id] = entry
+                if not batches:
+                    state.pop(BATCHES_STATE_KEY, None)
+            elif entry is None:
                 state.pop(BATCH_STATE_KEY, None)
             else:
                 state[BATCH_STATE_KEY] = entry
         self.state_writer.write_state(self.state)
 
-    def forget_batch(self, stream_name: str) -> None:
-        """The stream is done with its batch: a rerun must not re-use it."""
-        if BATCH_STATE_KEY in self.streams[stream_name].stream_state:
-            self._record_batch((stream_name,), None)
+    def forget_batch(self, slot: str) -> None:
+        """A stream is done with its batch: a rerun must not re-use it."""
+        name, _, activity_id = slot.partition(":")
+        state = self.streams[name].stream_state
+        if (activity_id and activity_id in (state.get(BATCHES_STATE_KEY) or {})) or (
+            not activity_id and BATCH_STATE_KEY in state
+        ):
+            self._record_batch((slot,), None)
 
     # -- state shared by the member streams ----------------------------------------------
 

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Primary keys of the fixed streams (activity streams: activity_id + response_id).
 FIXED_STREAM_KEYS = {
     "activity_fields": ("activity_id", "field_id"),
+    "activity_answers": ("activity_id", "response_id", "field_id", "value_index"),
     "member_profiles": ("member_id",),
     "member_profile_values": ("member_id", "variable_id"),
 }

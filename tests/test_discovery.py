@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import discover, run_tap, stream_schema
+from conftest import FIXED_STREAM_KEYS, discover, run_tap, stream_schema
 
 FEEDBACK = "product_feedback_q4"
 
@@ -11,9 +11,7 @@ def test_streams_are_surveys_plus_fixed_streams(fixture_sandbox, tmp_path):
     catalog = discover(tmp_path, fixture_sandbox.config())
     names = sorted(s["tap_stream_id"] for s in catalog["streams"])
     # The forum activity is not a survey and gets no stream.
-    assert names == sorted(
-        [FEEDBACK, "quick_poll", "activity_fields", "member_profiles", "member_profile_values"]
-    )
+    assert names == sorted([FEEDBACK, "quick_poll", *FIXED_STREAM_KEYS])
     feedback = next(s for s in catalog["streams"] if s["tap_stream_id"] == FEEDBACK)
     assert feedback["key_properties"] == ["activity_id", "response_id"]
 
@@ -26,7 +24,7 @@ def test_schema_maps_all_six_data_types(fixture_sandbox, tmp_path):
     assert props["when_did_you_last_buy"] == {
         "type": ["string", "null"],
         "format": "date-time",
-        "description": "When did you last buy?",
+        "description": "When did you last buy? (Alida field q-when)",
     }
     assert props["preferred_contact_channel"]["type"] == ["string", "null"]  # enum → label
     assert props["who_referred_you"]["type"] == ["string", "null"]  # identifier
@@ -74,11 +72,7 @@ def test_activity_name_clash_gets_a_deterministic_suffix(start_sandbox, tmp_path
 def test_activities_are_paged_through(start_sandbox, tmp_path):
     sandbox = start_sandbox("--activities", "5", "--responses", "1", "--page-max", "2")
     catalog = discover(tmp_path, sandbox.config())
-    activity_streams = [
-        s
-        for s in catalog["streams"]
-        if s["tap_stream_id"] not in {"activity_fields", "member_profiles", "member_profile_values"}
-    ]
+    activity_streams = [s for s in catalog["streams"] if s["tap_stream_id"] not in FIXED_STREAM_KEYS]
     assert len(activity_streams) == 5
     pages = [r for r in sandbox.requests() if r["path"].endswith("/activities")]
     assert len(pages) == 3  # 6 activities (5 surveys + 1 forum), 2 per page

@@ -33,8 +33,13 @@ def test_meltano_yml_declares_every_setting_and_marks_secrets():
     assert (
         secrets
         == {name for name, s in declared.items() if s.get("sensitive")}
-        == {"client_secret", "api_key"}
+        == {"client_secret", "api_key", "sensitive_values_salt"}
     )
+    for name, prop in CONFIG_SCHEMA["properties"].items():  # choices and defaults agree
+        if "enum" in prop:
+            assert declared[name]["kind"] == "options"
+            assert [o["value"] for o in declared[name]["options"]] == prop["enum"]
+            assert declared[name]["value"] == prop["default"]
 
 
 def test_meltano_yml_validates_and_meltano_lists_the_settings(tmp_path):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import ROOT, discover, run_meltano, run_tap, select_all
+from conftest import FIXED_STREAM_KEYS, ROOT, discover, run_meltano, run_tap, select_all
 
-FIXED = {"activity_fields", "member_profiles", "member_profile_values"}
+FIXED = set(FIXED_STREAM_KEYS)
 
 
 def meltano(
@@ -37,6 +37,7 @@ def expected_counts(sandbox) -> dict[str, int]:
     truth = sandbox.truth()
     return {
         "activity_fields": sum(a["fields"] for a in truth["activities"] if "fields" in a),
+        "activity_answers": sum(a["values"] for a in truth["activities"] if "values" in a),
         "member_profiles": truth["members"]["members"],
         "member_profile_values": truth["members"]["member_variables"],
         "activity_responses": sum(a["records"] for a in truth["activities"] if "records" in a),

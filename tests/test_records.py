@@ -81,10 +81,10 @@ def test_activity_fields_data_dictionary(synced):
     gender = rows[0]
     assert gender["column_name"] == "what_is_your_gender" and gender["data_type"] == "set"
     assert gender["options"] == [
-        {"id": "o-male", "name": "Male", "visibility": "active"},
-        {"id": "o-female", "name": "Female", "visibility": "active"},
-        {"id": "o-pnts", "name": "Prefer not to say", "visibility": "hidden"},
-        {"id": "o-other", "name": "Other", "visibility": "deleted"},
+        {"id": "o-male", "name": "Male", "visibility": "active", "indicator_column": None},
+        {"id": "o-female", "name": "Female", "visibility": "active", "indicator_column": None},
+        {"id": "o-pnts", "name": "Prefer not to say", "visibility": "hidden", "indicator_column": None},
+        {"id": "o-other", "name": "Other", "visibility": "deleted", "indicator_column": None},
     ]
     by_id = {r["field_id"]: r for r in rows}
     assert by_id["q-c2"]["visibility"] == "hidden"

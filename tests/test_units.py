@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,10 @@ import pytest
 from tap_alida.errors import ExportFileError, TruncatedFileError
 from tap_alida.export import Batch
 from tap_alida.export_file import ExportFile, check_complete, read_definition_from_stream
+from tap_alida.layout import ActivityLayout
 from tap_alida.naming import assign_names, snake_case
+from tap_alida.records import ActivityRecordMapper
 from tap_alida.schema import (
-    ActivityRecordMapper,
     FieldDefinition,
     canonical_type,
     is_canonical_datetime,
@@ -94,7 +96,9 @@ def test_mapper_fills_every_column_and_counts_member_records():
         ),
         FieldDefinition.from_api({"id": "d", "name": "D", "type": {"dataType": "double"}}),
     ]
-    mapper = ActivityRecordMapper(activity_id="A", activity_label="activity 'A'", batch_id="B", fields=fields)
+    mapper = ActivityRecordMapper(
+        activity_id="A", activity_label="activity 'A'", batch_id="B", layout=ActivityLayout(fields)
+    )
     rows = [
         mapper.map({"ownerId": "m", "fields": [{"id": "s", "values": ["O"]}]}),
         mapper.map({"ownerId": "m"}),
@@ -167,3 +171,143 @@ def test_malformed_file_names_batch_and_byte_offset(tmp_path):
         ExportFileError, match=r"activity 'A' \(a1\), batch b-123 is truncated or malformed near byte"
     ):
         next(records)
+
+
+# --------------------------------------------------------------------------- modelling (issue 5)
+
+
+def _set_field(field_id: str, name: str, options: list[tuple[str, str]]) -> FieldDefinition:
+    values = [{"id": i, "name": n} for i, n in options]
+    return FieldDefinition.from_api(
+        {"id": field_id, "name": name, "type": {"dataType": "set", "values": values}}
+    )
+
+
+def test_indicator_names_are_bounded_unique_and_deterministic():
+    long_question = (
+        "Which of the following very long list of brands have you ever heard of, seen or used? " * 2
+    )
+    options = [("o1", "Acme"), ("o2", "ACME!"), ("o3", "ご意見"), ("o4", "x" * 80), ("o5", "x" * 80 + "y")]
+    fields = [_set_field("f1", long_question, options), _set_field("f2", "Comments", [("p1", "Other")])]
+    for naming in ("name", "id"):
+        layout = ActivityLayout(fields, column_naming=naming, set_columns="both")
+        names = list(layout.schema()["properties"])
+        assert len(names) == len(set(names)) == 4 + 2 + 5 + 1
+        assert all(len(n.encode()) <= 63 and n.isascii() for n in names)
+        again = ActivityLayout(fields, column_naming=naming, set_columns="both")
+        assert again.indicator_columns == layout.indicator_columns
+    layout = ActivityLayout(fields, set_columns="indicators")
+    assert layout.value_column["f1"] is None and layout.indicator_columns["f1"]["o1"].endswith("__acme")
+    assert re.search(r"__acme_[0-9a-f]{8}$", layout.indicator_columns["f1"]["o2"])  # a clash: id suffix
+
+
+def test_column_naming_id_survives_rewording():
+    before = [FieldDefinition.from_api({"id": "q-1", "name": "Why?", "type": {"dataType": "string"}})]
+    after = [FieldDefinition.from_api({"id": "q-1", "name": "Why, really?", "type": {"dataType": "string"}})]
+    by_name = [ActivityLayout(f).value_column["q-1"] for f in (before, after)]
+    by_id = [ActivityLayout(f, column_naming="id").value_column["q-1"] for f in (before, after)]
+    assert by_name == ["why", "why_really"]
+    assert by_id == ["field_q_1", "field_q_1"]
+
+
+def test_drift_compare_and_resolve_per_mode():
+    import pytest as _pytest
+
+    from tap_alida import drift
+    from tap_alida.errors import SchemaDriftError
+
+    old = [
+        FieldDefinition.from_api({"id": "q-1", "name": "Why?", "type": {"dataType": "string"}}),
+        FieldDefinition.from_api({"id": "q-2", "name": "Spend", "type": {"dataType": "double"}}),
+        FieldDefinition.from_api({"id": "q-3", "name": "Gone", "type": {"dataType": "string"}}),
+    ]
+    new = [
+        FieldDefinition.from_api({"id": "q-1", "name": "Why, really?", "type": {"dataType": "string"}}),
+        FieldDefinition.from_api({"id": "q-2", "name": "Spend", "type": {"dataType": "string"}}),
+        FieldDefinition.from_api({"id": "q-4", "name": "New", "type": {"dataType": "date-time"}}),
+    ]
+    catalog = ActivityLayout(old).schema()
+    layout = ActivityLayout(new)
+    found = drift.compare(catalog["properties"], layout)
+    assert [c.name for c in found.added] == ["new"] and found.removed == ["gone"]
+    assert found.renamed == {"why_really": "why"} and [c.name for c, _ in found.retyped] == ["spend"]
+
+    evolve = drift.resolve("evolve", catalog, layout, "A")
+    assert evolve.schema_changed
+    assert list(evolve.schema["properties"])[-2:] == ["why_really", "new"]
+    assert evolve.schema["properties"]["spend"]["type"] == ["string", "null"]
+    assert evolve.targets == {"why_really": "why_really", "spend": "spend", "new": "new"}
+
+    ignore = drift.resolve("ignore", catalog, layout, "A")
+    assert ignore.schema == catalog and not ignore.schema_changed
+    assert ignore.targets == {"why_really": "why", "spend": "spend", "new": None}
+    mapper = ActivityRecordMapper(
+        activity_id="A", activity_label="A", batch_id=None, layout=layout, plan=ignore
+    )
+    row = mapper.map(
+        {"ownerId": "m", "fields": [{"id": "q-1", "values": ["x"]}, {"id": "q-2", "values": ["12.5"]}]}
+    )
+    assert row["why"] == "x" and row["spend"] == 12.5 and row["gone"] is None and "new" not in row
+
+    with _pytest.raises(
+        SchemaDriftError, match=r"new: new .*renamed.*why → why_really.*removed: gone.*spend"
+    ):
+        drift.resolve("fail", catalog, layout, "A")
+    assert not drift.resolve("fail", catalog, ActivityLayout(old), "A").schema_changed
+
+
+def test_answer_rows_type_every_value():
+    from tap_alida.records import AnswerMapper
+
+    fields = [
+        _set_field("s", "S", [("o1", "One")]),
+        FieldDefinition.from_api({"id": "d", "name": "D", "type": {"dataType": "double"}}),
+        FieldDefinition.from_api({"id": "t", "name": "T", "type": {"dataType": "date-time"}}),
+    ]
+    mapper = AnswerMapper("A", fields)
+    record = {
+        "ownerId": "m",
+        "fields": [
+            {"id": "s", "values": ["o1", "o9"]},
+            {"id": "d", "values": [3, "n/a"]},
+            {"id": "t", "values": ["2026-01-01T00:00:00+01:00"]},
+            {"id": "undeclared", "values": [{"k": 1}]},
+            {"id": "d", "values": []},
+        ],
+    }
+    rows = mapper.rows(record)
+    picked = [
+        (
+            r["field_id"],
+            r["value_index"],
+            r["option_id"],
+            r["option_label"],
+            r["value_number"],
+            r["value_string"],
+        )
+        for r in rows
+    ]
+    assert picked == [
+        ("s", 0, "o1", "One", None, None),
+        ("s", 1, "o9", None, None, None),
+        ("d", 0, None, None, 3.0, None),
+        ("d", 1, None, None, None, "n/a"),
+        ("t", 0, None, None, None, None),
+        ("undeclared", 0, None, None, None, '{"k": 1}'),
+    ]
+    assert rows[4]["value_datetime"] == "2025-12-31T23:00:00Z"
+    assert {r["response_id"] for r in rows} == {"m:0"} and mapper.rows({"ownerId": "m"}) == []
+
+
+def test_sensitive_values_hash_and_drop():
+    import hashlib
+
+    from tap_alida.privacy import SensitiveValues
+
+    hashed = SensitiveValues("hash", "salt")
+    assert hashed.protect("a@b.c") == hashlib.sha256(b"salta@b.c").hexdigest()
+    assert hashed.protect(42.0) == hashlib.sha256(b"salt42").hexdigest()
+    assert hashed.protect(["x", "y"]) == [hashed.digest("x"), hashed.digest("y")]
+    assert SensitiveValues("drop", None).protect("a@b.c") is None
+    assert SensitiveValues("include", None).protect("a@b.c") == "a@b.c"
+    assert "salt" not in repr(hashed)

@@ -257,6 +257,7 @@ class GeneratedCommunity:
         self._variables = self._make_variables()
         self._truth_cache: dict[str, dict[str, Any]] = {}
         self._build_lock = threading.Lock()
+        self._drift: dict[str, int] = {}  # activity id → drift version
 
     @staticmethod
     def _activity(activity_id: str, name: str, activity_type: str, i: int) -> dict[str, Any]:
@@ -320,13 +321,61 @@ class GeneratedCommunity:
             n += 1
         if fields[0]["meta"]["visibility"] == "active" and len(fields) > 8:
             fields[8]["meta"] = {"visibility": "hidden"}  # a hidden question
-        return fields[: self.n_fields]
+        fields = fields[: self.n_fields]
+        if self.drift_version(activity_id):
+            fields = self._drifted(activity_id, fields)
+        return fields
+
+    # -- schema drift (POST /_sandbox/activities/<id>/drift) ------------------------------------
+
+    DRIFT_ADDED = "Which of these features do you use?"
+    DRIFT_REWORDED = ("Why did you give that score?", "What is the main reason for your score?")
+    DRIFT_RETYPED = ("Monthly spend (€)", "double", "string")
+    DRIFT_REMOVED = "ご意見をお聞かせください"
+
+    def drift_version(self, activity_id: str) -> int:
+        return self._drift.get(activity_id, 0)
+
+    def drift(self, activity_id: str) -> dict[str, Any]:
+        """Change the activity's survey the way authors do between two runs.
+
+        One question added (a multi-select), one reworded (same field id), one
+        retyped (double → string) and one removed. Records are generated anew
+        from the changed definition; respondents and their response ids stay.
+        """
+        with self._build_lock:
+            self._drift[activity_id] = 1
+        fields = self.definition(activity_id)
+        return {"activity_id": activity_id, "version": 1, "fields": len(fields)}
+
+    def _drifted(self, activity_id: str, fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        rng = random.Random(f"{self.seed}:drift:{activity_id}")
+        out = []
+        for f in fields:
+            f = json.loads(json.dumps(f))  # a copy
+            if f["name"] == self.DRIFT_REMOVED:
+                continue
+            if f["name"] == self.DRIFT_REWORDED[0]:
+                f["name"] = self.DRIFT_REWORDED[1]
+            if f["name"] == self.DRIFT_RETYPED[0]:
+                f["type"] = {"dataType": self.DRIFT_RETYPED[2]}
+            out.append(f)
+        options = _options(rng, ["Dashboards", "Alerts", "Exports", "Mobile app"], [], [])
+        out.append(_field(rng, self.DRIFT_ADDED, "set", options))
+        return out
 
     def iter_records(self, activity_id: str, fields: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        rng = random.Random(f"{self.seed}:records:{activity_id}")
+        version = self.drift_version(activity_id)
+        rng = random.Random(f"{self.seed}:records:{activity_id}:{version}")
+        # Respondents come from their own stream so that they (and the response
+        # ids derived from them) stay the same when the survey drifts.
+        owners = random.Random(f"{self.seed}:owners:{activity_id}")
+        # Now and then a single-value field carries a second value (Alida's
+        # docs do not rule it out): its own stream, so other values stay put.
+        extras = random.Random(f"{self.seed}:extras:{activity_id}:{version}")
         first_owner = None
         for i in range(self.n_responses):
-            owner = self.member_ids[rng.randrange(self.n_members)]
+            owner = self.member_ids[owners.randrange(self.n_members)]
             if i == 1 and first_owner is not None:
                 owner = first_owner  # one member answers twice
             first_owner = first_owner or owner
@@ -338,7 +387,10 @@ class GeneratedCommunity:
                 if roll < 0.12:
                     values.append({"id": f["id"], "values": []})
                     continue
-                values.append({"id": f["id"], "values": self._values(rng, f, i)})
+                answer = self._values(rng, f, i)
+                if f["type"]["dataType"] in ("string", "double") and extras.random() < 0.02:
+                    answer += self._values(extras, f, i + 1)
+                values.append({"id": f["id"], "values": answer})
             yield {"ownerId": owner, "fields": values}
 
     def _values(self, rng: random.Random, f: dict[str, Any], i: int) -> list[Any]:
@@ -377,14 +429,15 @@ class GeneratedCommunity:
 
     def _records(self, activity_id: str, workdir: Path) -> Path:
         """The ``records`` array, generated once per activity and cached on disk."""
-        path = workdir / f"activity-{activity_id}.records"
+        version = self.drift_version(activity_id)
+        path = workdir / f"activity-{activity_id}-v{version}.records"
         with self._build_lock:
             if not path.exists():
                 partial = path.with_suffix(".partial")
                 with open(partial, "w", encoding="utf-8") as out:
                     stats = self._write_activity_records(activity_id, out)
                 partial.rename(path)
-                self._truth_cache[activity_id] = stats.as_dict()
+                self._truth_cache[f"{activity_id}:{version}"] = stats.as_dict()
         return path
 
     def activity_file(
@@ -398,9 +451,10 @@ class GeneratedCommunity:
         return [f'{head}"definition": {definition}, "records": '.encode(), records, b"}"]
 
     def activity_truth(self, activity_id: str, workdir: Path) -> dict[str, Any]:
-        if activity_id not in self._truth_cache:
+        key = f"{activity_id}:{self.drift_version(activity_id)}"
+        if key not in self._truth_cache:
             self._records(activity_id, workdir)
-        return self._truth_cache[activity_id]
+        return self._truth_cache[key]
 
     # -- members -------------------------------------------------------------------------
 

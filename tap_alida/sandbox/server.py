@@ -3,7 +3,7 @@
 Routes: token, ``/activities``, ``/membervariables``, batch create/status for
 activity responses and member profiles, the files route (302 to a storage route
 that refuses an Authorization header, like a pre-signed object store), and
-``/_sandbox/*`` introspection (truth, request log, member changes). Export files
+``/_sandbox/*`` introspection (truth, request log, member changes, survey drift). Export files
 are written to a private folder by a background job and streamed from disk in
 64 KiB chunks, with ``Range`` (206) and gzip, so an export of any size is served
 in constant memory.
@@ -848,6 +848,13 @@ class Handler(BaseHTTPRequestHandler):
                 int(body.get("count", 1)), effective, body.get("value", "Updated")
             )
             self._send_json(200, {"changed": changed, "effectiveDate": effective})
+        elif len(rest) == 3 and rest[0] == "activities" and rest[2] == "drift" and method == "POST":
+            drift = getattr(sandbox.data, "drift", None)
+            activity = sandbox.activity(rest[1])
+            if drift is None or activity is None:
+                self._error(400, "Drift needs a generated community and a known activity id.")
+            else:
+                self._send_json(200, drift(activity["id"]))
         else:
             self._error(404, "No such sandbox route.")
 

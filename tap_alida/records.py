@@ -1,0 +1,421 @@
+"""From an export's records to stream rows: one wide row per record, or one long row per value.
+
+Both mappers are built once per export, from its field definitions, and their
+per-record path is a dictionary lookup and a prepared call per value: they run
+for every value of every record (see ``benchmarks/bench.py``).
+
+* ``ActivityRecordMapper``: one row per record for the activity's own stream,
+  with the columns of an ``ActivityLayout`` and, after schema drift, the
+  targets of a ``drift.Plan`` (values coerced to the column they land in).
+* ``AnswerMapper``: the rows of ``activity_answers``, one per value, typed
+  into ``value_string``/``value_number``/``value_datetime``/``option_*``.
+  Nothing is dropped there: an undeclared field, an extra value of a
+  single-value field, or a value that is not of its declared type is kept
+  (as text in ``value_string`` when it fits no typed column).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tap_alida.drift import Plan, type_signature
+from tap_alida.layout import ACTIVITY_FIXED_COLUMNS, ActivityLayout
+from tap_alida.schema import (
+    DATE_TIME,
+    DOUBLE,
+    ENUM,
+    SET,
+    FieldDefinition,
+    WarnOnce,
+    is_canonical_datetime,
+    normalize_datetime,
+    to_number,
+    to_text,
+)
+
+Converter = Callable[[list[Any]], Any]
+# Writes a set field's indicator columns: (row, values) → None.
+Post = Callable[[dict[str, Any], list[Any]], None]
+
+
+class ResponseIds:
+    """``response_id`` of each record in file order: its own id, else ``<member>:<n>``.
+
+    Both mappers number a file's records the same way, so a response's answers
+    join to its row.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def __call__(self, record: Mapping[str, Any], member: str | None) -> str:
+        own_id = record.get("id", record.get("responseId"))
+        if own_id is not None:
+            return str(own_id)
+        key = member or ""
+        n = self._counts.get(key, 0)
+        self._counts[key] = n + 1
+        return f"{key}:{n}"
+
+
+def coercion(schema: Mapping[str, Any]) -> Callable[[Any], Any]:
+    """Converts a typed value to the JSON type of ``schema`` (a drifted column's)."""
+    types, fmt, _items = type_signature(schema)
+    if "array" in types:
+        return lambda v: v if isinstance(v, list) else ([] if v is None else [to_text(v)])
+    if "boolean" in types:
+        return lambda v: v if isinstance(v, bool) else None
+    if "number" in types:
+        return lambda v: None if isinstance(v, list) else to_number(v)
+    if fmt == "date-time":
+        return lambda v: None if isinstance(v, list) else normalize_datetime(v)
+    return lambda v: json.dumps(v, ensure_ascii=False) if isinstance(v, list) else to_text(v)
+
+
+@dataclass
+class ActivityRecordMapper:
+    """Turns the records of one activity export into rows of its stream.
+
+    Built once per export; ``map`` is the per-record path.
+    """
+
+    activity_id: str
+    activity_label: str
+    batch_id: str | None
+    layout: ActivityLayout
+    plan: Plan | None = None  # None: the layout's own schema, no drift
+    warn: WarnOnce = field(default_factory=WarnOnce)
+
+    def __post_init__(self) -> None:
+        layout = self.layout
+        schema = self.plan.schema if self.plan is not None else layout.schema()
+        properties: dict[str, Any] = schema.get("properties") or {}
+        targets = self.plan.targets if self.plan is not None else {n: n for n in layout.columns}
+        self._template: dict[str, Any] = dict.fromkeys(properties)
+        self._template["activity_id"] = self.activity_id
+        self._template["batch_id"] = self.batch_id
+        self._by_id: dict[str, tuple[str | None, Converter | None, Post | None]] = {}
+        self._skipped: set[str] = set()  # declared fields with nothing to emit (schema_drift: ignore)
+        self._set_columns: list[str] = []
+        for f in layout.fields:
+            column = layout.value_column.get(f.id)
+            target = None if column is None else targets.get(column)
+            converter = None
+            if column is not None and target is not None:
+                converter = self._converter(f)
+                if type_signature(properties[target]) != type_signature(layout.columns[column].schema):
+                    converter = _coerced(converter, coercion(properties[target]))
+                if type_signature(properties[target])[0] == ("array",):
+                    self._set_columns.append(target)
+            post = self._indicators(f, targets, properties)
+            if converter is None and post is None:
+                self._skipped.add(f.id)
+            else:
+                self._by_id[f.id] = (target, converter, post)
+        self._response_ids = ResponseIds()
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self._template)
+
+    def map(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """One record → one row. The per-record hot path: keep it lean (see bench.py)."""
+        row = self._template.copy()
+        member_id = record.get("ownerId")
+        member = None if member_id is None else str(member_id)
+        row["member_id"] = member
+        row["response_id"] = self._response_ids(record, member)
+        by_id = self._by_id
+        for value in record.get("fields") or ():
+            field_id = value.get("id")
+            target = by_id.get(field_id)
+            if target is None:
+                target = by_id.get(str(field_id))
+                if target is None:
+                    self._unknown_field(field_id)
+                    continue
+            values = value.get("values")
+            if values:
+                column, converter, post = target
+                if not isinstance(values, list):
+                    values = [values]
+                if converter is not None:
+                    row[column] = converter(values)  # type: ignore[index]
+                if post is not None:
+                    post(row, values)
+        for column in self._set_columns:
+            if row[column] is None:
+                row[column] = []
+        return row
+
+    def _unknown_field(self, field_id: Any) -> None:
+        if str(field_id) in self._skipped:
+            return
+        self.warn(
+            ("unknown-field", self.activity_id, str(field_id)),
+            "%s: records carry field %s which the export's definition does not declare; its "
+            "values are only in activity_answers.",
+            self.activity_label,
+            field_id,
+        )
+
+    def _indicators(
+        self, f: FieldDefinition, targets: Mapping[str, str | None], properties: Mapping[str, Any]
+    ) -> Post | None:
+        """The writer of a set field's indicator columns (all False in the template)."""
+        columns: dict[str, str] = {}
+        for option_id, column in self.layout.indicator_columns.get(f.id, {}).items():
+            target = targets.get(column)
+            if target is not None and "boolean" in type_signature(properties[target])[0]:
+                columns[option_id] = target
+                columns.setdefault(option_id.lower(), target)
+                self._template[target] = False
+        if not columns:
+            return None
+
+        def post(row: dict[str, Any], values: list[Any]) -> None:
+            for value in values:
+                column = columns.get(value) if type(value) is str else None
+                if column is None and value is not None:
+                    column = columns.get(str(value).lower())
+                if column is not None:
+                    row[column] = True
+
+        return post
+
+    # -- converters, one per field: each takes the field's non-empty ``values`` list --
+
+    def _converter(self, f: FieldDefinition) -> Converter:
+        canonical = f.canonical
+        if canonical == SET:
+            labels = self._label_lookup(f)
+            return lambda values: [labels(v) for v in values if v is not None]
+        many = self._many_values(f)
+        if canonical == ENUM:
+            label = self._label_lookup(f)
+
+            def enum(values: list[Any]) -> Any:
+                if len(values) > 1:
+                    many(len(values))
+                return label(values[0])
+
+            return enum
+        if canonical == DOUBLE:
+            bad = self._bad_value(f, "a number")
+
+            def number(values: list[Any]) -> Any:
+                if len(values) > 1:
+                    many(len(values))
+                value = values[0]
+                if type(value) is float:  # the common case, ready as it is
+                    return value
+                result = to_number(value)
+                if result is None and value is not None:
+                    bad(value)
+                return result
+
+            return number
+        if canonical == DATE_TIME:
+            bad = self._bad_value(f, "a date-time")
+
+            def date_time(values: list[Any]) -> Any:
+                if len(values) > 1:
+                    many(len(values))
+                value = values[0]
+                if is_canonical_datetime(value):
+                    return value
+                result = normalize_datetime(value)
+                if result is None and value is not None:
+                    bad(value)
+                return result
+
+            return date_time
+
+        def text(values: list[Any]) -> Any:
+            if len(values) > 1:
+                many(len(values))
+            value = values[0]
+            return value if type(value) is str else to_text(value)
+
+        return text
+
+    def _many_values(self, f: FieldDefinition) -> Callable[[int], None]:
+        def many(count: int) -> None:
+            self.warn(
+                ("multi", self.activity_id, f.id),
+                "%s: field %r (%s) is typed %r but a record carries %d values; the first is "
+                "kept in the column, all are in activity_answers.",
+                self.activity_label,
+                f.name,
+                f.id,
+                f.data_type,
+                count,
+            )
+
+        return many
+
+    def _bad_value(self, f: FieldDefinition, expected: str) -> Callable[[Any], None]:
+        def bad(value: Any) -> None:
+            self.warn(
+                ("bad-value", self.activity_id, f.id),
+                "%s: field %r (%s) holds %r, which is not %s; such values load as null (as text "
+                "in activity_answers.value_string).",
+                self.activity_label,
+                f.name,
+                f.id,
+                value,
+                expected,
+            )
+
+        return bad
+
+    def _label_lookup(self, f: FieldDefinition) -> Callable[[Any], str | None]:
+        labels = option_labels(f)
+
+        def label(value: Any) -> str | None:
+            if type(value) is str:  # the common case: an option id as listed
+                found = labels.get(value)
+                if found is not None:
+                    return found
+            if value is None:
+                return None
+            key = str(value)
+            found = labels.get(key) or labels.get(key.lower())
+            if found is not None:
+                return found
+            self.warn(
+                ("option", self.activity_id, f.id),
+                "%s: field %r (%s) has the option id %r which its definition does not "
+                "list; the raw id is loaded instead of a label.",
+                self.activity_label,
+                f.name,
+                f.id,
+                key,
+            )
+            return key
+
+        return label
+
+
+def _coerced(converter: Converter, coerce: Callable[[Any], Any]) -> Converter:
+    return lambda values: coerce(converter(values))
+
+
+def option_labels(f: FieldDefinition) -> dict[str, str]:
+    """Option id (as listed and lower-cased) → label."""
+    labels = {opt.id: opt.name for opt in f.options}
+    labels.update({opt.id.lower(): opt.name for opt in f.options})
+    return labels
+
+
+# --------------------------------------------------------------------------- activity_answers
+
+ANSWER_COLUMNS = (
+    "activity_id",
+    "response_id",
+    "member_id",
+    "field_id",
+    "value_index",
+    "value_string",
+    "value_number",
+    "value_datetime",
+    "option_id",
+    "option_label",
+)
+
+ACTIVITY_ANSWERS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "activity_id": ACTIVITY_FIXED_COLUMNS["activity_id"],
+        "response_id": ACTIVITY_FIXED_COLUMNS["response_id"],
+        "member_id": ACTIVITY_FIXED_COLUMNS["member_id"],
+        "field_id": {"type": ["string"], "description": "Field (question) id; join to activity_fields."},
+        "value_index": {
+            "type": ["integer"],
+            "description": "0-based position of the value in the field's values array.",
+        },
+        "value_string": {
+            "type": ["string", "null"],
+            "description": "string and identifier values; any value that is not of its field's "
+            "declared type (or of an undeclared field), as text.",
+        },
+        "value_number": {"type": ["number", "null"], "description": "double values."},
+        "value_datetime": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "date-time values, UTC.",
+        },
+        "option_id": {"type": ["string", "null"], "description": "enum and set values: the option id."},
+        "option_label": {
+            "type": ["string", "null"],
+            "description": "enum and set values: the option's label (null when the definition does "
+            "not list the option).",
+        },
+    },
+}
+
+
+class AnswerMapper:
+    """Turns the records of one activity export into ``activity_answers`` rows."""
+
+    def __init__(self, activity_id: str, fields: list[FieldDefinition]) -> None:
+        self.activity_id = activity_id
+        self._fields = {f.id: (f.canonical, option_labels(f)) for f in fields}
+        self._response_ids = ResponseIds()
+
+    def rows(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Every value of one record, one row each (records without values give none)."""
+        member_id = record.get("ownerId")
+        member = None if member_id is None else str(member_id)
+        response_id = self._response_ids(record, member)
+        rows: list[dict[str, Any]] = []
+        seen: dict[str, int] = {}
+        for entry in record.get("fields") or ():
+            if not isinstance(entry, Mapping):
+                continue
+            field_id = str(entry.get("id"))
+            values = entry.get("values")
+            if values is None:
+                continue
+            if not isinstance(values, list):
+                values = [values]
+            canonical, labels = self._fields.get(field_id, (None, {}))
+            start = seen.get(field_id, 0)  # a field listed twice keeps counting
+            seen[field_id] = start + len(values)
+            for index, value in enumerate(values, start):
+                row = dict.fromkeys(ANSWER_COLUMNS)
+                row["activity_id"] = self.activity_id
+                row["response_id"] = response_id
+                row["member_id"] = member
+                row["field_id"] = field_id
+                row["value_index"] = index
+                _type_value(row, value, canonical, labels)
+                rows.append(row)
+        return rows
+
+
+def _type_value(row: dict[str, Any], value: Any, canonical: str | None, labels: Mapping[str, str]) -> None:
+    if value is None:
+        return
+    if canonical in (ENUM, SET) and isinstance(value, str | int | float) and not isinstance(value, bool):
+        key = str(value)
+        row["option_id"] = key
+        row["option_label"] = labels.get(key) or labels.get(key.lower())
+        return
+    if canonical == DOUBLE:
+        number = to_number(value)
+        if number is not None:
+            row["value_number"] = number
+            return
+    elif canonical == DATE_TIME:
+        moment = value if is_canonical_datetime(value) else normalize_datetime(value)
+        if moment is not None:
+            row["value_datetime"] = moment
+            return
+    if isinstance(value, dict | list):
+        row["value_string"] = json.dumps(value, ensure_ascii=False)
+    else:
+        row["value_string"] = to_text(value)
