@@ -33,6 +33,7 @@ import requests
 
 BIN = Path(sys.executable).parent
 RECORDS_LINE = re.compile(r": (\d+) records from .* in ([\d.]+) s")
+VALUES_LINE = re.compile(r"activity_answers: (\d+) values of .* in ([\d.]+) s")
 
 
 class Sandbox:
@@ -91,10 +92,10 @@ def catalog_for(work: Path, config: dict[str, Any], streams: set[str] | None) ->
         check=True,
     ).stdout
     catalog = json.loads(out)
-    fixed = {"activity_fields", "member_profiles", "member_profile_values"}
+    fixed = {"activity_fields", "member_profiles", "member_profile_values", "activity_answers"}
     for stream in catalog["streams"]:
         name = stream["tap_stream_id"]
-        chosen = name not in fixed and (streams is None or name in streams)
+        chosen = (name not in fixed and streams is None) or (streams is not None and name in streams)
         for entry in stream["metadata"]:
             if entry["breadcrumb"] == []:
                 entry["metadata"]["selected"] = chosen
@@ -165,10 +166,12 @@ def throughput(work: Path, responses: int, fields: int, repeats: int) -> None:
         "--activities", "1", "--members", "5000", "--responses", str(responses), "--fields", str(fields)
     ) as sb:
         config = sb.config()
-        catalog = catalog_for(work, config, None)
         export = download_export(sb, work)
         size = export.stat().st_size
-        floors, taps, ratios = [], [], []
+        answers_catalog = work / "answers.json"
+        answers_catalog.write_text(catalog_for(work, config, {"activity_answers"}).read_text())
+        catalog = catalog_for(work, config, None)
+        floors, taps, ratios, answers, answer_ratios = [], [], [], [], []
         for _ in range(repeats):  # interleaved: the VM is noisy
             n, seconds = floor(export)
             floors.append(n / seconds)
@@ -177,6 +180,12 @@ def throughput(work: Path, responses: int, fields: int, repeats: int) -> None:
             assert n_tap == n, (n_tap, n)
             taps.append(n_tap / tap_seconds)
             ratios.append(taps[-1] / floors[-1])
+            result = run_tap(work, config, "--catalog", str(answers_catalog))
+            match = VALUES_LINE.search(result["stderr"])
+            assert match, result["stderr"][-2000:]
+            values, answer_seconds = int(match.group(1)), float(match.group(2))
+            answers.append(values / answer_seconds)
+            answer_ratios.append(n / answer_seconds / floors[-1])
         print(f"export file: {size / 1e6:.1f} MB, {n} records")
         print("| measure | median | runs |")
         print("|:--|--:|:--|")
@@ -185,6 +194,14 @@ def throughput(work: Path, responses: int, fields: int, repeats: int) -> None:
         )
         print(f"| tap-alida to /dev/null, records/s | {statistics.median(taps):,.0f} | {_runs(taps)} |")
         print(f"| tap / floor | {statistics.median(ratios):.2f} | {_runs(ratios, '.2f')} |")
+        print(
+            f"| activity_answers to /dev/null, rows (values)/s | {statistics.median(answers):,.0f} "
+            f"| {_runs(answers)} |"
+        )
+        print(
+            f"| activity_answers: records/s / floor | {statistics.median(answer_ratios):.2f} "
+            f"| {_runs(answer_ratios, '.2f')} |"
+        )
     export.unlink()
 
 

@@ -373,33 +373,35 @@ class AnswerMapper:
         response_id = self._response_ids(record, member)
         rows: list[dict[str, Any]] = []
         seen: dict[str, int] = {}
+        base = dict.fromkeys(ANSWER_COLUMNS)
+        base["activity_id"] = self.activity_id
+        base["response_id"] = response_id
+        base["member_id"] = member
         for entry in record.get("fields") or ():
             if not isinstance(entry, Mapping):
                 continue
-            field_id = str(entry.get("id"))
             values = entry.get("values")
-            if values is None:
+            if not values:
                 continue
             if not isinstance(values, list):
                 values = [values]
+            field_id = str(entry.get("id"))
             canonical, labels = self._fields.get(field_id, (None, {}))
             start = seen.get(field_id, 0)  # a field listed twice keeps counting
             seen[field_id] = start + len(values)
+            head = base.copy()
+            head["field_id"] = field_id
             for index, value in enumerate(values, start):
-                row = dict.fromkeys(ANSWER_COLUMNS)
-                row["activity_id"] = self.activity_id
-                row["response_id"] = response_id
-                row["member_id"] = member
-                row["field_id"] = field_id
+                row = head.copy()
                 row["value_index"] = index
-                _type_value(row, value, canonical, labels)
+                if value is not None:
+                    _type_value(row, value, canonical, labels)
                 rows.append(row)
         return rows
 
 
 def _type_value(row: dict[str, Any], value: Any, canonical: str | None, labels: Mapping[str, str]) -> None:
-    if value is None:
-        return
+    """Put one (non-null) value into the typed column of its field's data type."""
     if canonical in (ENUM, SET) and isinstance(value, str | int | float) and not isinstance(value, bool):
         key = str(value)
         row["option_id"] = key

@@ -272,3 +272,26 @@ def test_sharded_meltano_runs_in_parallel_into_one_database(sandbox, postgres, t
         states[name] = json.loads(listed.stdout)["singer_state"]["bookmarks"]
     one, two = states["tap-alida--shard-1"], states["tap-alida--shard-2"]
     assert "replication_key_value" in one["member_profiles"] and "member_profiles" not in two
+
+
+def test_meltano_fixed_catalog_meets_drift_then_refresh(start_sandbox, tmp_path):
+    """What the README says about catalogs in Meltano: a run on a catalog made before the survey
+    changed meets drift (evolve: the new column appears); a fresh discovery does not."""
+    sandbox = start_sandbox("--activities", "1", "--members", "10", "--responses", "20")
+    dumped = meltano(tmp_path, sandbox, "invoke", "--dump=catalog", "tap-alida")
+    assert dumped.returncode == 0, dumped.stderr[-3000:]
+    (tmp_path / "catalog.json").write_text(dumped.stdout)
+    pinned = {"TAP_ALIDA__CATALOG": str(tmp_path / "catalog.json")}  # the `catalog` extra
+    first = meltano(tmp_path, sandbox, "run", "tap-alida", "target-duckdb", env=pinned)
+    assert first.returncode == 0, first.stderr[-3000:]
+    activity_id = sandbox.truth()["activities"][0]["id"]
+    sandbox.post(f"/_sandbox/activities/{activity_id}/drift", {})
+    second = meltano(tmp_path, sandbox, "run", "tap-alida", "target-duckdb", env=pinned)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "differ from the catalog" in second.stderr
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        columns = {r[0] for r in con.sql("DESCRIBE alida.customer_satisfaction").fetchall()}
+    assert "which_of_these_features_do_you_use" in columns
+    third = meltano(tmp_path, sandbox, "run", "--refresh-catalog", "tap-alida", "target-duckdb")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "Running catalog discovery" in third.stderr and "differ from the catalog" not in third.stderr
