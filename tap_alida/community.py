@@ -34,7 +34,7 @@ from tap_alida.export import Batch, BatchExports
 from tap_alida.export_file import ExportFile
 from tap_alida.jobs import ExportJob, ExportRunner, Report
 from tap_alida.layout import ActivityLayout
-from tap_alida.naming import assign_names, id_text
+from tap_alida.naming import assign_names
 from tap_alida.schema import FieldDefinition, WarnOnce, parse_definition
 
 logger = logging.getLogger("tap_alida.community")
@@ -119,11 +119,12 @@ class Community:
         # Names are assigned over every listed activity, oldest first, so a stream
         # keeps its name when other activities come, go or are (de)selected.
         ordered = sorted(by_id.values(), key=lambda a: (str(a.get("createDate") or ""), str(a["id"])))
-        if self.client.settings.stream_naming == "id":
-            items = [(str(a["id"]), id_text("activity", str(a["id"]))) for a in ordered]
-        else:
-            items = [(str(a["id"]), str(a.get("name") or "")) for a in ordered]
-        names = assign_names(items, fallback_prefix="activity", reserved=FIXED_STREAMS)
+        names = assign_names(
+            [(str(a["id"]), str(a.get("name") or "")) for a in ordered],
+            fallback_prefix="activity",
+            reserved=FIXED_STREAMS,
+            naming=self.client.settings.stream_naming,
+        )
         if wanted:
             chosen = [by_id[i.lower()] for i in dict.fromkeys(wanted)]
         else:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tap_alida.naming import assign_names, compose, id_suffix, id_text, snake_case, truncate, unique
+from tap_alida.naming import assign_names, compose, id_suffix, snake_case, truncate, unique
 from tap_alida.schema import SET, FieldDefinition, Option, WarnOnce, property_schema
 
 ACTIVITY_FIXED_COLUMNS: dict[str, dict[str, Any]] = {
@@ -85,11 +85,12 @@ class ActivityLayout:
         self.fields = list(fields)
         self.column_naming = column_naming
         self.set_columns = set_columns
-        if column_naming == "id":
-            items = [(f.id, id_text("field", f.id)) for f in self.fields]
-        else:
-            items = [(f.id, f.name) for f in self.fields]
-        bases = assign_names(items, fallback_prefix="field", reserved=ACTIVITY_FIXED_COLUMNS)
+        bases = assign_names(
+            [(f.id, f.name) for f in self.fields],
+            fallback_prefix="field",
+            reserved=ACTIVITY_FIXED_COLUMNS,
+            naming=column_naming,
+        )
         taken = set(ACTIVITY_FIXED_COLUMNS) | set(bases.values())
         self.columns: dict[str, Column] = {}
         # field id → its value column (None: a set field shown only as indicators)

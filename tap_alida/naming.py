@@ -54,6 +54,7 @@ def assign_names(
     *,
     fallback_prefix: str,
     reserved: Iterable[str] = (),
+    naming: str = "name",
     max_bytes: int = MAX_NAME_BYTES,
 ) -> dict[str, str]:
     """Give each ``(id, text)`` item a unique snake_case name.
@@ -62,25 +63,20 @@ def assign_names(
     order, creation date). The first item to want a name gets it plain; a later
     item whose name is taken, or reserved, gets ``_<id suffix>`` appended. An
     item whose text has no usable characters is named ``<fallback_prefix>_<id
-    suffix>``.
+    suffix>``. With ``naming="id"`` (settings ``column_naming``/``stream_naming``)
+    the text is ignored and every name is ``<fallback_prefix>_<id>``: it changes
+    only when the id does, never when a question or activity is reworded.
     """
     taken = set(reserved)
     names: dict[str, str] = {}
     for item_id, text in items:
+        if naming == "id":
+            text = f"{fallback_prefix} {item_id}"
         base = truncate(snake_case(text), max_bytes)
         if not base:
             base = f"{fallback_prefix}_{id_suffix(item_id)}"
         names[item_id] = unique(base, item_id, taken, max_bytes)
     return names
-
-
-def id_text(prefix: str, identifier: str) -> str:
-    """The text an id-based name is made from: ``field_<id>`` once snake_cased.
-
-    Used by ``column_naming``/``stream_naming`` = ``id``: such names change only
-    when the id does, never when a question or activity is reworded.
-    """
-    return f"{prefix} {identifier}"
 
 
 def compose(base: str, part: str, *, part_max: int = 36, max_bytes: int = MAX_NAME_BYTES) -> str:

@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +24,12 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_alida import drift
 from tap_alida.errors import ExportFileError
-from tap_alida.naming import assign_names, id_text
+from tap_alida.naming import assign_names
 from tap_alida.privacy import DROP, HASH, SensitiveValues
 from tap_alida.records import ACTIVITY_ANSWERS_SCHEMA, ActivityRecordMapper, AnswerMapper
 from tap_alida.schema import (
     SET,
+    FieldDefinition,
     WarnOnce,
     canonical_type,
     normalize_datetime,
@@ -46,6 +48,7 @@ DRAIN_EVERY_RECORDS = 5000
 
 if TYPE_CHECKING:
     from tap_alida.community import Activity, Community, MemberExport, MemberVariable
+    from tap_alida.export_file import ExportFile
     from tap_alida.tap import TapAlida
 
 
@@ -67,6 +70,32 @@ class AlidaStream(Stream):
     @property
     def community(self) -> Community:
         return self.alida_tap.community
+
+    @contextmanager
+    def read_activity_file(
+        self, activity: Activity, slot: str, resume: Any
+    ) -> Iterator[tuple[ExportFile, list[FieldDefinition]]]:
+        """The activity's downloaded file and its field definitions, for one stream's read.
+
+        ``slot`` is where the batch sits in STATE (see TapAlida._record_batch). It
+        is forgotten once the read completes, and also when the file is malformed
+        (the rerun must make a new batch); the file is released in any case (the
+        last reader deletes it).
+        """
+        tap = self.alida_tap
+        tap.start_exports()
+        job = self.community.start_activity_export(activity, (slot,), resume)
+        export = self.community.runner.result(job)
+        try:
+            fields = parse_definition(export.first("definition"))
+            self.community.remember_definition(activity, fields)
+            yield export, fields
+        except ExportFileError:
+            tap.forget_batch(slot)
+            raise
+        finally:
+            self.community.release_file(activity, export)
+        tap.forget_batch(slot)
 
     @cached_property
     def _every_column_selected(self) -> bool:
@@ -110,20 +139,16 @@ class ActivityResponsesStream(AlidaStream):
         self.activity = activity
 
     def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
-        tap = self.alida_tap
-        tap.start_exports()
         runner = self.community.runner
-        job = self.community.start_activity_export(
-            self.activity, (self.name,), self.stream_state.get(BATCH_STATE_KEY)
-        )
-        export = runner.result(job)
-        started = time.monotonic()
-        try:
-            fields = parse_definition(export.first("definition"))
-            self.community.remember_definition(self.activity, fields)
+        resume = self.stream_state.get(BATCH_STATE_KEY)
+        with self.read_activity_file(self.activity, self.name, resume) as (export, fields):
+            started = time.monotonic()
             layout = self.community.layout(self.activity, fields, self.warn)
             plan = drift.resolve(
-                tap.settings.schema_drift, self.schema, layout, f"{self.name} ({self.activity.label})"
+                self.alida_tap.settings.schema_drift,
+                self.schema,
+                layout,
+                f"{self.name} ({self.activity.label})",
             )
             if plan.schema_changed:
                 self._evolve_schema(plan.schema)
@@ -150,12 +175,6 @@ class ActivityResponsesStream(AlidaStream):
                 elapsed,
                 count / max(elapsed, 1e-9),
             )
-        except ExportFileError:
-            tap.forget_batch(self.name)  # a malformed file: the rerun must make a new batch
-            raise
-        finally:
-            self.community.release_file(self.activity, export)
-        tap.forget_batch(self.name)
 
     def _evolve_schema(self, schema: dict[str, Any]) -> None:
         """Emit ``schema`` (the catalog's, evolved) before this export's records.
@@ -187,39 +206,28 @@ class ActivityAnswersStream(AlidaStream):
         super().__init__(tap, schema=schema or ACTIVITY_ANSWERS_SCHEMA, name="activity_answers")
 
     def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
-        tap = self.alida_tap
-        tap.start_exports()
+        self.alida_tap.start_exports()
         runner = self.community.runner
         for activity in self.community.activities:
             resume = (self.stream_state.get(BATCHES_STATE_KEY) or {}).get(activity.id)
-            job = self.community.start_activity_export(activity, (answers_slot(activity.id),), resume)
-            export = runner.result(job)
-            started = time.monotonic()
-            count = 0
-            try:
-                fields = parse_definition(export.first("definition"))
-                self.community.remember_definition(activity, fields)
+            with self.read_activity_file(activity, answers_slot(activity.id), resume) as (export, fields):
+                started = time.monotonic()
                 mapper = AnswerMapper(activity.id, fields)
+                count = 0
                 for record in export.items("records.item"):
                     for row in mapper.rows(record):
                         count += 1
                         yield row
                         if count % DRAIN_EVERY_RECORDS == 0 and runner.has_events:
                             runner.drain()
-            except ExportFileError:
-                tap.forget_batch(answers_slot(activity.id))
-                raise
-            finally:
-                self.community.release_file(activity, export)
-            tap.forget_batch(answers_slot(activity.id))
-            self.logger.info(
-                "%s: %d values of %s from %s in %.2f s.",
-                self.name,
-                count,
-                activity.label,
-                export.batch.describe(),
-                time.monotonic() - started,
-            )
+                self.logger.info(
+                    "%s: %d values of %s from %s in %.2f s.",
+                    self.name,
+                    count,
+                    activity.label,
+                    export.batch.describe(),
+                    time.monotonic() - started,
+                )
 
 
 def answers_slot(activity_id: str) -> str:
@@ -289,11 +297,12 @@ MEMBER_PROFILES_FIXED: dict[str, dict[str, Any]] = {
 
 def member_variable_columns(variables: Iterable[MemberVariable], naming: str = "name") -> dict[str, str]:
     """Variable id → column of ``member_profiles`` (``column_naming``: name or id)."""
-    if naming == "id":
-        items = [(v.id, id_text("variable", v.id)) for v in variables]
-    else:
-        items = [(v.id, v.name) for v in variables]
-    return assign_names(items, fallback_prefix="variable", reserved=MEMBER_PROFILES_FIXED)
+    return assign_names(
+        [(v.id, v.name) for v in variables],
+        fallback_prefix="variable",
+        reserved=MEMBER_PROFILES_FIXED,
+        naming=naming,
+    )
 
 
 def member_profiles_schema(
