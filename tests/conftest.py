@@ -162,6 +162,22 @@ def run_meltano(
     )
 
 
+def run_loader(tmp_path: Path, loader: str, config: dict[str, Any], messages: str) -> None:
+    """Pipe Singer messages into a loader that `meltano install` put in the project; it must succeed."""
+    config_path = tmp_path / f"{loader}.json"
+    config_path.write_text(json.dumps(config))
+    executable = ROOT / ".meltano" / "loaders" / loader / "venv" / "bin" / loader
+    done = subprocess.run(
+        [str(executable), "--config", str(config_path)],
+        input=messages,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def postgres_binary(name: str) -> str:
     """A PostgreSQL server program: on PATH, or in Debian's versioned folder."""
     found = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)

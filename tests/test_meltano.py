@@ -14,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import FIXED_STREAM_KEYS, ROOT, discover, run_meltano, run_tap, select_all
+from conftest import FIXED_STREAM_KEYS, discover, run_loader, run_meltano, run_tap, select_all
 
 FIXED = set(FIXED_STREAM_KEYS)
 
@@ -192,31 +192,18 @@ def test_batch_messages_into_postgres(fixture_sandbox, postgres, tmp_path):
     assert counts["member_profiles"] == truth["members"]["members"]
     assert "replication_key_value" in run.state["bookmarks"]["member_profiles"]
 
-    target_config = tmp_path / "target.json"
-    target_config.write_text(
-        json.dumps(
-            {
-                "host": "127.0.0.1",
-                "port": postgres.port,
-                "user": "postgres",
-                "password": "unused-trust-auth",
-                "database": "postgres",
-                "default_target_schema": "alida_batch",
-                "add_record_metadata": True,
-            }
-        )
+    target_config = {
+        "host": "127.0.0.1",
+        "port": postgres.port,
+        "user": "postgres",
+        "password": "unused-trust-auth",
+        "database": "postgres",
+        "default_target_schema": "alida_batch",
+        "add_record_metadata": True,
+    }
+    run_loader(
+        tmp_path, "target-postgres", target_config, "".join(json.dumps(m) + "\n" for m in run.messages)
     )
-    target = ROOT / ".meltano" / "loaders" / "target-postgres" / "venv" / "bin" / "target-postgres"
-    stdout = "".join(json.dumps(m) + "\n" for m in run.messages)
-    loaded = subprocess.run(
-        [str(target), "--config", str(target_config)],
-        input=stdout,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert loaded.returncode == 0, loaded.stderr[-3000:]
     for stream, expected in counts.items():
         (n,) = postgres.sql(f'select count(*) from alida_batch."{stream}"')[0]
         assert int(n) == expected > 0, stream

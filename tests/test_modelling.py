@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-from conftest import FIXED_STREAM_KEYS, ROOT, discover, run_tap, select_all, stream_schema
-
-TARGET_DUCKDB = ROOT / ".meltano" / "loaders" / "target-duckdb" / "venv" / "bin" / "target-duckdb"
+from conftest import FIXED_STREAM_KEYS, discover, run_loader, run_tap, select_all, stream_schema
 
 ADDED = "which_of_these_features_do_you_use"
 REWORDED_OLD, REWORDED_NEW = "why_did_you_give_that_score", "what_is_the_main_reason_for_your_score"
@@ -34,20 +31,11 @@ def sandbox(start_sandbox):
     return start_sandbox("--activities", "1", "--members", "30", "--responses", "60", "--fields", "12")
 
 
-def load(tmp_path: Path, messages: str, database: Path) -> subprocess.CompletedProcess:
+def load(tmp_path: Path, messages: str, database: Path) -> None:
     """Pipe Singer messages into the real target-duckdb (installed by `meltano install`)."""
-    config = tmp_path / "target.json"
-    config.write_text(json.dumps({"filepath": str(database), "default_target_schema": "alida"}))
-    done = subprocess.run(
-        [str(TARGET_DUCKDB), "--config", str(config)],
-        input=messages,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    run_loader(
+        tmp_path, "target-duckdb", {"filepath": str(database), "default_target_schema": "alida"}, messages
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
 
 
 def table(database: Path, name: str) -> tuple[dict[str, str], list[dict[str, Any]]]:
