@@ -209,6 +209,28 @@ CONFIG_SCHEMA = th.PropertiesList(
         "nullable, a changed type widens to string), `ignore` keeps the catalog (new fields only "
         "in `activity_answers`), `fail` stops the run naming the fields.",
     ),
+    th.Property(
+        "member_profiles_incremental",
+        th.BooleanType,
+        default=False,
+        title="Incremental member_profiles",
+        description="`false` (default): `member_profiles` is read from a full member export every "
+        "run (full table), because an incremental export carries only the variables that changed "
+        "and a partial row would blank the other columns in an upserting target. `true`: use the "
+        "incremental export (`sinceDatetime` = bookmark) for `member_profiles` too; only safe if "
+        "your Alida tenant's incremental export returns every variable of each changed member. "
+        "`member_profile_values` is incremental either way.",
+    ),
+    th.Property(
+        "emit_activate_version_messages",
+        th.BooleanType,
+        default=True,
+        title="Emit ACTIVATE_VERSION",
+        description="After a full-table stream's last record (activity streams, `activity_answers`, "
+        "`activity_fields`, and `member_profiles` unless incremental), emit `ACTIVATE_VERSION` so "
+        "that a target that honours it soft- or hard-deletes rows that left the export. Never "
+        "emitted for a stream that failed, nor in BATCH mode (batch files carry no table version).",
+    ),
 ).to_dict()
 
 # Settings whose value is one of a few words (JSON Schema's enum says so too; this
@@ -271,6 +293,8 @@ class AlidaSettings:
     sensitive_values: str = "include"
     sensitive_values_salt: str | None = None
     schema_drift: str = "evolve"
+    member_profiles_incremental: bool = False
+    emit_activate_version: bool = True
 
     @classmethod
     def errors(cls, config: Mapping[str, Any]) -> list[str]:
@@ -352,4 +376,6 @@ class AlidaSettings:
             sensitive_values=str(config.get("sensitive_values") or "include"),
             sensitive_values_salt=config.get("sensitive_values_salt") or None,
             schema_drift=str(config.get("schema_drift") or "evolve"),
+            member_profiles_incremental=bool(config.get("member_profiles_incremental", False)),
+            emit_activate_version=bool(config.get("emit_activate_version_messages", True)),
         )

@@ -21,6 +21,8 @@ from singer_sdk import Stream
 from singer_sdk import typing as th
 from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.mapper import RemoveRecordTransform
+from singer_sdk.singerlib.catalog import REPLICATION_FULL_TABLE
 
 from tap_alida import drift
 from tap_alida.errors import ExportFileError
@@ -32,7 +34,9 @@ from tap_alida.schema import (
     FieldDefinition,
     WarnOnce,
     canonical_type,
+    format_datetime,
     normalize_datetime,
+    parse_datetime,
     parse_definition,
     property_schema,
     to_number,
@@ -70,6 +74,45 @@ class AlidaStream(Stream):
     @property
     def community(self) -> Community:
         return self.alida_tap.community
+
+    # -- ACTIVATE_VERSION: deletions reach the warehouse ------------------------------------
+
+    @property
+    def emit_activate_version_messages(self) -> bool:
+        """Never let the SDK emit ACTIVATE_VERSION: it does so *before* the first record.
+
+        A target that honours it then soft-deletes every row of the table at the
+        start of the sync, and if the export fails the rows stay deleted. This tap
+        emits it after the last record instead (``activate_version``), so a stream
+        that fails mid-way emits none.
+        """
+        return False
+
+    @cached_property
+    def _activates_version(self) -> bool:
+        """Whether this run's records carry a table version that is activated at the end."""
+        return (
+            self.alida_tap.settings.emit_activate_version
+            and self.replication_method == REPLICATION_FULL_TABLE
+            # Batch files carry no version: activating one would delete what they load.
+            and not self.get_batch_config(self.config)
+        )
+
+    def begin_table_version(self) -> None:
+        """Stamp this sync's RECORDs with a new table version (milliseconds, always rising)."""
+        if self._activates_version and self._stream_version is None:
+            self._stream_version = int(time.time() * 1000)
+
+    def activate_version(self) -> None:
+        """After the last record of a complete full-table read: rows of older versions left the export."""
+        if not self._activates_version or self._stream_version is None:
+            return
+        for stream_map in self.stream_maps:
+            if isinstance(stream_map, RemoveRecordTransform):
+                continue
+            self.alida_tap.write_message(
+                singer.ActivateVersionMessage(stream=stream_map.stream_alias, version=self._stream_version)
+            )
 
     @contextmanager
     def read_activity_file(
@@ -141,6 +184,7 @@ class ActivityResponsesStream(AlidaStream):
     def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         runner = self.community.runner
         resume = self.stream_state.get(BATCH_STATE_KEY)
+        self.begin_table_version()
         with self.read_activity_file(self.activity, self.name, resume) as (export, fields):
             started = time.monotonic()
             layout = self.community.layout(self.activity, fields, self.warn)
@@ -175,6 +219,7 @@ class ActivityResponsesStream(AlidaStream):
                 elapsed,
                 count / max(elapsed, 1e-9),
             )
+        self.activate_version()
 
     def _evolve_schema(self, schema: dict[str, Any]) -> None:
         """Emit ``schema`` (the catalog's, evolved) before this export's records.
@@ -207,6 +252,7 @@ class ActivityAnswersStream(AlidaStream):
 
     def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         self.alida_tap.start_exports()
+        self.begin_table_version()
         runner = self.community.runner
         for activity in self.community.activities:
             resume = (self.stream_state.get(BATCHES_STATE_KEY) or {}).get(activity.id)
@@ -228,6 +274,7 @@ class ActivityAnswersStream(AlidaStream):
                     export.batch.describe(),
                     time.monotonic() - started,
                 )
+        self.activate_version()
 
 
 def answers_slot(activity_id: str) -> str:
@@ -276,10 +323,12 @@ class ActivityFieldsStream(AlidaStream):
 
     def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         self.alida_tap.start_exports()
+        self.begin_table_version()
         for activity in self.community.activities:
             fields = self.community.definition(activity)
             layout = self.community.layout(activity, fields, self.warn)
             yield from layout.field_rows(activity.id, activity.stream_name)
+        self.activate_version()
 
 
 # --------------------------------------------------------------------------- members
@@ -357,11 +406,12 @@ MEMBER_PROFILE_VALUES_SCHEMA: dict[str, Any] = {
 
 
 class MemberStream(AlidaStream):
-    """Shared bookmark logic of the two member streams.
+    """Shared bookmark logic of the member streams.
 
     The bookmark is the ``lastSyncDate`` of the last member file that was *fully*
-    processed; it is written into state only after the file's last member, so a
-    run that dies mid-file re-exports from the previous bookmark.
+    processed (never earlier than the ``sinceDatetime`` that file was asked for,
+    nor than the bookmark before it); it is written only after the file's last
+    member, so a run that dies mid-file re-exports from the previous bookmark.
     """
 
     replication_key = "last_sync_date"
@@ -386,6 +436,7 @@ class MemberStream(AlidaStream):
     def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         tap = self.alida_tap
         tap.start_exports()
+        self.begin_table_version()
         job = self.community.start_member_export(tap.member_since(), (self.name,))
         export = self.community.runner.result(job)
         count = 0
@@ -403,19 +454,42 @@ class MemberStream(AlidaStream):
             export.batch.describe(),
             export.last_sync_date,
         )
+        self.activate_version()
         state = self.get_context_state(context)
         state.pop("progress_markers", None)
-        if export.last_sync_date is None:
+        if self.replication_key:
+            self._advance_bookmark(state, export)
+        tap.forget_batch(self.name)
+
+    def _advance_bookmark(self, state: dict[str, Any], export: MemberExport) -> None:
+        """Bookmark := the latest of the file's lastSyncDate, the export's sinceDatetime and
+        the bookmark it replaces: a bookmark never moves backwards (a rerun would then
+        export again what this run already loaded, or worse, skip nothing it should)."""
+        last_sync = parse_datetime(export.last_sync_date)
+        since = parse_datetime(export.batch.since)
+        previous = parse_datetime(state.get("replication_key_value"))
+        if export.last_sync_date is None or last_sync is None:
             self.logger.warning(
-                "%s: the member export %s has no lastSyncDate; the bookmark stays where it was.",
+                "%s: the member export %s has no usable lastSyncDate (%r); the bookmark stays where it was.",
                 self.name,
                 export.batch.id,
+                export.last_sync_date,
             )
-            tap.forget_batch(self.name)
             return
+        if since is not None and last_sync < since:
+            self.warn(
+                ("last-sync-before-since", export.batch.id),
+                "%s: Alida reports lastSyncDate %s for member export %s, older than the sinceDatetime "
+                "%s it was created with; the bookmark stays at %s so that it never moves backwards.",
+                self.name,
+                format_datetime(last_sync),
+                export.batch.id,
+                format_datetime(since),
+                format_datetime(since),
+            )
+        candidates = [d for d in (last_sync, since, previous) if d is not None]
         state["replication_key"] = self.replication_key
-        state["replication_key_value"] = normalize_datetime(export.last_sync_date) or export.last_sync_date
-        tap.forget_batch(self.name)
+        state["replication_key_value"] = format_datetime(max(candidates))
 
     def _members(self, export: MemberExport) -> Iterable[dict[str, Any]]:
         for member in export.file.items("members.item"):
@@ -430,6 +504,24 @@ class MemberProfilesStream(MemberStream):
 
     def __init__(self, tap: TapAlida, schema: dict[str, Any]) -> None:
         super().__init__(tap, schema=schema, name="member_profiles")
+        self._apply_member_mode()
+
+    def _apply_member_mode(self) -> None:
+        """Full table unless ``member_profiles_incremental``: an incremental member export
+        carries only the variables that changed, and a Singer RECORD is a full row, so an
+        upserting target would blank every other column of a changed member."""
+        if self.alida_tap.settings.member_profiles_incremental:
+            self.replication_key = "last_sync_date"
+            self.forced_replication_method = None
+        else:
+            self.replication_key = None  # type: ignore[assignment]
+            self.forced_replication_method = REPLICATION_FULL_TABLE
+
+    def apply_catalog(self, catalog: singer.Catalog) -> None:
+        """The catalog's schema and selection, but the replication the settings decide
+        (a catalog cached before the setting changed must not bring partial rows back)."""
+        super().apply_catalog(catalog)
+        self._apply_member_mode()
 
     def rows(self, export: MemberExport) -> Iterable[dict[str, Any]]:
         variables = self.community.member_variables
@@ -439,9 +531,11 @@ class MemberProfilesStream(MemberStream):
         for v in variables:
             if columns[v.id] in properties:
                 mappers[v.id] = (columns[v.id], canonical_type(v.data_type))
-        # Variables absent from a member's entry are omitted, not nulled: an
-        # incremental export carries only changed variables.
-        template: dict[str, Any] = {"batch_id": export.batch.id}
+        # A RECORD is a full row: a variable absent from the member's entry is null
+        # (the export is full, or member_profiles_incremental says changed members
+        # come complete), never omitted for an upserting target to blank.
+        template: dict[str, Any] = dict.fromkeys(column for column, _ in mappers.values())
+        template["batch_id"] = export.batch.id
         template["last_sync_date"] = normalize_datetime(export.last_sync_date)
         for member in self._members(export):
             row = template.copy()

@@ -272,14 +272,18 @@ class TapAlida(Tap):
     # -- state shared by the member streams ----------------------------------------------
 
     def member_since(self) -> str | None:
-        """``sinceDatetime`` for this run's member export.
+        """``sinceDatetime`` for this run's member export (None: a full export).
 
-        Both member streams read the same file, so the export starts from the
+        ``member_profiles`` needs a full export unless ``member_profiles_incremental``
+        (an incremental one carries only changed variables: partial rows). Otherwise
+        both member streams read the same file, so the export starts from the
         *older* of their bookmarks: a stream whose last run died mid-file is not
         skipped past. Any selected stream without a bookmark means ``start_date``
         (or a full export).
         """
         selected = [s for s in self.streams.values() if isinstance(s, MemberStream) and s.selected]
+        if any(not s.replication_key for s in selected):
+            return None
         # Read bookmarks from state directly: the SDK's get_starting_timestamp() only
         # answers once that stream's own sync has begun, and the other may not have.
         starts = [s.stream_state.get("replication_key_value") or self.settings.start_date for s in selected]

@@ -199,7 +199,7 @@ def test_fault(case: Case, reference: Reference, start_sandbox: Any, tmp_path: A
             union.setdefault(stream, {}).update(rows)
         assert union == expected
         if "member_profiles" in expected:
-            assert "replication_key_value" in rerun.state["bookmarks"]["member_profiles"]
+            assert "replication_key_value" in rerun.state["bookmarks"]["member_profile_values"]
     for run in runs:
         assert "alida_batch" not in str(run.state) or run.returncode != 0  # forgotten once consumed
     assert_no_leak(sandbox, *(r.stdout for r in runs), *(r.stderr for r in runs))

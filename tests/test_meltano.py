@@ -86,7 +86,7 @@ def test_meltano_run_into_duckdb_twice(sandbox, tmp_path):
     state = json.loads(
         meltano(tmp_path, sandbox, "state", "get", "sandbox:tap-alida-to-target-duckdb").stdout
     )
-    last_sync = state["singer_state"]["bookmarks"]["member_profiles"]["replication_key_value"]
+    assert state["singer_state"]["bookmarks"]["member_profile_values"]["replication_key_value"]
     sandbox.post("/_sandbox/members/touch", {"count": 2, "effectiveDate": "2026-11-21T00:00:00Z"})
     done = meltano(tmp_path, sandbox, "run", "tap-alida", "target-duckdb")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -95,7 +95,7 @@ def test_meltano_run_into_duckdb_twice(sandbox, tmp_path):
         for r in sandbox.requests()
         if r["method"] == "POST" and r["path"].endswith("/members/profiles/batch")
     ]
-    assert member_posts[-1] == {"sinceDatetime": last_sync}
+    assert member_posts[-1] is None  # member_profiles selected: a full export (no partial rows)
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as db:
         updated = db.execute(
             "select count(*) from alida.member_profile_values where effective_date = '2026-11-21 00:00:00'"
@@ -150,7 +150,7 @@ def test_meltano_run_into_postgres_twice(sandbox, postgres, tmp_path):
     assert types["activity_fields", "position"] == "bigint"
     assert types["member_profile_values", "is_sensitive"] == "boolean"
 
-    # Second run: Meltano's state; 2 members changed → only their changes arrive.
+    # Second run: Meltano's state; 2 members changed → a full member export again.
     sandbox.post("/_sandbox/members/touch", {"count": 2, "effectiveDate": "2026-11-21T00:00:00Z"})
     seq = max(r["seq"] for r in sandbox.requests())
     done = meltano(tmp_path, sandbox, "run", "tap-alida", "target-postgres", env=pg_env)
@@ -158,7 +158,7 @@ def test_meltano_run_into_postgres_twice(sandbox, postgres, tmp_path):
     posts = [
         r for r in sandbox.requests() if r["seq"] > seq and r["path"].endswith("/members/profiles/batch")
     ]
-    assert posts and posts[0]["body"]["sinceDatetime"]
+    assert posts and posts[0]["body"] is None  # member_profiles is full table
     second = counts()
     assert second == first  # upserted on the primary keys, nothing duplicated
     changed = postgres.sql(
@@ -190,7 +190,8 @@ def test_batch_messages_into_postgres(fixture_sandbox, postgres, tmp_path):
         )
     truth = fixture_sandbox.truth()
     assert counts["member_profiles"] == truth["members"]["members"]
-    assert "replication_key_value" in run.state["bookmarks"]["member_profiles"]
+    assert "replication_key_value" in run.state["bookmarks"]["member_profile_values"]
+    assert not [m for m in run.messages if m["type"] == "ACTIVATE_VERSION"]  # batch files carry no version
 
     target_config = {
         "host": "127.0.0.1",
@@ -258,7 +259,7 @@ def test_sharded_meltano_runs_in_parallel_into_one_database(sandbox, postgres, t
         assert listed.returncode == 0, listed.stderr[-2000:]
         states[name] = json.loads(listed.stdout)["singer_state"]["bookmarks"]
     one, two = states["tap-alida--shard-1"], states["tap-alida--shard-2"]
-    assert "replication_key_value" in one["member_profiles"] and "member_profiles" not in two
+    assert "replication_key_value" in one["member_profile_values"] and "member_profile_values" not in two
 
 
 def test_meltano_fixed_catalog_meets_drift_then_refresh(start_sandbox, tmp_path):

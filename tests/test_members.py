@@ -1,4 +1,5 @@
-"""Member profiles: full first run, then incremental runs from the bookmark."""
+"""Member profiles: member_profiles full every run (no partial rows), member_profile_values
+incremental from its bookmark; bookmarks never move backwards."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ def member_batch_bodies(sandbox):
     ]
 
 
-def test_two_runs_state_in_since_sent_last_sync_date_stored(fixture_sandbox, tmp_path):
+def test_member_profiles_full_every_run_values_incremental(fixture_sandbox, tmp_path):
+    """Default: member_profiles comes from a full export every run and is a full row each time;
+    member_profile_values alone is exported incrementally from its bookmark."""
     config = fixture_sandbox.config()
     catalog = select_all(discover(tmp_path, config), only=MEMBER_STREAMS)
 
@@ -33,6 +36,10 @@ def test_two_runs_state_in_since_sent_last_sync_date_stored(fixture_sandbox, tmp
     assert profiles[M2]["email"] == "zoë@example.org" and profiles[M2]["interests"] == []
     assert profiles[M3]["age"] == 37  # exported as the string "37"
     assert "legacy_score" not in profiles[M1]
+    # every row carries every column: a RECORD is a full row, never a patch
+    assert {frozenset(r) for r in first.records["member_profiles"]} == {
+        frozenset(first.schemas["member_profiles"]["properties"])
+    }
     values = first.records["member_profile_values"]
     truth = fixture_sandbox.truth()["members"]
     assert len(values) == truth["member_variables"] == 10
@@ -40,9 +47,55 @@ def test_two_runs_state_in_since_sent_last_sync_date_stored(fixture_sandbox, tmp
     assert legacy[0]["values"] == ["3.5"] and legacy[0]["effective_date"] == "2026-11-03T00:00:00Z"
     assert any("legacy_score" in line and "WARNING" in line for line in first.stderr.splitlines())
     last_sync = "2026-11-10T09:00:00Z"  # the newest effectiveDate in the file
+    assert first.state["bookmarks"]["member_profile_values"]["replication_key_value"] == last_sync
+    assert "replication_key_value" not in first.state["bookmarks"]["member_profiles"]  # full table
+    for stream in MEMBER_STREAMS:
+        assert all(r["last_sync_date"] == last_sync for r in first.records[stream])
+    activations = [m for m in first.messages if m["type"] == "ACTIVATE_VERSION"]
+    assert [m["stream"] for m in activations] == ["member_profiles"]
+    # after the stream's last RECORD, with the version its RECORDs carry
+    last_record = max(
+        i for i, m in enumerate(first.messages) if m["type"] == "RECORD" and m["stream"] == "member_profiles"
+    )
+    assert first.messages.index(activations[0]) > last_record
+    assert first.messages[last_record]["version"] == activations[0]["version"]
+
+    # One member changes: member_profiles is exported in full again, the changed
+    # member's row is complete (nothing blanked) and carries the new value.
+    fixture_sandbox.post("/_sandbox/members/touch", {"count": 1, "effectiveDate": "2026-11-20T00:00:00Z"})
+    second = run_tap(tmp_path, config, catalog=catalog, state=first.state)
+    assert second.returncode == 0, second.stderr
+    assert member_batch_bodies(fixture_sandbox)[-1] is None
+    again = {r["member_id"]: r for r in second.records["member_profiles"]}
+    assert set(again) == {M1, M2, M3}
+    assert again[M1]["interests"] == ["Updated 1"]
+    assert again[M1]["age"] == 42 and again[M1]["segment"] == "Gold"  # not blanked
+    assert (
+        second.state["bookmarks"]["member_profile_values"]["replication_key_value"] == "2026-11-20T00:00:00Z"
+    )
+
+    # member_profile_values alone: incremental from its bookmark, only the change.
+    only_values = select_all(discover(tmp_path, config), only={"member_profile_values"})
+    third = run_tap(tmp_path, config, catalog=only_values, state=first.state)
+    assert third.returncode == 0, third.stderr
+    assert member_batch_bodies(fixture_sandbox)[-1] == {"sinceDatetime": last_sync}
+    assert [(v["member_id"], v["variable_name"]) for v in third.records["member_profile_values"]] == [
+        (M1, "Interests")
+    ]
+    assert not [m for m in third.messages if m["type"] == "ACTIVATE_VERSION"]  # incremental
+
+
+def test_member_profiles_incremental_setting(fixture_sandbox, tmp_path):
+    """member_profiles_incremental: true is the cheaper path for a tenant whose incremental
+    export returns complete members; the row of a changed member is then a full row too."""
+    config = fixture_sandbox.config(member_profiles_incremental=True)
+    catalog = select_all(discover(tmp_path, config), only=MEMBER_STREAMS)
+    first = run_tap(tmp_path, config, catalog=catalog)
+    assert first.returncode == 0, first.stderr
+    last_sync = "2026-11-10T09:00:00Z"
     for stream in MEMBER_STREAMS:
         assert first.state["bookmarks"][stream]["replication_key_value"] == last_sync
-        assert all(r["last_sync_date"] == last_sync for r in first.records[stream])
+    assert not [m for m in first.messages if m["type"] == "ACTIVATE_VERSION"]
 
     # Nothing changed: the second run sends the bookmark and gets no member.
     second = run_tap(tmp_path, config, catalog=catalog, state=first.state)
@@ -58,8 +111,8 @@ def test_two_runs_state_in_since_sent_last_sync_date_stored(fixture_sandbox, tmp
     assert member_batch_bodies(fixture_sandbox)[-1] == {"sinceDatetime": last_sync}
     assert [r["member_id"] for r in third.records["member_profiles"]] == [M1]
     changed = third.records["member_profiles"][0]
-    # only the changed variable is in the row: unchanged ones are omitted, not nulled
-    assert changed["interests"] == ["Updated 1"] and "age" not in changed
+    # a full row: the variables the export did not carry are null, not omitted
+    assert changed["interests"] == ["Updated 1"] and changed["age"] is None
     assert [(v["member_id"], v["variable_name"]) for v in third.records["member_profile_values"]] == [
         (M1, "Interests")
     ]
@@ -68,9 +121,22 @@ def test_two_runs_state_in_since_sent_last_sync_date_stored(fixture_sandbox, tmp
     )
 
 
+def test_bookmark_never_moves_backwards(fixture_sandbox, tmp_path):
+    """A lastSyncDate older than the sinceDatetime asked for: the bookmark stays at the since."""
+    since = "2026-12-01T00:00:00Z"  # later than every effectiveDate in the fixture
+    config = fixture_sandbox.config(start_date=since)
+    catalog = select_all(discover(tmp_path, config), only={"member_profile_values"})
+    run = run_tap(tmp_path, config, catalog=catalog)
+    assert run.returncode == 0, run.stderr
+    assert member_batch_bodies(fixture_sandbox) == [{"sinceDatetime": since}]
+    assert run.state["bookmarks"]["member_profile_values"]["replication_key_value"] == since
+    warnings = [line for line in run.stderr.splitlines() if "WARNING" in line and "lastSyncDate" in line]
+    assert len(warnings) == 1 and "older than the sinceDatetime" in warnings[0] and since in warnings[0]
+
+
 def test_start_date_is_the_first_since(fixture_sandbox, tmp_path):
     config = fixture_sandbox.config(start_date="2026-11-04T00:00:00Z")
-    catalog = select_all(discover(tmp_path, config), only=MEMBER_STREAMS)
+    catalog = select_all(discover(tmp_path, config), only={"member_profile_values"})
     run = run_tap(tmp_path, config, catalog=catalog)
     assert run.returncode == 0, run.stderr
     assert member_batch_bodies(fixture_sandbox) == [{"sinceDatetime": "2026-11-04T00:00:00Z"}]
@@ -81,7 +147,7 @@ def test_start_date_is_the_first_since(fixture_sandbox, tmp_path):
 
 
 def test_older_bookmark_wins_when_streams_disagree(fixture_sandbox, tmp_path):
-    config = fixture_sandbox.config()
+    config = fixture_sandbox.config(member_profiles_incremental=True)
     catalog = select_all(discover(tmp_path, config), only=MEMBER_STREAMS)
     state = {
         "bookmarks": {

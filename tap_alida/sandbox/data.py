@@ -257,7 +257,8 @@ class GeneratedCommunity:
         self._variables = self._make_variables()
         self._truth_cache: dict[str, dict[str, Any]] = {}
         self._build_lock = threading.Lock()
-        self._drift: dict[str, int] = {}  # activity id → drift version
+        self._drift: dict[str, tuple[str, ...]] = {}  # activity id → kinds of drift applied
+        self._deleted: dict[str, set[int]] = {}  # activity id → indices of deleted responses
 
     @staticmethod
     def _activity(activity_id: str, name: str, activity_type: str, i: int) -> dict[str, Any]:
@@ -333,36 +334,77 @@ class GeneratedCommunity:
     DRIFT_RETYPED = ("Monthly spend (€)", "double", "string")
     DRIFT_REMOVED = "ご意見をお聞かせください"
 
-    def drift_version(self, activity_id: str) -> int:
-        return self._drift.get(activity_id, 0)
+    DRIFT_KINDS = ("added", "reworded", "retyped", "removed")
 
-    def drift(self, activity_id: str) -> dict[str, Any]:
+    def drift_version(self, activity_id: str) -> int:
+        """0: as generated; 1: every kind of drift; 100 + bitmask: only some kinds."""
+        kinds = self._drift.get(activity_id)
+        if not kinds:
+            return 0
+        if set(kinds) == set(self.DRIFT_KINDS):
+            return 1
+        return 100 + sum(1 << self.DRIFT_KINDS.index(k) for k in set(kinds))
+
+    def drift(self, activity_id: str, kinds: tuple[str, ...] | None = None) -> dict[str, Any]:
         """Change the activity's survey the way authors do between two runs.
 
-        One question added (a multi-select), one reworded (same field id), one
-        retyped (double → string) and one removed. Records are generated anew
-        from the changed definition; respondents and their response ids stay.
+        By default every kind at once: one question added (a multi-select), one
+        reworded (same field id), one retyped (double → string) and one removed;
+        ``kinds`` picks some of them. Records are generated anew from the changed
+        definition; respondents and their response ids stay.
         """
+        chosen = tuple(kinds or self.DRIFT_KINDS)
+        unknown = set(chosen) - set(self.DRIFT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown drift kinds {sorted(unknown)}; known: {', '.join(self.DRIFT_KINDS)}")
         with self._build_lock:
-            self._drift[activity_id] = 1
+            self._drift[activity_id] = chosen
         fields = self.definition(activity_id)
-        return {"activity_id": activity_id, "version": 1, "fields": len(fields)}
+        return {
+            "activity_id": activity_id,
+            "version": self.drift_version(activity_id),
+            "kinds": list(chosen),
+            "fields": len(fields),
+        }
 
     def _drifted(self, activity_id: str, fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rng = random.Random(f"{self.seed}:drift:{activity_id}")
+        kinds = set(self._drift.get(activity_id, ()))
         out = []
         for f in fields:
             f = json.loads(json.dumps(f))  # a copy
-            if f["name"] == self.DRIFT_REMOVED:
+            if "removed" in kinds and f["name"] == self.DRIFT_REMOVED:
                 continue
-            if f["name"] == self.DRIFT_REWORDED[0]:
+            if "reworded" in kinds and f["name"] == self.DRIFT_REWORDED[0]:
                 f["name"] = self.DRIFT_REWORDED[1]
-            if f["name"] == self.DRIFT_RETYPED[0]:
+            if "retyped" in kinds and f["name"] == self.DRIFT_RETYPED[0]:
                 f["type"] = {"dataType": self.DRIFT_RETYPED[2]}
             out.append(f)
         options = _options(rng, ["Dashboards", "Alerts", "Exports", "Mobile app"], [], [])
-        out.append(_field(rng, self.DRIFT_ADDED, "set", options))
+        if "added" in kinds:
+            out.append(_field(rng, self.DRIFT_ADDED, "set", options))
         return out
+
+    # -- deleted responses (POST /_sandbox/activities/<id>/responses/delete) --------------------
+
+    def delete_responses(self, activity_id: str, count: int) -> dict[str, Any]:
+        """Remove ``count`` responses, chosen at random (seeded), from later exports.
+
+        The other responses keep their values: records are still generated in
+        full and the deleted ones are left out when the file is written.
+        """
+        with self._build_lock:
+            deleted = self._deleted.setdefault(activity_id, set())
+            remaining = [i for i in range(self.n_responses) if i not in deleted]
+            rng = random.Random(f"{self.seed}:delete:{activity_id}:{len(deleted)}")
+            removed = sorted(rng.sample(remaining, k=min(max(0, count), len(remaining))))
+            deleted.update(removed)
+            left = self.n_responses - len(deleted)
+        return {"activity_id": activity_id, "removed": len(removed), "indices": removed, "remaining": left}
+
+    def _version_key(self, activity_id: str) -> str:
+        """What a cached records file depends on: drift version and deleted responses."""
+        return f"v{self.drift_version(activity_id)}-d{len(self._deleted.get(activity_id, ()))}"
 
     def iter_records(self, activity_id: str, fields: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         version = self.drift_version(activity_id)
@@ -419,9 +461,14 @@ class GeneratedCommunity:
         out.write("[")
         response_id = ResponseIds()
         dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        deleted = self._deleted.get(activity_id, set())
+        written = 0
         for n, record in enumerate(self.iter_records(activity_id, fields)):
-            if n:
+            if n in deleted:
+                continue
+            if written:
                 out.write(",")
+            written += 1
             out.write(dumps(record))
             stats.add_record(record, response_id(record))
         out.write("]")
@@ -429,9 +476,9 @@ class GeneratedCommunity:
 
     def _records(self, activity_id: str, workdir: Path) -> Path:
         """The ``records`` array, generated once per activity and cached on disk."""
-        version = self.drift_version(activity_id)
-        path = workdir / f"activity-{activity_id}-v{version}.records"
         with self._build_lock:
+            version = self._version_key(activity_id)
+            path = workdir / f"activity-{activity_id}-{version}.records"
             if not path.exists():
                 partial = path.with_suffix(".partial")
                 with open(partial, "w", encoding="utf-8") as out:
@@ -451,7 +498,7 @@ class GeneratedCommunity:
         return [f'{head}"definition": {definition}, "records": '.encode(), records, b"}"]
 
     def activity_truth(self, activity_id: str, workdir: Path) -> dict[str, Any]:
-        key = f"{activity_id}:{self.drift_version(activity_id)}"
+        key = f"{activity_id}:{self._version_key(activity_id)}"
         if key not in self._truth_cache:
             self._records(activity_id, workdir)
         return self._truth_cache[key]

@@ -848,13 +848,29 @@ class Handler(BaseHTTPRequestHandler):
                 int(body.get("count", 1)), effective, body.get("value", "Updated")
             )
             self._send_json(200, {"changed": changed, "effectiveDate": effective})
+        elif rest[:1] == ["activities"] and rest[2:] == ["responses", "delete"] and method == "POST":
+            delete = getattr(sandbox.data, "delete_responses", None)
+            activity = sandbox.activity(rest[1]) if len(rest) > 1 else None
+            body = self._read_post_json() or {}
+            count = body.get("count") if isinstance(body, dict) else None
+            if delete is None or activity is None:
+                self._error(400, "Deleting responses needs a generated community and a known activity id.")
+            elif not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                self._error(400, 'Send JSON {"count": N} with N >= 0.')
+            else:
+                self._send_json(200, delete(activity["id"], count))
         elif len(rest) == 3 and rest[0] == "activities" and rest[2] == "drift" and method == "POST":
             drift = getattr(sandbox.data, "drift", None)
             activity = sandbox.activity(rest[1])
+            body = self._read_post_json() or {}
+            kinds = body.get("kinds") if isinstance(body, dict) else None
             if drift is None or activity is None:
                 self._error(400, "Drift needs a generated community and a known activity id.")
             else:
-                self._send_json(200, drift(activity["id"]))
+                try:
+                    self._send_json(200, drift(activity["id"], tuple(kinds) if kinds else None))
+                except ValueError as exc:
+                    self._error(400, str(exc))
         else:
             self._error(404, "No such sandbox route.")
 
