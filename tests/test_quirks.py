@@ -64,9 +64,12 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return catalog, records
 
 
-def sync(start_sandbox: Any, tmp_path: Any, clean: Any, *args: str, **config: Any) -> tuple[Sandbox, TapRun]:
+def sync(
+    start_sandbox: Any, tmp_path: Any, clean: Any, *args: str, env: dict[str, str] | None = None
+) -> tuple[Sandbox, TapRun]:
+    """A sandbox of the clean run's community started with ``args``, and a sync of the clean catalog."""
     sandbox = start_sandbox(*DATA, *args)
-    run = run_tap(tmp_path, sandbox.config(**config), catalog=clean[0])
+    run = run_tap(tmp_path, sandbox.config(), catalog=clean[0], env=env)
     return sandbox, run
 
 
@@ -182,8 +185,12 @@ def test_all_tolerated_quirks_with_short_links_and_drops(start_sandbox, tmp_path
         "1",
         "--faults",
         "drop_download=0.5,fail_job=1",
+        env={"TAP_ALIDA_LOGLEVEL": "DEBUG"},
     )
     assert run.returncode == 0, run.stderr[-3000:]
+    issued = sandbox.get("/_sandbox/issued")
+    assert issued["signatures"] and not [s for s in issued["signatures"] if s in run.stderr]
+    assert "sig=" not in run.stderr and "DEBUG" in run.stderr
     assert record_sets(run) == clean[1]
     fired = sandbox.get("/_sandbox/faults")["fired"]
     assert fired.get("drop_download") and fired.get("fail_job") == 1
