@@ -150,6 +150,8 @@ class BatchExports:
         status, batch_id = created_batch(response)
         if batch_id is None and not response.content and "Location" not in response.headers:
             # An empty answer says nothing, not even whether a batch exists: ask once more.
+            # (If the first request did create one, Alida keeps an orphan export; one
+            # orphan is cheaper than a run that cannot start.)
             logger.warning(
                 "Alida answered the request to %s with an empty HTTP %d (no body, no Location); "
                 "repeating it once.",
