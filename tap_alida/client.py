@@ -28,11 +28,13 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
+import urllib3
 from singer_sdk.authenticators import OAuthAuthenticator
 from singer_sdk.helpers._util import utc_now
 
 from tap_alida import __version__
 from tap_alida.errors import APIError, AuthenticationError, NotFoundError, StoppedError, StorageLinkError
+from tap_alida.links import may_be_link, peek_link
 from tap_alida.settings import AlidaSettings
 
 logger = logging.getLogger("tap_alida.client")
@@ -43,6 +45,14 @@ TRANSIENT_ERRORS = (
     requests.Timeout,
     requests.exceptions.ChunkedEncodingError,
     ConnectionResetError,
+)
+# Raised while a body is being read (urllib3 raises its own when read directly,
+# requests wraps them in iter_content): all mean "the connection broke".
+STREAM_ERRORS = (
+    requests.exceptions.ContentDecodingError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError,
+    urllib3.exceptions.DecodeError,
 )
 # Refresh the token this long before Alida says it expires: exports, polls and
 # downloads easily outlive a token, and a token that dies mid-request costs a retry.
@@ -419,24 +429,22 @@ class AlidaClient:
     def open_file(
         self, link: str, *, what: str, headers: Mapping[str, str] | None = None
     ) -> requests.Response:
-        """Open an export file for streaming: follow the redirect without credentials.
+        """Open an export file for streaming, resolving its link just before the GET.
 
-        The files route on the API host answers 3xx with a storage URL (usually
-        pre-signed, which rejects a foreign Authorization header) or serves the
-        file itself. Only the API-host hop is authenticated.
+        The files route on the API host may answer 3xx with a storage URL
+        (usually pre-signed, which rejects a foreign Authorization header), 200
+        with JSON ``{"url": …}`` (§12b), or the file itself (see ``links``). Only
+        API-host hops are authenticated. Every call resolves the link anew, so a
+        storage link is never kept across a wait or a resume.
         """
         url = link
         for _ in range(5):
             if self.is_api_host(url):
-                response = self.request(
-                    "GET",
-                    url,
-                    what=what,
-                    stream=True,
-                    allow_redirects=False,
-                    ok_statuses=(416,),
-                    headers={"Accept": "*/*", **(headers or {})},
-                )
+                response, found = self._files_route(url, what=what, headers=headers)
+                if found is not None:
+                    url = urljoin(url, found)
+                    logger.debug("The files route answered with a link to %s.", safe_url(url))
+                    continue
             else:
                 response = self._storage_get(url, what=what, headers=headers)
             if response.is_redirect and response.headers.get("Location"):
@@ -444,8 +452,36 @@ class AlidaClient:
                 response.close()
                 continue
             return response
-        msg = f"Could not {what}: too many redirects."
+        msg = f"Could not {what}: too many redirects or links."
         raise APIError(msg)
+
+    def _files_route(
+        self, url: str, *, what: str, headers: Mapping[str, str] | None
+    ) -> tuple[requests.Response, str | None]:
+        """GET an API-host file URL: the response, and the link when it answered with one."""
+        attempt = 0
+        while True:
+            attempt += 1
+            response = self.request(
+                "GET",
+                url,
+                what=what,
+                stream=True,
+                allow_redirects=False,
+                ok_statuses=(416,),
+                headers={"Accept": "*/*", **(headers or {})},
+            )
+            if not may_be_link(response):
+                return response, None
+            try:
+                found = peek_link(response)
+            except (*TRANSIENT_ERRORS, *STREAM_ERRORS) as exc:
+                response.close()
+                self.retry.pause(attempt, what, type(exc).__name__, None)
+                continue
+            if found is not None:
+                response.close()
+            return response, found
 
     def _storage_get(self, url: str, *, what: str, headers: Mapping[str, str] | None) -> requests.Response:
         attempt = 0
@@ -469,8 +505,8 @@ class AlidaClient:
             if response.status_code in RETRY_STATUSES:
                 self.retry.pause(attempt, what, detail, response)
                 continue
-            if response.status_code in (401, 403):
-                # Pre-signed links expire; the caller fetches a fresh one from the batch status.
+            if response.status_code in (400, 401, 403):
+                # Pre-signed links expire (S3 answers 400 or 403); the caller fetches a fresh one.
                 raise StorageLinkError(f"Could not {what}: {detail}.", status=response.status_code)
             raise APIError(f"Could not {what}: {detail}.", status=response.status_code)
 

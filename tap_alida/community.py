@@ -36,6 +36,7 @@ from tap_alida.jobs import ExportJob, ExportRunner, Report
 from tap_alida.layout import ActivityLayout
 from tap_alida.naming import assign_names
 from tap_alida.schema import FieldDefinition, WarnOnce, parse_definition
+from tap_alida.status import BatchState, classify, status_word
 
 logger = logging.getLogger("tap_alida.community")
 
@@ -302,11 +303,11 @@ class Community:
         except NotFoundError:
             logger.info("%s from the previous run no longer exists.", batch.describe())
             return False
-        state = str(status.get("status") or "").lower()
-        if state == "failed":
-            logger.info("%s from the previous run failed; creating a new batch.", batch.describe())
+        word = status_word(status)
+        if classify(word) in (BatchState.FAILED, BatchState.CANCELLED):
+            logger.info("%s from the previous run ended %r; creating a new batch.", batch.describe(), word)
             return False
-        logger.info("Re-using %s from the previous run (status %s).", batch.describe(), state or "unknown")
+        logger.info("Re-using %s from the previous run (status %s).", batch.describe(), word or "unknown")
         return True
 
     def definition(self, activity: Activity) -> list[FieldDefinition]:

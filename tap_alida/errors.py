@@ -42,8 +42,17 @@ class BatchFailedError(ExportFailedError):
     """Alida reported the batch ``failed``: a new batch may succeed."""
 
 
+class BatchCancelledError(ExportFailedError):
+    """Alida reports the batch cancelled (or aborted, expired, deleted): terminal.
+
+    Not a BatchFailedError on purpose: someone or something ended the export,
+    and creating it again in a loop would fight that decision. The run fails at
+    once with the word Alida used; a rerun creates a new batch.
+    """
+
+
 class StorageLinkError(APIError):
-    """The storage host refused a file link (403: expired or not valid any more)."""
+    """The storage host refused a file link (400/401/403: expired or not valid any more)."""
 
 
 class TruncatedFileError(ExportFileError):

@@ -3,9 +3,13 @@
 Alida's Batch Data Extract is asynchronous (``alida-api.md`` §2-3): a POST
 creates a batch, GETs poll its status (``pending → running → succeeded |
 failed``), and on success ``data`` holds a link to the file, which usually
-redirects to object storage. Files are spooled to a temporary file while they
-download (constant memory, and nothing is emitted from a file that is not
-complete), then parsed by ``export_file``.
+redirects to object storage. What Alida really answers is only partly
+documented, so each step accepts every plausible shape (§12b): status words in
+any case (``status``), create answers with the id in the body or a Location
+header, file links that redirect, answer JSON or serve the file (``links``).
+Files are spooled to a temporary file while they download (constant memory,
+and nothing is emitted from a file that is not complete), then parsed by
+``export_file``.
 
 Long waits log a progress line at INFO: batch id, status, elapsed time, bytes.
 """
@@ -16,6 +20,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,18 +29,21 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
-import urllib3
 
-from tap_alida.client import STOP, TRANSIENT_ERRORS, AlidaClient, safe_url, sleep
+from tap_alida.client import STOP, STREAM_ERRORS, TRANSIENT_ERRORS, AlidaClient, safe_url, sleep
 from tap_alida.errors import (
     APIError,
+    BatchCancelledError,
     BatchFailedError,
     ExportFailedError,
     ExportFileError,
+    NotFoundError,
     StoppedError,
     StorageLinkError,
 )
 from tap_alida.export_file import check_complete, read_definition_from_stream
+from tap_alida.links import LINK_KEYS, FreshLinks
+from tap_alida.status import BatchState, classify, error_text, status_word
 
 logger = logging.getLogger("tap_alida.export")
 
@@ -43,15 +51,15 @@ ACTIVITY = "activity"
 MEMBERS = "members"
 PROGRESS_EVERY_SECONDS = 15.0
 CHUNK_BYTES = 16 * 1024  # small: a dropped download resumes from the last chunk on disk
-# Raised while a body is being read (urllib3 raises its own when read directly,
-# requests wraps them in iter_content): all mean "the connection broke".
-STREAM_ERRORS = (
-    requests.exceptions.ContentDecodingError,
-    urllib3.exceptions.ProtocolError,
-    urllib3.exceptions.ReadTimeoutError,
-    urllib3.exceptions.DecodeError,
-)
-MAX_LINK_REFRESHES = 3
+# Alida's other Web APIs answer a create with an empty 201 unless asked for the
+# resource (alida-api.md §12b); asking costs nothing where it is not needed.
+RETURN_RESOURCE = {"x-webapi-return-resource": "true"}
+# Keys that may carry the new batch's id in a create answer (§2: UNKNOWN shape).
+ID_KEYS = ("id", "batchId", "jobId")
+# A batch may not be visible to status GETs at once (eventual consistency,
+# UNKNOWN in §3.2): a 404 this soon after the create is retried, every second.
+NEW_BATCH_404_GRACE_SECONDS = 10.0
+NEW_BATCH_404_WAIT_SECONDS = 1.0
 
 
 @dataclass
@@ -102,6 +110,15 @@ class BatchExports:
     def __init__(self, client: AlidaClient) -> None:
         self.client = client
         self.settings = client.settings
+        self._unknown_words: set[str] = set()  # warned about once per run
+        self._lock = threading.Lock()
+
+    def _first_sight(self, word: str) -> bool:
+        """True the first time this run meets an unknown status word."""
+        with self._lock:
+            seen = word in self._unknown_words
+            self._unknown_words.add(word)
+        return not seen
 
     # -- paths (note the asymmetry: create is per activity, status/files are not) ----
 
@@ -128,26 +145,32 @@ class BatchExports:
         return self._create(url, body, Batch(MEMBERS, "", label, since=since))
 
     def _create(self, url: str, body: Any, batch: Batch) -> Batch:
-        response = self.client.request("POST", url, what=f"create the batch for {batch.label}", json=body)
-        status: Any = {}
-        if response.content:
-            try:
-                status = response.json()
-            except ValueError:
-                status = {}
-        batch_id = None
-        if isinstance(status, Mapping):
-            batch_id = status.get("id") or status.get("batchId")
-        if not batch_id and response.headers.get("Location"):
-            batch_id = urlsplit(response.headers["Location"]).path.rstrip("/").rsplit("/", 1)[-1]
-        if not batch_id:
-            msg = (
-                f"Alida accepted the export request for {batch.label} (HTTP "
-                f"{response.status_code}) but returned no batch id."
+        what = f"create the batch for {batch.label}"
+        response = self.client.request("POST", url, what=what, json=body, headers=RETURN_RESOURCE)
+        status, batch_id = created_batch(response)
+        if batch_id is None and not response.content and "Location" not in response.headers:
+            # An empty answer says nothing, not even whether a batch exists: ask once more.
+            # (If the first request did create one, Alida keeps an orphan export; one
+            # orphan is cheaper than a run that cannot start.)
+            logger.warning(
+                "Alida answered the request to %s with an empty HTTP %d (no body, no Location); "
+                "repeating it once.",
+                what,
+                response.status_code,
             )
-            raise APIError(msg)
-        batch.id = str(batch_id)
-        batch.status = dict(status) if isinstance(status, Mapping) else {}
+            response = self.client.request("POST", url, what=what, json=body, headers=RETURN_RESOURCE)
+            status, batch_id = created_batch(response)
+        if batch_id is None:
+            names = ", ".join(sorted(response.headers)) or "none"
+            msg = (
+                f"Alida accepted the export request for {batch.label} but returned no batch id "
+                f"(HTTP {response.status_code}, body {len(response.content)} bytes, headers: {names}; "
+                f"looked for {', '.join(ID_KEYS)} in a JSON body and a Location header). Report this "
+                "answer shape to the tap's maintainers."
+            )
+            raise APIError(msg, status=response.status_code)
+        batch.id = batch_id
+        batch.status = status
         batch.created_at = time.monotonic()
         logger.info("Created batch %s for %s.", batch.id, batch.label)
         return batch
@@ -155,7 +178,22 @@ class BatchExports:
     # -- poll -----------------------------------------------------------------------
 
     def refresh(self, batch: Batch) -> dict[str, Any]:
-        status = self.client.get_json(self._status_url(batch), what=f"read the status of {batch.describe()}")
+        """Read the batch's status; a 404 right after the create is waited out briefly."""
+        what = f"read the status of {batch.describe()}"
+        while True:
+            try:
+                status = self.client.get_json(self._status_url(batch), what=what)
+                break
+            except NotFoundError:
+                age = time.monotonic() - batch.created_at
+                if batch.resumed or age > NEW_BATCH_404_GRACE_SECONDS:
+                    raise
+                logger.info(
+                    "%s is not visible yet (HTTP 404, %.1f s after it was created); asking again.",
+                    batch.describe(),
+                    age,
+                )
+                sleep(NEW_BATCH_404_WAIT_SECONDS)
         if not isinstance(status, Mapping):
             msg = f"The status of {batch.describe()} is not a JSON object."
             raise APIError(msg)
@@ -163,40 +201,58 @@ class BatchExports:
         return batch.status
 
     def wait(self, batch: Batch) -> dict[str, Any]:
-        """Poll until the batch succeeds; fail clearly when it fails or takes too long."""
+        """Poll until the batch succeeds; fail clearly when it fails, is cancelled or takes too long."""
         settings = self.settings
         interval = settings.poll_interval
         started = batch.created_at
-        last_status = None
+        last_word: str | None = None
         last_log = 0.0
         status = batch.status
         while True:
-            state = str(status.get("status") or "pending").lower() if status else "pending"
+            word = status_word(status) if status else ""
+            state = classify(word)
+            shown = word or "pending"
             elapsed = time.monotonic() - started
-            if state == "succeeded":
+            if state is BatchState.SUCCEEDED:
                 logger.info("%s succeeded after %.0f s.", batch.describe(), elapsed)
                 return status
-            if state == "failed":
-                reason = status.get("errorMessage") or "no errorMessage given"
-                msg = f"Alida reports the export failed for {batch.describe()}: {reason}"
+            if state is BatchState.FAILED:
+                reason = error_text(status) or "no error message given"
+                msg = f"Alida reports the export failed for {batch.describe()} (status {word!r}): {reason}"
                 raise BatchFailedError(msg)
-            if state == "pending" and elapsed > settings.max_wait_to_start:
+            if state is BatchState.CANCELLED:
+                why = error_text(status)
                 msg = (
-                    f"{batch.describe()} is still pending after {elapsed:.0f} s "
+                    f"Alida reports the export of {batch.describe()} as {word!r}"
+                    f"{f': {why}' if why else ''}. A cancelled batch is not created again; "
+                    "find out who or what cancelled it, then rerun the sync."
+                )
+                raise BatchCancelledError(msg)
+            if state is BatchState.UNKNOWN and self._first_sight(word):
+                logger.warning(
+                    "%s has status %r, a word the tap does not know; treating it as still pending "
+                    "(until 'max_wait_to_start_seconds'). Please report this word to the tap's maintainers.",
+                    batch.describe(),
+                    word,
+                )
+            unknown = " (a status word the tap does not know)" if state is BatchState.UNKNOWN else ""
+            if state is not BatchState.RUNNING and elapsed > settings.max_wait_to_start:
+                msg = (
+                    f"{batch.describe()} is still {shown}{unknown} after {elapsed:.0f} s "
                     f"('max_wait_to_start_seconds' = {settings.max_wait_to_start:.0f}). Alida has not "
                     "started the export; rerun later or raise the setting."
                 )
                 raise ExportFailedError(msg)
             if elapsed > settings.max_wait:
                 msg = (
-                    f"{batch.describe()} has not finished after {elapsed:.0f} s (status {state}; "
+                    f"{batch.describe()} has not finished after {elapsed:.0f} s (status {shown!r}{unknown}; "
                     f"'max_wait_seconds' = {settings.max_wait:.0f}). Rerun later or raise the setting."
                 )
                 raise ExportFailedError(msg)
             now = time.monotonic()
-            if state != last_status or now - last_log >= PROGRESS_EVERY_SECONDS:
-                logger.info("%s is %s (%.0f s elapsed).", batch.describe(), state, elapsed)
-                last_status, last_log = state, now
+            if word != last_word or now - last_log >= PROGRESS_EVERY_SECONDS:
+                logger.info("%s is %s (%.0f s elapsed).", batch.describe(), shown, elapsed)
+                last_word, last_log = word, now
             if status:  # the create response may already say succeeded
                 sleep(interval)
                 interval = min(interval * 2, settings.poll_max_interval)
@@ -206,6 +262,8 @@ class BatchExports:
         """The file URL of a succeeded batch: ``data``, else built from ``message.artifact``."""
         status = batch.status
         link = status.get("data")
+        if isinstance(link, Mapping):  # {"url": …} instead of a string: same idea, one level up
+            link = next((v for k, v in link.items() if str(k).lower() in LINK_KEYS), None)
         if isinstance(link, str) and link.strip():
             return urljoin(self.settings.base_url + "/", link.strip())
         message = status.get("message")
@@ -285,7 +343,7 @@ class BatchExports:
         progress = _Progress(batch)
         received = 0
         drops = 0
-        link_refreshes = 0
+        fresh_links = FreshLinks()
         etag: str | None = None
         while True:
             if received:
@@ -297,12 +355,12 @@ class BatchExports:
             try:
                 response = self.client.open_file(link, what=what, headers=headers)
             except StorageLinkError as exc:
-                link_refreshes += 1
-                if link_refreshes > MAX_LINK_REFRESHES:
+                if not fresh_links.refused(received):
                     msg = (
-                        f"The storage host keeps refusing the file link of {batch.describe()} ({exc}) "
-                        f"after {MAX_LINK_REFRESHES} fresh links. Check the machine's clock (signed "
-                        "links expire), then rerun the sync."
+                        f"The storage host keeps refusing the file link of {batch.describe()} ({exc}): "
+                        f"{fresh_links.limit} fresh links in a row did not let the download advance "
+                        f"past byte {received} (MAX_FRESH_LINKS_WITHOUT_PROGRESS = {fresh_links.limit}). "
+                        "Check the machine's clock (signed links expire), then rerun the sync."
                     )
                     raise ExportFileError(msg) from exc
                 link = self._fresh_link(batch)
@@ -362,6 +420,26 @@ class BatchExports:
                 response.close()
             progress.done(received)
             return
+
+
+def created_batch(response: requests.Response) -> tuple[dict[str, Any], str | None]:
+    """The status object and batch id a create answer carries (id None when it has none).
+
+    The id comes from a JSON body's ``id``, ``batchId`` or ``jobId``, else from
+    the last path segment of a ``Location`` header (§2: the answer is UNKNOWN).
+    """
+    status: Any = {}
+    if response.content:
+        try:
+            status = response.json()
+        except ValueError:
+            status = {}
+    if not isinstance(status, Mapping):
+        status = {}
+    batch_id = next((status[k] for k in ID_KEYS if status.get(k) not in (None, "")), None)
+    if batch_id is None and response.headers.get("Location"):
+        batch_id = urlsplit(response.headers["Location"]).path.rstrip("/").rsplit("/", 1)[-1] or None
+    return dict(status), None if batch_id is None else str(batch_id)
 
 
 def _continues(response: requests.Response, offset: int) -> bool:

@@ -8,9 +8,10 @@ read-only access. Both run before any request is made.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -379,3 +380,18 @@ class AlidaSettings:
             member_profiles_incremental=bool(config.get("member_profiles_incremental", False)),
             emit_activate_version=bool(config.get("emit_activate_version_messages", True)),
         )
+
+
+def unknown_settings(config: Mapping[str, Any], known: Iterable[str]) -> list[str]:
+    """A warning for each config key that is no setting, with the closest setting name.
+
+    JSON Schema lets unknown keys through, so a misspelt key (``poll_intervall_seconds``)
+    would silently leave its setting at the default.
+    """
+    names = sorted(set(known))
+    warnings = []
+    for key in sorted(set(config) - set(names)):
+        close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else "`tap-alida --about` lists the settings."
+        warnings.append(f"Setting {key!r} is not a tap-alida setting and is ignored; {hint}")
+    return warnings

@@ -29,7 +29,7 @@ from tap_alida.community import Community
 from tap_alida.errors import AlidaError
 from tap_alida.privacy import SensitiveValues
 from tap_alida.schema import WarnOnce, format_datetime, parse_datetime
-from tap_alida.settings import CONFIG_SCHEMA, AlidaSettings
+from tap_alida.settings import CONFIG_SCHEMA, AlidaSettings, unknown_settings
 from tap_alida.streams import (
     BATCH_STATE_KEY,
     BATCHES_STATE_KEY,
@@ -63,6 +63,8 @@ class TapAlida(Tap):
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         """The SDK's JSON-schema checks plus ours, reported together, before any request."""
         errors = super()._validate_config(raise_errors=False)
+        for warning in unknown_settings(self.config, self.config_jsonschema.get("properties", {})):
+            self.logger.warning(warning)
         if not errors:
             errors = AlidaSettings.errors(self.config)
         if errors and raise_errors:
@@ -297,6 +299,13 @@ def main(argv: list[str] | None = None) -> Any:
     """Console entry point: known errors become one ERROR line and exit code 1."""
     try:
         return TapAlida.cli.main(args=argv, prog_name="tap-alida", standalone_mode=True)
+    except ConfigValidationError as exc:
+        # Raised by an eager option's callback (--test) before the SDK's invoke can
+        # report it: name every key and problem, as --discover and a sync do.
+        for error in exc.errors or [str(exc)]:
+            logging.getLogger("tap-alida").error("Config validation error: %s", error)
+            print(f"tap-alida: error: config: {error}", file=sys.stderr)
+        sys.exit(1)
     except AlidaError as exc:
         logging.getLogger("tap-alida").error("%s", exc)
         print(f"tap-alida: error: {exc}", file=sys.stderr)

@@ -3,10 +3,11 @@
 Routes: token, ``/activities``, ``/membervariables``, batch create/status for
 activity responses and member profiles, the files route (302 to a storage route
 that refuses an Authorization header, like a pre-signed object store), and
-``/_sandbox/*`` introspection (truth, request log, member changes, survey drift). Export files
-are written to a private folder by a background job and streamed from disk in
-64 KiB chunks, with ``Range`` (206) and gzip, so an export of any size is served
-in constant memory.
+``/_sandbox/*`` introspection (truth, request log, member changes, survey drift).
+``--faults`` inject failures; ``--quirks`` serve the other answer shapes Alida
+may use where its docs are silent (§12b). Export files are written to a private
+folder by a background job and streamed from disk in 64 KiB chunks, with
+``Range`` (206) and gzip, so an export of any size is served in constant memory.
 
 Storage links point at the same server under another host name (``localhost``
 versus ``127.0.0.1``), so to an HTTP client they are a different host.
@@ -50,6 +51,7 @@ from tap_alida.sandbox.data import (
 
 CHUNK = 64 * 1024
 REQUEST_LOG_LIMIT = 20_000
+LATE_STATUS_SECONDS = 2.0
 
 
 FAULT_NAMES = (
@@ -76,6 +78,28 @@ FAULT_HELP = {
     "truncate_file": "a batch whose file stops mid-record (valid HTTP)",
     "records_first": "an activity file with records before definition",
 }
+
+# --quirks: answer shapes Alida may use where its docs are silent (alida-api.md §12b).
+# Unlike faults they hold for every request of the run.
+QUIRK_HELP = {
+    "capitalised_status": "status words Pending/Running/Succeeded/Failed",
+    "lowercase_errormessage": "error text under errormessage instead of errorMessage",
+    "empty_create": "create answers an empty 201 unless the request has x-webapi-return-resource: true",
+    "json_link": "the files route answers 200 JSON {url: storage link} instead of a 302",
+    "cancelled_jobs": "every batch ends cancelled",
+    "late_status": f"a new batch's status answers 404 for its first {LATE_STATUS_SECONDS:g} s",
+    "unknown_status": "a running batch shows the status word Exporting",
+}
+
+
+def parse_quirks(spec: str) -> frozenset[str]:
+    """``--quirks a,b``: the set of quirk names; an unknown name is an argparse error."""
+    names = frozenset(filter(None, (part.strip() for part in spec.split(","))))
+    unknown = sorted(names - set(QUIRK_HELP))
+    if unknown:
+        msg = f"unknown quirk {', '.join(map(repr, unknown))}; known: {', '.join(QUIRK_HELP)}"
+        raise argparse.ArgumentTypeError(msg)
+    return names
 
 
 class Faults:
@@ -141,6 +165,7 @@ class Options:
     storage_host: str | None = None
     retry_after: int = 1
     ranges: bool = True  # False: ignore Range headers (200 with the whole file)
+    quirks: frozenset[str] = frozenset()
     faults: Faults = field(default_factory=lambda: Faults(None, 0))
 
 
@@ -261,8 +286,11 @@ class Sandbox:
     def status(self, batch: Batch) -> dict[str, Any]:
         elapsed = time.monotonic() - batch.created
         delay = self.options.job_delay
+        quirks = self.options.quirks
         if batch.stuck:
             state = "pending"
+        elif "cancelled_jobs" in quirks and elapsed >= delay:
+            state = "cancelled"
         elif batch.error and elapsed >= delay:
             state = "failed"
         elif elapsed >= delay and batch.ready.is_set():
@@ -282,6 +310,12 @@ class Sandbox:
             "errorMessage": batch.error if state == "failed" else None,
             "data": None,
         }
+        if state == "running" and "unknown_status" in quirks:
+            body["status"] = "Exporting"
+        if "capitalised_status" in quirks:
+            body["status"] = str(body["status"]).capitalize()
+        if "lowercase_errormessage" in quirks:
+            body["errormessage"] = body.pop("errorMessage")
         if batch.kind == "activity":
             body = {"id": batch.id, "datasetId": batch.activity_id, **body}
         if state == "succeeded":
@@ -467,6 +501,7 @@ class Handler(BaseHTTPRequestHandler):
                     "x_api_key": "x-api-key" in self.headers,
                     "range": self.headers.get("Range"),
                     "accept_encoding": self.headers.get("Accept-Encoding"),
+                    "return_resource": self.headers.get("x-webapi-return-resource"),
                     "body": self._post_body,
                     "time": time.time(),
                 }
@@ -660,7 +695,12 @@ class Handler(BaseHTTPRequestHandler):
                 (rest[0], rest[1])
             )
             found = sandbox.batches.get(rest[3])
-            if kind is None or found is None or found.kind != kind:
+            late = (
+                found is not None
+                and "late_status" in sandbox.options.quirks
+                and time.monotonic() - found.created < LATE_STATUS_SECONDS
+            )
+            if kind is None or found is None or found.kind != kind or late:
                 self._error(404, f"Batch {rest[3]} was not found.")
             else:
                 self._send_json(200, sandbox.status(found))
@@ -681,6 +721,16 @@ class Handler(BaseHTTPRequestHandler):
         kind_path = "activities/responses" if batch.kind == "activity" else "members/profiles"
         community = quote(self.sandbox.options.community)
         location = f"{self.sandbox.base_url}/v2/applications/{community}/data/{kind_path}/batch/{batch.id}"
+        if "empty_create" in self.sandbox.options.quirks:
+            # Like Alida's other Web APIs: the resource only when asked for it.
+            if (self.headers.get("x-webapi-return-resource") or "").lower() == "true":
+                self._send_json(201, self.sandbox.status(batch))
+            else:
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                self._status = 201
+            return
         self._send_json(202, self.sandbox.status(batch), {"Location": location})
 
     def _files(self, file_id: str) -> None:
@@ -695,6 +745,9 @@ class Handler(BaseHTTPRequestHandler):
             self._serve_file(batch.segments, owner, file_id)
             return
         expired = sandbox.options.faults.fire("expire_link", owner)
+        if "json_link" in sandbox.options.quirks:
+            self._send_json(200, {"url": sandbox.storage_link(file_id, expired=expired)})
+            return
         self.send_response(302)
         self.send_header("Location", sandbox.storage_link(file_id, expired=expired))
         self.send_header("Content-Length", "0")
@@ -931,6 +984,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ranges", choices=["honour", "ignore"], default="honour", help="ignore: answer Range with 200"
     )
+    parser.add_argument(
+        "--quirks",
+        type=parse_quirks,
+        default=frozenset(),
+        metavar="NAME[,NAME...]",
+        help="answer shapes to serve: " + "; ".join(f"{k}: {v}" for k, v in QUIRK_HELP.items()),
+    )
     return parser
 
 
@@ -960,6 +1020,7 @@ def main(argv: list[str] | None = None) -> None:
         storage_host=args.storage_host,
         retry_after=args.retry_after,
         ranges=args.ranges == "honour",
+        quirks=args.quirks,
     )
     try:
         options.faults = Faults(args.faults, args.seed)
