@@ -152,8 +152,8 @@ def test() -> None:
     """Lint, type-check and run the whole test suite."""
     ensure_environment()
     ensure_postgres()
-    run(BIN / "ruff", "check", "tap_alida", "tests", "benchmarks", "dev.py")
-    run(BIN / "ruff", "format", "--check", "tap_alida", "tests", "benchmarks", "dev.py")
+    run(BIN / "ruff", "check", "tap_alida", "alida_sandbox", "tests", "benchmarks", "dev.py")
+    run(BIN / "ruff", "format", "--check", "tap_alida", "alida_sandbox", "tests", "benchmarks", "dev.py")
     run(BIN / "mypy")
     run(BIN / "pytest", *sys.argv[2:])
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from tap_alida.sandbox.data import (
+from alida_sandbox.data import (
     CommunityData,
     FixtureCommunity,
     GeneratedCommunity,

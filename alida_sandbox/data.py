@@ -20,6 +20,7 @@ import datetime as dt
 import hashlib
 import json
 import random
+import re
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
@@ -29,14 +30,50 @@ from typing import IO, Any, Protocol
 
 import ijson
 
-from tap_alida.schema import parse_datetime as parse_iso
-
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime(ISO)
+
+
+# The sandbox parses date-times itself (it shares no code with the tap it checks):
+# what §11 accepts, 2026-11-20T00:00:00Z with optional fraction and offset.
+_ISO = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
+    r"\s*(Z|z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def parse_iso(value: Any) -> dt.datetime | None:
+    """An aware UTC datetime from an ISO-8601 text, None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    match = _ISO.match(value.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    offset = dt.timedelta(0)
+    if zone and zone not in ("Z", "z"):
+        sign = -1 if zone[0] == "-" else 1
+        digits = zone[1:].replace(":", "")
+        offset = sign * dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+    try:
+        moment = dt.datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second or 0),
+            micro,
+            tzinfo=dt.timezone(offset),
+        )
+    except ValueError:
+        return None
+    return moment.astimezone(dt.UTC)
 
 
 class ResponseIds:
