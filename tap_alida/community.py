@@ -36,6 +36,7 @@ from tap_alida.jobs import ExportJob, ExportRunner, Report
 from tap_alida.layout import ActivityLayout
 from tap_alida.naming import assign_names
 from tap_alida.schema import FieldDefinition, WarnOnce, parse_definition
+from tap_alida.tally import Tally
 
 logger = logging.getLogger("tap_alida.community")
 
@@ -94,6 +95,8 @@ class Community:
         self._member_variables: list[MemberVariable] | None = None
         self._workdir: Path | None = None
         self._reads_left: dict[str, int] = {}  # activity id → streams still to read its file
+        # Counted data problems of this run, shared by every stream (see tally.py).
+        self.tally = Tally(logging.getLogger("tap_alida.records"))
 
     # -- activities -------------------------------------------------------------------
 
@@ -198,7 +201,7 @@ class Community:
         def read(batch: Batch) -> list[FieldDefinition]:
             with self._lock:
                 self._batches[activity.id] = batch  # re-used if this process also syncs it
-            return parse_definition(self.exports.read_definition(batch))
+            return parse_definition(self.exports.read_definition(batch), activity.label)
 
         def work(report: Report) -> list[FieldDefinition]:
             return self._run(create, None, report, read)
@@ -322,7 +325,7 @@ class Community:
         file_job = self.runner.jobs.get(f"file:{activity.id}")
         if file_job is not None:
             export = self.runner.result(file_job)
-            fields = parse_definition(export.first("definition"))
+            fields = parse_definition(export.first("definition"), activity.label)
         else:
             fields = self.runner.result(self.start_definition_export(activity))
         self.remember_definition(activity, fields)

@@ -7,6 +7,14 @@ takes a separate pass per part (instant when the part comes first). Bodies that
 are gzip bytes without a ``Content-Encoding`` header are detected by their magic
 number. A truncated or malformed file raises ``ExportFileError`` with the byte
 offset where parsing stopped.
+
+Numbers: records are parsed with ``use_float=True`` (C doubles, the fast path).
+yajl cannot hold a number beyond a double (``1e400``) or an integer beyond 64
+bits (``1180591620717411303424``) that way and stops with "overflow"; a valid
+file must not fail for that, so ``items`` then parses the file again with
+exact numbers (``Decimal``/``int``) and goes on after the records it already
+gave. Only files with such numbers pay for the second pass. Definitions and
+single values (``first``) are small and always parsed exactly.
 """
 
 from __future__ import annotations
@@ -96,7 +104,7 @@ def read_definition_from_stream(raw: Any, batch: Batch) -> dict[str, Any]:
         raw.auto_close = False
     stream = _maybe_gunzip(raw)
     try:
-        definition = next(_ijson.items(stream, "definition", use_float=True), None)
+        definition = next(_ijson.items(stream, "definition", use_float=False), None)
     except ijson.JSONError as exc:
         raise _malformed(batch, None, exc) from exc
     if not isinstance(definition, dict):
@@ -121,14 +129,41 @@ class ExportFile:
         """The first value at ``prefix`` (e.g. ``lastSyncDate``), None when absent."""
         with self._open() as (raw, stream):
             try:
-                return next(_ijson.items(stream, prefix, use_float=True), None)
+                return next(_ijson.items(stream, prefix, use_float=False), None)
             except ijson.JSONError as exc:
                 raise _malformed(self.batch, raw.tell(), exc) from exc
 
     def items(self, prefix: str) -> Iterator[Any]:
-        """Every value at ``prefix`` (e.g. ``records.item``), parsed incrementally."""
+        """Every value at ``prefix`` (e.g. ``records.item``), parsed incrementally.
+
+        Fast doubles first; on a number too big for them, the exact pass takes
+        over after the values already given (see the module docstring).
+        """
+        given = 0
         with self._open() as (raw, stream):
             try:
-                yield from _ijson.items(stream, prefix, use_float=True)
+                for value in _ijson.items(stream, prefix, use_float=True):
+                    given += 1
+                    yield value
+                return
+            except ijson.JSONError as exc:
+                if not is_number_overflow(exc):
+                    raise _malformed(self.batch, raw.tell(), exc) from exc
+        logger.info(
+            "%s: the export file has a number too big for a double; reading it with exact "
+            "numbers from item %d on.",
+            self.batch.describe(),
+            given,
+        )
+        with self._open() as (raw, stream):
+            try:
+                for index, value in enumerate(_ijson.items(stream, prefix, use_float=False)):
+                    if index >= given:
+                        yield value
             except ijson.JSONError as exc:
                 raise _malformed(self.batch, raw.tell(), exc) from exc
+
+
+def is_number_overflow(exc: Exception) -> bool:
+    """Whether yajl stopped at a valid number it cannot hold as a double or a 64-bit integer."""
+    return "overflow" in str(exc).split("\n", 1)[0]

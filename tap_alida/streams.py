@@ -87,14 +87,16 @@ class AlidaStream(Stream):
         job = self.community.start_activity_export(activity, (slot,), resume)
         export = self.community.runner.result(job)
         try:
-            fields = parse_definition(export.first("definition"))
+            fields = parse_definition(export.first("definition"), activity.label)
             self.community.remember_definition(activity, fields)
             yield export, fields
         except ExportFileError:
-            tap.forget_batch(slot)
+            # Every stream that recorded this batch drops it: a rerun must export afresh.
+            tap.forget_batch_everywhere(export.batch.id)
             raise
         finally:
             self.community.release_file(activity, export)
+            self.community.tally.flush()
         tap.forget_batch(slot)
 
     @cached_property
@@ -159,6 +161,7 @@ class ActivityResponsesStream(AlidaStream):
                 layout=layout,
                 plan=plan,
                 warn=self.warn,
+                tally=self.community.tally,
             )
             count = 0
             for record in export.items("records.item"):
@@ -212,7 +215,7 @@ class ActivityAnswersStream(AlidaStream):
             resume = (self.stream_state.get(BATCHES_STATE_KEY) or {}).get(activity.id)
             with self.read_activity_file(activity, answers_slot(activity.id), resume) as (export, fields):
                 started = time.monotonic()
-                mapper = AnswerMapper(activity.id, fields)
+                mapper = AnswerMapper(activity.id, fields, activity.label, self.community.tally)
                 count = 0
                 for record in export.items("records.item"):
                     for row in mapper.rows(record):

@@ -269,6 +269,24 @@ class TapAlida(Tap):
         ):
             self._record_batch((slot,), None)
 
+    def forget_batch_everywhere(self, batch_id: str) -> None:
+        """Drop a batch from every stream's STATE (its file is malformed: no stream may re-use it).
+
+        The activity stream and ``activity_answers`` record the same batch under
+        their own slots; forgetting only the failing stream's slot would leave the
+        other to re-use the bad file on the rerun.
+        """
+        for name, stream in self.streams.items():
+            state = stream.stream_state
+            entry = state.get(BATCH_STATE_KEY)
+            if isinstance(entry, dict) and str(entry.get("id")) == batch_id:
+                self._record_batch((name,), None)
+            batches = state.get(BATCHES_STATE_KEY)
+            if isinstance(batches, dict):
+                for activity_id, entry in list(batches.items()):
+                    if isinstance(entry, dict) and str(entry.get("id")) == batch_id:
+                        self._record_batch((f"{name}:{activity_id}",), None)
+
     # -- state shared by the member streams ----------------------------------------------
 
     def member_since(self) -> str | None:
