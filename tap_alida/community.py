@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from tap_alida.client import AlidaClient
 from tap_alida.errors import (
@@ -30,7 +31,7 @@ from tap_alida.errors import (
     NotFoundError,
     TruncatedFileError,
 )
-from tap_alida.export import Batch, BatchExports
+from tap_alida.export import ACTIVITY, MEMBERS, Batch, BatchExports
 from tap_alida.export_file import ExportFile
 from tap_alida.jobs import ExportJob, ExportRunner, Report
 from tap_alida.layout import ActivityLayout
@@ -153,7 +154,7 @@ class Community:
     def _get_activity(self, activity_id: str) -> dict[str, Any]:
         try:
             activity = self.client.get_json(
-                self.client.url("v1", f"activities/{activity_id}"),
+                self.client.url("v1", f"activities/{quote(activity_id, safe='')}"),
                 what=f"look up activity {activity_id}",
             )
         except NotFoundError as exc:
@@ -240,11 +241,18 @@ class Community:
         return ExportFile(self.exports.download(batch, str(self.workdir)), batch)
 
     def _resumable(self, entry: Any, label: str, activity_id: str | None) -> Batch | None:
-        """The batch a crashed run left in STATE, if it may be re-used."""
+        """The batch a crashed run left in STATE, if it may be re-used: made for this very
+        export (kind and activity, see ``Batch.mismatch``) and young enough."""
         if not isinstance(entry, Mapping):
             return None
         batch = Batch.from_state(entry, label, activity_id)
         if batch is None:
+            return None
+        reason = Batch.mismatch(entry, MEMBERS if activity_id is None else ACTIVITY, activity_id)
+        if reason is not None:
+            logger.info(
+                "Not re-using batch %s from STATE for %s: %s; creating a new batch.", batch.id, label, reason
+            )
             return None
         age = time.monotonic() - batch.created_at
         if age > RESUME_MAX_AGE_SECONDS:
@@ -306,6 +314,19 @@ class Community:
             logger.info("%s from the previous run no longer exists.", batch.describe())
             return False
         state = str(status.get("status") or "").lower()
+        dataset = status.get("datasetId")
+        if (
+            batch.kind == ACTIVITY
+            and dataset is not None
+            and str(dataset).lower() != str(batch.activity_id).lower()
+        ):
+            logger.info(
+                "Not re-using %s from the previous run: Alida says it exports activity %s; creating a "
+                "new batch.",
+                batch.describe(),
+                dataset,
+            )
+            return False
         if state == "failed":
             logger.info("%s from the previous run failed; creating a new batch.", batch.describe())
             return False

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 import urllib3
@@ -36,6 +36,7 @@ from tap_alida.errors import (
     StorageLinkError,
 )
 from tap_alida.export_file import check_complete, read_definition_from_stream
+from tap_alida.settings import AlidaSettings
 
 logger = logging.getLogger("tap_alida.export")
 
@@ -71,12 +72,33 @@ class Batch:
         return f"{self.label}, batch {self.id}"
 
     def to_state(self) -> dict[str, Any]:
-        """What STATE keeps so that a rerun after a crash can re-use this batch."""
+        """What STATE keeps so that a rerun after a crash can re-use this batch.
+
+        The activity id (activity batches) and ``sinceDatetime`` (member batches)
+        are kept so that a rerun re-uses a batch only for the export it was made
+        for (``matches``): a stream renamed to another activity, or a STATE file
+        copied between projects, must not load one survey's file as another's.
+        """
         created = time.time() - (time.monotonic() - self.created_at)
         entry: dict[str, Any] = {"id": self.id, "kind": self.kind, "created_at": round(created, 3)}
         if self.kind == MEMBERS:
             entry["since"] = self.since
+        else:
+            entry["activity_id"] = self.activity_id
         return entry
+
+    @staticmethod
+    def mismatch(entry: Mapping[str, Any], kind: str, activity_id: str | None) -> str | None:
+        """Why a STATE entry was not made for this export (None: it was)."""
+        if entry.get("kind") != kind:
+            return f"it is a {entry.get('kind')!r} batch, not an {kind!r} one"
+        if kind == ACTIVITY:
+            recorded = entry.get("activity_id")
+            if recorded is None:
+                return "STATE does not record which activity it belongs to"
+            if str(recorded).lower() != str(activity_id).lower():
+                return f"it belongs to activity {recorded}"
+        return None
 
     @classmethod
     def from_state(cls, entry: Mapping[str, Any], label: str, activity_id: str | None) -> Batch | None:
@@ -104,21 +126,23 @@ class BatchExports:
         self.settings = client.settings
 
     # -- paths (note the asymmetry: create is per activity, status/files are not) ----
+    # Ids are quoted as one path segment each: an id from STATE or a response may
+    # hold '/', '?' or '#', which would otherwise change the route or the query.
 
     def _status_url(self, batch: Batch) -> str:
         if batch.kind == ACTIVITY:
-            return self.client.url("v2", f"data/activities/responses/batch/{batch.id}")
-        return self.client.url("v2", f"data/members/profiles/batch/{batch.id}")
+            return self.client.url("v2", f"data/activities/responses/batch/{segment(batch.id)}")
+        return self.client.url("v2", f"data/members/profiles/batch/{segment(batch.id)}")
 
     def _files_url(self, batch: Batch, file_id: str) -> str:
         if batch.kind == ACTIVITY:
-            return self.client.url("v2", f"data/activities/responses/files/{file_id}")
-        return self.client.url("v2", f"data/members/profiles/files/{file_id}")
+            return self.client.url("v2", f"data/activities/responses/files/{segment(file_id)}")
+        return self.client.url("v2", f"data/members/profiles/files/{segment(file_id)}")
 
     # -- create ---------------------------------------------------------------------
 
     def create_activity_batch(self, activity_id: str, label: str) -> Batch:
-        url = self.client.url("v2", f"data/activities/{activity_id}/responses/batch")
+        url = self.client.url("v2", f"data/activities/{segment(activity_id)}/responses/batch")
         return self._create(url, None, Batch(ACTIVITY, "", label, activity_id=activity_id))
 
     def create_member_batch(self, since: str | None) -> Batch:
@@ -198,7 +222,7 @@ class BatchExports:
                 logger.info("%s is %s (%.0f s elapsed).", batch.describe(), state, elapsed)
                 last_status, last_log = state, now
             if status:  # the create response may already say succeeded
-                sleep(interval)
+                sleep(min(interval, _time_left(state, elapsed, settings)))
                 interval = min(interval * 2, settings.poll_max_interval)
             status = self.refresh(batch)
 
@@ -362,6 +386,24 @@ class BatchExports:
                 response.close()
             progress.done(received)
             return
+
+
+def segment(value: str) -> str:
+    """``value`` quoted as one URL path segment (every reserved character escaped)."""
+    return quote(str(value), safe="")
+
+
+def _time_left(state: str, elapsed: float, settings: AlidaSettings) -> float:
+    """Seconds until the nearest deadline that applies (a little past it, so the next check fails).
+
+    A poll sleeps at most this long: a long ``poll_interval_seconds`` must not
+    carry a wait past ``max_wait_seconds`` (or, while pending,
+    ``max_wait_to_start_seconds``).
+    """
+    deadline = settings.max_wait
+    if state == "pending":
+        deadline = min(deadline, settings.max_wait_to_start)
+    return max(0.0, deadline - elapsed) + 0.05
 
 
 def _continues(response: requests.Response, offset: int) -> bool:

@@ -11,11 +11,13 @@ file's field definitions (``schema``).
 from __future__ import annotations
 
 import copy
+import io
+import json
 import logging
 import sys
 import time
 from functools import cached_property
-from typing import Any
+from typing import IO, Any
 
 import click
 from singer_sdk import Stream, Tap
@@ -30,6 +32,7 @@ from tap_alida.errors import AlidaError
 from tap_alida.privacy import SensitiveValues
 from tap_alida.schema import WarnOnce, format_datetime, parse_datetime
 from tap_alida.settings import CONFIG_SCHEMA, AlidaSettings
+from tap_alida.state_file import check_state, read_state_stream
 from tap_alida.streams import (
     BATCH_STATE_KEY,
     BATCHES_STATE_KEY,
@@ -83,6 +86,31 @@ class TapAlida(Tap):
     @cached_property
     def community(self) -> Community:
         return Community(self.client)
+
+    # -- --state ------------------------------------------------------------------------
+
+    @classmethod
+    def invoke(  # type: ignore[override]
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: Any = None,
+        state: IO[str] | None = None,
+        catalog: IO[str] | None = None,
+    ) -> None:
+        """The SDK's entry point, with ``--state`` read and checked first (``state_file``).
+
+        A STATE file that is not JSON or not shaped like a Singer state becomes
+        one error naming the file, instead of a traceback from the SDK's parse.
+        """
+        if state is not None:
+            state = io.StringIO(json.dumps(read_state_stream(state)))
+        super().invoke(about=about, about_format=about_format, config=config, state=state, catalog=catalog)
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """The SDK's, after the same shape check (for a state passed as a dict, not a file)."""
+        super().load_state(check_state(state, "given to the tap"))
 
     # -- --test ------------------------------------------------------------------------
 
