@@ -29,6 +29,7 @@ import urllib3
 from tap_alida.client import STOP, TRANSIENT_ERRORS, AlidaClient, safe_url, sleep
 from tap_alida.errors import (
     APIError,
+    BadExportFileError,
     BatchFailedError,
     ExportFailedError,
     ExportFileError,
@@ -260,7 +261,9 @@ class BatchExports:
                 link = self._fresh_link(batch)
                 continue
             try:
-                return read_definition_from_stream(response.raw, batch)
+                return read_definition_from_stream(response.raw, batch, framed=_framed(response))
+            except BadExportFileError:
+                raise  # the file itself is bad: reading it again cannot help
             except (*TRANSIENT_ERRORS, *STREAM_ERRORS, ExportFileError) as exc:
                 # ExportFileError: a body cut short looks like malformed JSON here.
                 self.client.retry.pause(attempt, what, type(exc).__name__, None)
@@ -386,6 +389,13 @@ class BatchExports:
                 response.close()
             progress.done(received)
             return
+
+
+def _framed(response: requests.Response) -> bool:
+    """Whether the body's length is declared (Content-Length, or chunked): urllib3 then
+    raises on a body cut short, so a clean end of the body is the end of the file."""
+    headers = response.headers
+    return "Content-Length" in headers or "chunked" in headers.get("Transfer-Encoding", "").lower()
 
 
 def segment(value: str) -> str:

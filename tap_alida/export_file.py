@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import ijson
 
-from tap_alida.errors import ExportFileError, TruncatedFileError
+from tap_alida.errors import BadExportFileError, ExportFileError, TruncatedFileError
 
 if TYPE_CHECKING:
     from tap_alida.export import Batch
@@ -55,12 +55,36 @@ def _maybe_gunzip(stream: Any) -> IO[bytes]:
     return buffered
 
 
+def parse_problem(exc: Exception) -> str:
+    """The first line of a parse error: yajl's next lines quote the file's text (member data)."""
+    return str(exc).split("\n", 1)[0].strip()
+
+
 def _malformed(batch: Batch, offset: int | None, exc: Exception) -> ExportFileError:
     where = f" near byte {offset}" if offset is not None else ""
     return ExportFileError(
-        f"The export file of {batch.describe()} is truncated or malformed{where} ({exc}). "
+        f"The export file of {batch.describe()} is truncated or malformed{where} ({parse_problem(exc)}). "
         "The bookmark was not advanced; rerun the sync. If it recurs, give Alida support the batch id."
     )
+
+
+class _Counting(io.RawIOBase):
+    """A readable stream that counts the bytes read through it and sees the end of the body."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.bytes_read = 0
+        self.at_end = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer)
+        if not n:
+            self.at_end = True
+        self.bytes_read += n or 0
+        return n or 0
 
 
 def check_complete(path: Path, batch: Batch) -> None:
@@ -95,21 +119,49 @@ def check_complete(path: Path, batch: Batch) -> None:
     raise TruncatedFileError(msg)
 
 
-def read_definition_from_stream(raw: Any, batch: Batch) -> dict[str, Any]:
-    """The ``definition`` object from a (network) stream; stops reading once parsed."""
+def read_definition_from_stream(raw: Any, batch: Batch, *, framed: bool = True) -> dict[str, Any]:
+    """The ``definition`` object from a (network) stream; stops reading once parsed.
+
+    Which failures are worth another read: a body that ends early (its JSON
+    stops at the end of what arrived, on a close-delimited body whose length
+    nobody declared) may be a dropped connection, so it raises a plain
+    ExportFileError (the caller reads again). A file that is wrong whatever
+    the network does raises BadExportFileError at once: an empty body, JSON
+    broken before the end of the body (or anywhere in a body whose length was
+    declared, ``framed``: urllib3 raises its own error when such a body is cut),
+    or no ``definition`` object.
+    """
     if hasattr(raw, "decode_content"):
         raw.decode_content = True  # gzip Content-Encoding
         # Reading to the end (``records`` first) must not close the body under
         # the buffered reader: EOF is then an empty read, not "closed file".
         raw.auto_close = False
-    stream = _maybe_gunzip(raw)
+    counting = _Counting(raw)
+    stream = _maybe_gunzip(counting)
     try:
         definition = next(_ijson.items(stream, "definition", use_float=False), None)
     except ijson.JSONError as exc:
-        raise _malformed(batch, None, exc) from exc
+        if counting.at_end and counting.bytes_read == 0:
+            msg = (
+                f"The export file of {batch.describe()} is empty (0 bytes): Alida produced no "
+                "content. Rerun the sync later; if it recurs, give Alida support the batch id."
+            )
+            raise BadExportFileError(msg) from None
+        if counting.at_end and not framed:
+            raise _malformed(batch, None, exc) from exc  # maybe cut short: read it again
+        msg = (
+            f"The export file of {batch.describe()} is not valid JSON ({parse_problem(exc)}, within "
+            f"its first {counting.bytes_read} bytes). Rerun the sync later; if it recurs, give Alida "
+            "support the batch id."
+        )
+        raise BadExportFileError(msg) from None
     if not isinstance(definition, dict):
-        msg = f"The export file of {batch.describe()} has no 'definition' object."
-        raise ExportFileError(msg)
+        msg = (
+            f"The export file of {batch.describe()} has no 'definition' object (the field "
+            "definitions), so its columns cannot be known. Rerun the sync later; if it recurs, give "
+            "Alida support the batch id."
+        )
+        raise BadExportFileError(msg)
     return definition
 
 

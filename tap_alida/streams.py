@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -23,7 +25,7 @@ from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_alida import drift
-from tap_alida.errors import ExportFileError
+from tap_alida.errors import AlidaError, ExportFileError
 from tap_alida.naming import assign_names
 from tap_alida.privacy import DROP, HASH, SensitiveValues
 from tap_alida.records import ACTIVITY_ANSWERS_SCHEMA, ActivityRecordMapper, AnswerMapper
@@ -70,6 +72,14 @@ class AlidaStream(Stream):
     @property
     def community(self) -> Community:
         return self.alida_tap.community
+
+    def log(self, message: str, *args: Any, level: int = logging.INFO, **kwargs: Any) -> None:
+        """The SDK's, without its "An unhandled error occurred while syncing" line for an
+        AlidaError: ``tap.main`` reports that error as the run's one ERROR line, naming
+        the stream's activity or batch, and a generic line before it would be the first."""
+        if level == logging.ERROR and message.startswith("An unhandled error") and _alida_error_in_flight():
+            return
+        super().log(message, *args, level=level, **kwargs)
 
     @contextmanager
     def read_activity_file(
@@ -128,6 +138,10 @@ class AlidaStream(Stream):
                     version=self._stream_version,
                     time_extracted=utc_now(),
                 )
+
+
+def _alida_error_in_flight() -> bool:
+    return isinstance(sys.exc_info()[1], AlidaError)
 
 
 class ActivityResponsesStream(AlidaStream):

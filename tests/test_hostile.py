@@ -8,10 +8,13 @@ against the sandbox serving it.
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import FIXTURES, run_tap
 
 ACTIVITY = "5f3c2a10-1111-4b2c-9d3e-a62c0059cb00"  # "Quick Poll" in the fixture community
@@ -207,3 +210,56 @@ def test_structured_values_are_null_in_the_column_and_json_in_answers(start_sand
     assert by_field[("r2", "s", 1)]["value_string"] == '{"b": 2}'
     assert by_field[("r2", "s", 0)]["option_id"] == "o-a"
     assert by_field[("r2", "n", 0)]["value_string"] == "[1]"
+
+
+# --------------------------------------------------------------------------- 10. a bad file at discovery
+
+
+@pytest.mark.parametrize(
+    ("text", "cause"),
+    [
+        ("", "is empty (0 bytes)"),
+        ("<html><body>Service unavailable</body></html>", "is not valid JSON (lexical error"),
+        ('{"records": []}', "has no 'definition' object"),
+    ],
+    ids=["empty", "not JSON", "no definition"],
+)
+def test_a_bad_file_at_discovery_fails_fast_naming_batch_and_cause(start_sandbox, tmp_path, text, cause):
+    sandbox = start_sandbox("--fixtures", str(write_community(tmp_path, text)))
+    started = time.monotonic()
+    run = run_tap(tmp_path, sandbox.config(), "--discover")
+    assert time.monotonic() - started < 15
+    assert run.returncode == 1
+    assert TRACEBACK not in run.stderr, run.stderr
+    first = next(line for line in run.stderr.splitlines() if "| ERROR" in line)
+    created = re.findall(r"Created batch ([0-9a-f-]{36}) for activity 'Quick Poll'", run.stderr)
+    assert len(created) == 1 and f"batch {created[0]}" in first and cause in first, run.stderr
+    assert "; retry " not in run.stderr  # not retried as if the network had failed
+    assert "Service unavailable" not in run.stderr  # the file's text is not logged
+
+
+# --------------------------------------------------------------------------- 11. malformed mid-way
+
+
+def test_a_file_malformed_midway_leaves_no_batch_in_state(start_sandbox, tmp_path):
+    good = record("r1", '{"id": "q", "values": ["a"]}')
+    text = export_text(good, '{"id": "r2", "ownerId": nope}', good.replace("r1", "r3"))
+    sandbox = start_sandbox("--fixtures", str(write_community(tmp_path, text, fields=[field("q", "string")])))
+    run = run_tap(tmp_path, sandbox.config())
+    assert run.returncode == 1
+    assert TRACEBACK not in run.stderr, run.stderr
+    first = next(line for line in run.stderr.splitlines() if "| ERROR" in line)
+    (batch,) = set(re.findall(r"Created batch ([0-9a-f-]{36}) for activity 'Quick Poll'", run.stderr))
+    assert f"batch {batch} is truncated or malformed near byte" in first
+    recorded = [s for s in run.states if batch in json.dumps(s)]
+    assert recorded, "the batch was in STATE while it was read"
+    assert batch not in json.dumps(run.state)  # …and the final STATE no longer holds it
+    posts = [
+        r for r in sandbox.requests() if r["method"] == "POST" and r["path"].endswith("/responses/batch")
+    ]
+    rerun = run_tap(tmp_path, sandbox.config(), state=run.state)
+    assert rerun.returncode == 1 and "Re-using activity" not in rerun.stderr
+    posts_after = [
+        r for r in sandbox.requests() if r["method"] == "POST" and r["path"].endswith("/responses/batch")
+    ]
+    assert len(posts_after) > len(posts)  # the rerun exported afresh
