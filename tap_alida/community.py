@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import logging
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -37,6 +36,7 @@ from tap_alida.jobs import ExportJob, ExportRunner, Report
 from tap_alida.layout import ActivityLayout
 from tap_alida.naming import assign_names
 from tap_alida.schema import FieldDefinition, WarnOnce, parse_definition
+from tap_alida.spool import make_workdir
 from tap_alida.tally import Tally
 
 logger = logging.getLogger("tap_alida.community")
@@ -407,8 +407,10 @@ class Community:
 
     @property
     def workdir(self) -> Path:
-        """A private temporary folder for this run's files, removed at exit."""
-        if self._workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix="tap-alida-"))
-            atexit.register(shutil.rmtree, self._workdir, True)
+        """A private temporary folder for this run's files, removed at exit (see ``spool``:
+        folders of runs killed before their exit are removed by the next run)."""
+        with self._lock:
+            if self._workdir is None:
+                self._workdir = make_workdir()
+                atexit.register(shutil.rmtree, self._workdir, True)
         return self._workdir

@@ -38,6 +38,7 @@ from tap_alida.errors import (
 )
 from tap_alida.export_file import check_complete, read_definition_from_stream
 from tap_alida.settings import AlidaSettings
+from tap_alida.spool import disk_full
 
 logger = logging.getLogger("tap_alida.export")
 
@@ -286,14 +287,24 @@ class BatchExports:
         and nothing is parsed before the whole file is on disk, so a retried or
         resumed download can never emit a record twice. The caller removes the file.
         """
-        fd, name = tempfile.mkstemp(prefix=f"tap-alida-{batch.id}-", suffix=".json", dir=directory)
+        folder = directory or tempfile.gettempdir()
+        what = f"download the export file of {batch.describe()}"
+        try:
+            fd, name = tempfile.mkstemp(
+                prefix=f"tap-alida-{segment(batch.id)}-", suffix=".json", dir=directory
+            )
+        except OSError as exc:
+            raise (disk_full(exc, folder, what) or exc) from None
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as out:
                 self._download_into(batch, out)
             check_complete(path, batch)
-        except BaseException:
+        except BaseException as exc:
             path.unlink(missing_ok=True)
+            full = disk_full(exc, folder, what)
+            if full is not None:
+                raise full from None
             raise
         return path
 

@@ -229,6 +229,7 @@ class TapAlida(Tap):
             return
         self._exports_started = True
         community = self.community
+        community.workdir  # noqa: B018 - made now: dead runs' spool folders are removed at start
         community.runner.listener = self._record_batch
         selected = [s for s in self.streams.values() if s.selected]
         answers = next((s for s in selected if isinstance(s, ActivityAnswersStream)), None)
