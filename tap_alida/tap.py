@@ -45,6 +45,7 @@ from tap_alida.streams import (
     answers_slot,
     member_profiles_schema,
 )
+from tap_alida.width import warn_if_too_wide
 
 
 class TapAlida(Tap):
@@ -178,6 +179,7 @@ class TapAlida(Tap):
         for activity in activities:
             fields = self.community.definition(activity)
             schema = self.community.layout(activity, fields, warn).schema()
+            warn_if_too_wide(activity.stream_name, activity.label, schema, self.settings.set_columns)
             streams.append(ActivityResponsesStream(self, activity, schema))
         streams.append(ActivityAnswersStream(self))
         streams.append(ActivityFieldsStream(self))

@@ -263,3 +263,25 @@ def test_a_file_malformed_midway_leaves_no_batch_in_state(start_sandbox, tmp_pat
         r for r in sandbox.requests() if r["method"] == "POST" and r["path"].endswith("/responses/batch")
     ]
     assert len(posts_after) > len(posts)  # the rerun exported afresh
+
+
+# --------------------------------------------------------------- 14. wider than a warehouse allows
+
+
+def test_a_stream_wider_than_warehouses_allow_is_named_at_discovery(start_sandbox, tmp_path):
+    options = tuple(f"o{i}" for i in range(1600))  # 4 fixed + 1,600 indicators + 1 text = 1,605 columns
+    fields = [field("s", "set", "Brands", options=options), field("t", "string", "Text")]
+    text = export_text(record("r1", '{"id": "t", "values": ["x"]}'))
+    sandbox = start_sandbox("--fixtures", str(write_community(tmp_path, text, fields=fields)))
+    run = run_tap(tmp_path, sandbox.config(set_columns="indicators"), "--discover")
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = warnings_with(run, "more than some warehouses allow")
+    assert len(lines) == 1, run.stderr[-3000:]
+    line = lines[0]
+    assert "Stream quick_poll (activity 'Quick Poll'" in line and "has 1605 columns" in line
+    assert "PostgreSQL 1,600" in line and "Redshift 1,600" in line and "SQL Server 1,024" in line
+    assert "BigQuery" not in line
+    assert "'set_columns' to 'array' (1600 of the columns are option indicators)" in line
+    assert "deselect fields" in line and "activity_answers" in line
+    narrow = run_tap(tmp_path, sandbox.config(set_columns="array"), "--discover")
+    assert narrow.returncode == 0 and not warnings_with(narrow, "more than some warehouses allow")
