@@ -35,6 +35,7 @@ from tap_alida.errors import (
     ExportFileError,
     StoppedError,
     StorageLinkError,
+    TruncatedFileError,
 )
 from tap_alida.export_file import check_complete, read_definition_from_stream
 from tap_alida.settings import AlidaSettings
@@ -263,8 +264,8 @@ class BatchExports:
                 continue
             try:
                 return read_definition_from_stream(response.raw, batch, framed=_framed(response))
-            except BadExportFileError:
-                raise  # the file itself is bad: reading it again cannot help
+            except (BadExportFileError, TruncatedFileError):
+                raise  # the file itself is bad (or cut by Alida): reading it again cannot help
             except (*TRANSIENT_ERRORS, *STREAM_ERRORS, ExportFileError) as exc:
                 # ExportFileError: a body cut short looks like malformed JSON here.
                 self.client.retry.pause(attempt, what, type(exc).__name__, None)

@@ -75,16 +75,28 @@ class _Counting(io.RawIOBase):
         self._raw = raw
         self.bytes_read = 0
         self.at_end = False
+        self.head = b""  # the first bytes, and the last: enough to tell a cut from garbage
+        self.tail = b""
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        n = self._raw.readinto(buffer)
+        n = self._raw.readinto(buffer) or 0
         if not n:
             self.at_end = True
-        self.bytes_read += n or 0
-        return n or 0
+        elif len(self.head) < 16:
+            self.head += bytes(memoryview(buffer)[: 16 - len(self.head)])
+        if n:
+            self.tail = (self.tail + bytes(memoryview(buffer)[max(0, n - 64) : n]))[-64:]
+        self.bytes_read += n
+        return n
+
+    @property
+    def cut_short(self) -> bool:
+        """Whether the body read so far starts like an export file but stops before its JSON ends."""
+        head, tail = self.head.lstrip(), self.tail.rstrip()
+        return (head[:1] == b"{" and not tail.endswith(b"}")) or head[:2] == GZIP_MAGIC
 
 
 def check_complete(path: Path, batch: Batch) -> None:
@@ -122,14 +134,18 @@ def check_complete(path: Path, batch: Batch) -> None:
 def read_definition_from_stream(raw: Any, batch: Batch, *, framed: bool = True) -> dict[str, Any]:
     """The ``definition`` object from a (network) stream; stops reading once parsed.
 
-    Which failures are worth another read: a body that ends early (its JSON
-    stops at the end of what arrived, on a close-delimited body whose length
-    nobody declared) may be a dropped connection, so it raises a plain
-    ExportFileError (the caller reads again). A file that is wrong whatever
-    the network does raises BadExportFileError at once: an empty body, JSON
-    broken before the end of the body (or anywhere in a body whose length was
-    declared, ``framed``: urllib3 raises its own error when such a body is cut),
-    or no ``definition`` object.
+    Which failures are worth another try:
+
+    * a close-delimited body (length not declared, not ``framed``) that ends
+      before its JSON may be a dropped connection: plain ExportFileError, the
+      caller reads again (urllib3 raises its own error when a framed body is cut);
+    * a complete body that starts like an export file (``{``) but stops before
+      its JSON does is a file Alida cut short: TruncatedFileError, a new batch
+      may fix it (as after a download, see ``check_complete``).
+
+    Anything else is wrong whatever the network does and raises
+    BadExportFileError at once: an empty body, a body that is not JSON, JSON
+    broken before the end of the body, no ``definition`` object.
     """
     if hasattr(raw, "decode_content"):
         raw.decode_content = True  # gzip Content-Encoding
@@ -149,6 +165,12 @@ def read_definition_from_stream(raw: Any, batch: Batch, *, framed: bool = True) 
             raise BadExportFileError(msg) from None
         if counting.at_end and not framed:
             raise _malformed(batch, None, exc) from exc  # maybe cut short: read it again
+        if counting.at_end and counting.cut_short:
+            msg = (
+                f"The export file of {batch.describe()} is truncated: its JSON stops at byte "
+                f"{counting.bytes_read}, where the body ends ({parse_problem(exc)})."
+            )
+            raise TruncatedFileError(msg) from None
         msg = (
             f"The export file of {batch.describe()} is not valid JSON ({parse_problem(exc)}, within "
             f"its first {counting.bytes_read} bytes). Rerun the sync later; if it recurs, give Alida "

@@ -285,3 +285,19 @@ def test_a_stream_wider_than_warehouses_allow_is_named_at_discovery(start_sandbo
     assert "deselect fields" in line and "activity_answers" in line
     narrow = run_tap(tmp_path, sandbox.config(set_columns="array"), "--discover")
     assert narrow.returncode == 0 and not warnings_with(narrow, "more than some warehouses allow")
+
+
+def test_a_file_cut_before_its_definition_ends_is_exported_again(start_sandbox, tmp_path):
+    """Not a network failure either: the body arrived whole, the file itself stops early.
+    Like a truncated download, that is worth a new batch (up to max_export_attempts)."""
+    text = f'{{"id": "file-1", "datasetId": "{ACTIVITY}", "definition": {{"fields": [{{"id": "q", "na'
+    sandbox = start_sandbox("--fixtures", str(write_community(tmp_path, text)))
+    run = run_tap(tmp_path, sandbox.config(max_export_attempts=2), "--discover")
+    assert run.returncode == 1
+    assert TRACEBACK not in run.stderr, run.stderr
+    created = re.findall(r"Created batch ([0-9a-f-]{36}) for activity 'Quick Poll'", run.stderr)
+    assert len(created) == 2
+    first = next(line for line in run.stderr.splitlines() if "| ERROR" in line)
+    assert f"batch {created[-1]} is truncated: its JSON stops at byte {len(text)}" in first
+    assert "'max_export_attempts' = 2" in first
+    assert "; retry " not in run.stderr
