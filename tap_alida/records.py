@@ -369,13 +369,13 @@ class ActivityRecordMapper:
         def bad(value: Any) -> None:
             self.warn(
                 ("bad-value", self.activity_id, f.id),
-                "%s: field %r (%s) holds %r, which is not %s; such values load as null (as text "
-                "in activity_answers.value_string).",
+                "%s: field %r (%s) holds a value that is not %s (a %s); such values load as null "
+                "(as text in activity_answers.value_string).",
                 self.activity_label,
                 f.name,
                 f.id,
-                value,
                 expected,
+                type(value).__name__,
             )
 
         return bad

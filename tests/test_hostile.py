@@ -17,6 +17,11 @@ from typing import Any
 import pytest
 from conftest import FIXTURES, run_tap
 
+from tap_alida.layout import ActivityLayout
+from tap_alida.records import ActivityRecordMapper, ResponseIds
+from tap_alida.schema import FieldDefinition
+from tap_alida.tally import Tally
+
 ACTIVITY = "5f3c2a10-1111-4b2c-9d3e-a62c0059cb00"  # "Quick Poll" in the fixture community
 M1 = "14dfcbeb-b17a-464b-8372-a62c0065a966"
 TRACEBACK = "Traceback (most recent call last)"
@@ -301,3 +306,30 @@ def test_a_file_cut_before_its_definition_ends_is_exported_again(start_sandbox, 
     assert f"batch {created[-1]} is truncated: its JSON stops at byte {len(text)}" in first
     assert "'max_export_attempts' = 2" in first
     assert "; retry " not in run.stderr
+
+
+# --------------------------------------------------------------------------- units
+
+
+def test_repeated_ids_never_collide_with_later_own_ids():
+    repeats: list[str] = []
+    ids = ResponseIds(repeats.append)
+    given = [ids({"id": own}, "m") for own in ("a", "a", "a:1", "b", "a")]
+    assert given == ["a", "a:1", "a:1:1", "b", "a:2"]
+    assert len(set(given)) == len(given) and repeats == ["a", "a:1", "a"]
+
+
+def test_warnings_about_bad_values_do_not_quote_the_value(caplog):
+    fields = [FieldDefinition.from_api({"id": "d", "name": "D", "type": {"dataType": "double"}})]
+    tally = Tally()
+    mapper = ActivityRecordMapper("A", "activity 'A'", "B", ActivityLayout(fields), tally=tally)
+    secret = "jane.doe@example.com"
+    with caplog.at_level("WARNING"):
+        rows = [
+            mapper.map({"id": "r", "fields": [{"id": "d", "values": [v]}]}) for v in (secret, {"x": secret})
+        ]
+        tally.flush()
+    assert [r["d"] for r in rows] == [None, None]
+    assert caplog.records and secret not in caplog.text
+    assert "holds a value that is not a number (a str)" in caplog.text
+    assert "holds a JSON object or array" in caplog.text and "(1 occurrence(s)" in caplog.text
