@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import logging
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from tap_alida.client import AlidaClient
 from tap_alida.errors import (
@@ -30,13 +30,15 @@ from tap_alida.errors import (
     NotFoundError,
     TruncatedFileError,
 )
-from tap_alida.export import Batch, BatchExports
+from tap_alida.export import ACTIVITY, MEMBERS, Batch, BatchExports
 from tap_alida.export_file import ExportFile
 from tap_alida.jobs import ExportJob, ExportRunner, Report
 from tap_alida.layout import ActivityLayout
 from tap_alida.naming import assign_names
 from tap_alida.schema import FieldDefinition, WarnOnce, parse_definition
+from tap_alida.spool import make_workdir
 from tap_alida.status import BatchState, classify, status_word
+from tap_alida.tally import Tally
 
 logger = logging.getLogger("tap_alida.community")
 
@@ -95,6 +97,8 @@ class Community:
         self._member_variables: list[MemberVariable] | None = None
         self._workdir: Path | None = None
         self._reads_left: dict[str, int] = {}  # activity id → streams still to read its file
+        # Counted data problems of this run, shared by every stream (see tally.py).
+        self.tally = Tally(logging.getLogger("tap_alida.records"))
 
     # -- activities -------------------------------------------------------------------
 
@@ -151,7 +155,7 @@ class Community:
     def _get_activity(self, activity_id: str) -> dict[str, Any]:
         try:
             activity = self.client.get_json(
-                self.client.url("v1", f"activities/{activity_id}"),
+                self.client.url("v1", f"activities/{quote(activity_id, safe='')}"),
                 what=f"look up activity {activity_id}",
             )
         except NotFoundError as exc:
@@ -199,7 +203,7 @@ class Community:
         def read(batch: Batch) -> list[FieldDefinition]:
             with self._lock:
                 self._batches[activity.id] = batch  # re-used if this process also syncs it
-            return parse_definition(self.exports.read_definition(batch))
+            return parse_definition(self.exports.read_definition(batch), activity.label)
 
         def work(report: Report) -> list[FieldDefinition]:
             return self._run(create, None, report, read)
@@ -238,11 +242,18 @@ class Community:
         return ExportFile(self.exports.download(batch, str(self.workdir)), batch)
 
     def _resumable(self, entry: Any, label: str, activity_id: str | None) -> Batch | None:
-        """The batch a crashed run left in STATE, if it may be re-used."""
+        """The batch a crashed run left in STATE, if it may be re-used: made for this very
+        export (kind and activity, see ``Batch.mismatch``) and young enough."""
         if not isinstance(entry, Mapping):
             return None
         batch = Batch.from_state(entry, label, activity_id)
         if batch is None:
+            return None
+        reason = Batch.mismatch(entry, MEMBERS if activity_id is None else ACTIVITY, activity_id)
+        if reason is not None:
+            logger.info(
+                "Not re-using batch %s from STATE for %s: %s; creating a new batch.", batch.id, label, reason
+            )
             return None
         age = time.monotonic() - batch.created_at
         if age > RESUME_MAX_AGE_SECONDS:
@@ -303,6 +314,19 @@ class Community:
         except NotFoundError:
             logger.info("%s from the previous run no longer exists.", batch.describe())
             return False
+        dataset = status.get("datasetId")
+        if (
+            batch.kind == ACTIVITY
+            and dataset is not None
+            and str(dataset).lower() != str(batch.activity_id).lower()
+        ):
+            logger.info(
+                "Not re-using %s from the previous run: Alida says it exports activity %s; creating a "
+                "new batch.",
+                batch.describe(),
+                dataset,
+            )
+            return False
         word = status_word(status)
         if classify(word) in (BatchState.FAILED, BatchState.CANCELLED):
             logger.info("%s from the previous run ended %r; creating a new batch.", batch.describe(), word)
@@ -323,7 +347,7 @@ class Community:
         file_job = self.runner.jobs.get(f"file:{activity.id}")
         if file_job is not None:
             export = self.runner.result(file_job)
-            fields = parse_definition(export.first("definition"))
+            fields = parse_definition(export.first("definition"), activity.label)
         else:
             fields = self.runner.result(self.start_definition_export(activity))
         self.remember_definition(activity, fields)
@@ -384,8 +408,10 @@ class Community:
 
     @property
     def workdir(self) -> Path:
-        """A private temporary folder for this run's files, removed at exit."""
-        if self._workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix="tap-alida-"))
-            atexit.register(shutil.rmtree, self._workdir, True)
+        """A private temporary folder for this run's files, removed at exit (see ``spool``:
+        folders of runs killed before their exit are removed by the next run)."""
+        with self._lock:
+            if self._workdir is None:
+                self._workdir = make_workdir()
+                atexit.register(shutil.rmtree, self._workdir, True)
         return self._workdir

@@ -55,6 +55,11 @@ class StorageLinkError(APIError):
     """The storage host refused a file link (400/401/403: expired or not valid any more)."""
 
 
+class BadExportFileError(ExportFileError):
+    """The file's content is wrong the same way on every read (empty, not JSON, no definition):
+    re-reading it cannot help, so the run fails at once naming the batch and the cause."""
+
+
 class TruncatedFileError(ExportFileError):
     """A downloaded file ends before its JSON does: a new batch may fix it."""
 

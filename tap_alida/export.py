@@ -26,13 +26,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
 from tap_alida.client import STOP, STREAM_ERRORS, TRANSIENT_ERRORS, AlidaClient, safe_url, sleep
 from tap_alida.errors import (
     APIError,
+    BadExportFileError,
     BatchCancelledError,
     BatchFailedError,
     ExportFailedError,
@@ -40,9 +41,12 @@ from tap_alida.errors import (
     NotFoundError,
     StoppedError,
     StorageLinkError,
+    TruncatedFileError,
 )
 from tap_alida.export_file import check_complete, read_definition_from_stream
 from tap_alida.links import LINK_KEYS, FreshLinks
+from tap_alida.settings import AlidaSettings
+from tap_alida.spool import disk_full
 from tap_alida.status import BatchState, classify, error_text, status_word
 
 logger = logging.getLogger("tap_alida.export")
@@ -79,12 +83,33 @@ class Batch:
         return f"{self.label}, batch {self.id}"
 
     def to_state(self) -> dict[str, Any]:
-        """What STATE keeps so that a rerun after a crash can re-use this batch."""
+        """What STATE keeps so that a rerun after a crash can re-use this batch.
+
+        The activity id (activity batches) and ``sinceDatetime`` (member batches)
+        are kept so that a rerun re-uses a batch only for the export it was made
+        for (``matches``): a stream renamed to another activity, or a STATE file
+        copied between projects, must not load one survey's file as another's.
+        """
         created = time.time() - (time.monotonic() - self.created_at)
         entry: dict[str, Any] = {"id": self.id, "kind": self.kind, "created_at": round(created, 3)}
         if self.kind == MEMBERS:
             entry["since"] = self.since
+        else:
+            entry["activity_id"] = self.activity_id
         return entry
+
+    @staticmethod
+    def mismatch(entry: Mapping[str, Any], kind: str, activity_id: str | None) -> str | None:
+        """Why a STATE entry was not made for this export (None: it was)."""
+        if entry.get("kind") != kind:
+            return f"it is a {entry.get('kind')!r} batch, not an {kind!r} one"
+        if kind == ACTIVITY:
+            recorded = entry.get("activity_id")
+            if recorded is None:
+                return "STATE does not record which activity it belongs to"
+            if str(recorded).lower() != str(activity_id).lower():
+                return f"it belongs to activity {recorded}"
+        return None
 
     @classmethod
     def from_state(cls, entry: Mapping[str, Any], label: str, activity_id: str | None) -> Batch | None:
@@ -121,21 +146,23 @@ class BatchExports:
         return not seen
 
     # -- paths (note the asymmetry: create is per activity, status/files are not) ----
+    # Ids are quoted as one path segment each: an id from STATE or a response may
+    # hold '/', '?' or '#', which would otherwise change the route or the query.
 
     def _status_url(self, batch: Batch) -> str:
         if batch.kind == ACTIVITY:
-            return self.client.url("v2", f"data/activities/responses/batch/{batch.id}")
-        return self.client.url("v2", f"data/members/profiles/batch/{batch.id}")
+            return self.client.url("v2", f"data/activities/responses/batch/{segment(batch.id)}")
+        return self.client.url("v2", f"data/members/profiles/batch/{segment(batch.id)}")
 
     def _files_url(self, batch: Batch, file_id: str) -> str:
         if batch.kind == ACTIVITY:
-            return self.client.url("v2", f"data/activities/responses/files/{file_id}")
-        return self.client.url("v2", f"data/members/profiles/files/{file_id}")
+            return self.client.url("v2", f"data/activities/responses/files/{segment(file_id)}")
+        return self.client.url("v2", f"data/members/profiles/files/{segment(file_id)}")
 
     # -- create ---------------------------------------------------------------------
 
     def create_activity_batch(self, activity_id: str, label: str) -> Batch:
-        url = self.client.url("v2", f"data/activities/{activity_id}/responses/batch")
+        url = self.client.url("v2", f"data/activities/{segment(activity_id)}/responses/batch")
         return self._create(url, None, Batch(ACTIVITY, "", label, activity_id=activity_id))
 
     def create_member_batch(self, since: str | None) -> Batch:
@@ -254,7 +281,7 @@ class BatchExports:
                 logger.info("%s is %s (%.0f s elapsed).", batch.describe(), shown, elapsed)
                 last_word, last_log = word, now
             if status:  # the create response may already say succeeded
-                sleep(interval)
+                sleep(min(interval, _time_left(state is not BatchState.RUNNING, elapsed, settings)))
                 interval = min(interval * 2, settings.poll_max_interval)
             status = self.refresh(batch)
 
@@ -294,7 +321,9 @@ class BatchExports:
                 link = self._fresh_link(batch)
                 continue
             try:
-                return read_definition_from_stream(response.raw, batch)
+                return read_definition_from_stream(response.raw, batch, framed=_framed(response))
+            except (BadExportFileError, TruncatedFileError):
+                raise  # the file itself is bad (or cut by Alida): reading it again cannot help
             except (*TRANSIENT_ERRORS, *STREAM_ERRORS, ExportFileError) as exc:
                 # ExportFileError: a body cut short looks like malformed JSON here.
                 self.client.retry.pause(attempt, what, type(exc).__name__, None)
@@ -317,14 +346,24 @@ class BatchExports:
         and nothing is parsed before the whole file is on disk, so a retried or
         resumed download can never emit a record twice. The caller removes the file.
         """
-        fd, name = tempfile.mkstemp(prefix=f"tap-alida-{batch.id}-", suffix=".json", dir=directory)
+        folder = directory or tempfile.gettempdir()
+        what = f"download the export file of {batch.describe()}"
+        try:
+            fd, name = tempfile.mkstemp(
+                prefix=f"tap-alida-{segment(batch.id)}-", suffix=".json", dir=directory
+            )
+        except OSError as exc:
+            raise (disk_full(exc, folder, what) or exc) from None
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as out:
                 self._download_into(batch, out)
             check_complete(path, batch)
-        except BaseException:
+        except BaseException as exc:
             path.unlink(missing_ok=True)
+            full = disk_full(exc, folder, what)
+            if full is not None:
+                raise full from None
             raise
         return path
 
@@ -440,6 +479,31 @@ def created_batch(response: requests.Response) -> tuple[dict[str, Any], str | No
     if batch_id is None and response.headers.get("Location"):
         batch_id = urlsplit(response.headers["Location"]).path.rstrip("/").rsplit("/", 1)[-1] or None
     return dict(status), None if batch_id is None else str(batch_id)
+
+
+def _framed(response: requests.Response) -> bool:
+    """Whether the body's length is declared (Content-Length, or chunked): urllib3 then
+    raises on a body cut short, so a clean end of the body is the end of the file."""
+    headers = response.headers
+    return "Content-Length" in headers or "chunked" in headers.get("Transfer-Encoding", "").lower()
+
+
+def segment(value: str) -> str:
+    """``value`` quoted as one URL path segment (every reserved character escaped)."""
+    return quote(str(value), safe="")
+
+
+def _time_left(not_started: bool, elapsed: float, settings: AlidaSettings) -> float:
+    """Seconds until the nearest deadline that applies (a little past it, so the next check fails).
+
+    A poll sleeps at most this long: a long ``poll_interval_seconds`` must not
+    carry a wait past ``max_wait_seconds`` (or, while pending,
+    ``max_wait_to_start_seconds``).
+    """
+    deadline = settings.max_wait
+    if not_started:
+        deadline = min(deadline, settings.max_wait_to_start)
+    return max(0.0, deadline - elapsed) + 0.05
 
 
 def _continues(response: requests.Response, offset: int) -> bool:

@@ -7,6 +7,14 @@ takes a separate pass per part (instant when the part comes first). Bodies that
 are gzip bytes without a ``Content-Encoding`` header are detected by their magic
 number. A truncated or malformed file raises ``ExportFileError`` with the byte
 offset where parsing stopped.
+
+Numbers: records are parsed with ``use_float=True`` (C doubles, the fast path).
+yajl cannot hold a number beyond a double (``1e400``) or an integer beyond 64
+bits (``1180591620717411303424``) that way and stops with "overflow"; a valid
+file must not fail for that, so ``items`` then parses the file again with
+exact numbers (``Decimal``/``int``) and goes on after the records it already
+gave. Only files with such numbers pay for the second pass. Definitions and
+single values (``first``) are small and always parsed exactly.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import ijson
 
-from tap_alida.errors import ExportFileError, TruncatedFileError
+from tap_alida.errors import BadExportFileError, ExportFileError, TruncatedFileError
 
 if TYPE_CHECKING:
     from tap_alida.export import Batch
@@ -47,12 +55,48 @@ def _maybe_gunzip(stream: Any) -> IO[bytes]:
     return buffered
 
 
+def parse_problem(exc: Exception) -> str:
+    """The first line of a parse error: yajl's next lines quote the file's text (member data)."""
+    return str(exc).split("\n", 1)[0].strip()
+
+
 def _malformed(batch: Batch, offset: int | None, exc: Exception) -> ExportFileError:
     where = f" near byte {offset}" if offset is not None else ""
     return ExportFileError(
-        f"The export file of {batch.describe()} is truncated or malformed{where} ({exc}). "
+        f"The export file of {batch.describe()} is truncated or malformed{where} ({parse_problem(exc)}). "
         "The bookmark was not advanced; rerun the sync. If it recurs, give Alida support the batch id."
     )
+
+
+class _Counting(io.RawIOBase):
+    """A readable stream that counts the bytes read through it and sees the end of the body."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.bytes_read = 0
+        self.at_end = False
+        self.head = b""  # the first bytes, and the last: enough to tell a cut from garbage
+        self.tail = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer) or 0
+        if not n:
+            self.at_end = True
+        elif len(self.head) < 16:
+            self.head += bytes(memoryview(buffer)[: 16 - len(self.head)])
+        if n:
+            self.tail = (self.tail + bytes(memoryview(buffer)[max(0, n - 64) : n]))[-64:]
+        self.bytes_read += n
+        return n
+
+    @property
+    def cut_short(self) -> bool:
+        """Whether the body read so far starts like an export file but stops before its JSON ends."""
+        head, tail = self.head.lstrip(), self.tail.rstrip()
+        return (head[:1] == b"{" and not tail.endswith(b"}")) or head[:2] == GZIP_MAGIC
 
 
 def check_complete(path: Path, batch: Batch) -> None:
@@ -87,21 +131,59 @@ def check_complete(path: Path, batch: Batch) -> None:
     raise TruncatedFileError(msg)
 
 
-def read_definition_from_stream(raw: Any, batch: Batch) -> dict[str, Any]:
-    """The ``definition`` object from a (network) stream; stops reading once parsed."""
+def read_definition_from_stream(raw: Any, batch: Batch, *, framed: bool = True) -> dict[str, Any]:
+    """The ``definition`` object from a (network) stream; stops reading once parsed.
+
+    Which failures are worth another try:
+
+    * a close-delimited body (length not declared, not ``framed``) that ends
+      before its JSON may be a dropped connection: plain ExportFileError, the
+      caller reads again (urllib3 raises its own error when a framed body is cut);
+    * a complete body that starts like an export file (``{``) but stops before
+      its JSON does is a file Alida cut short: TruncatedFileError, a new batch
+      may fix it (as after a download, see ``check_complete``).
+
+    Anything else is wrong whatever the network does and raises
+    BadExportFileError at once: an empty body, a body that is not JSON, JSON
+    broken before the end of the body, no ``definition`` object.
+    """
     if hasattr(raw, "decode_content"):
         raw.decode_content = True  # gzip Content-Encoding
         # Reading to the end (``records`` first) must not close the body under
         # the buffered reader: EOF is then an empty read, not "closed file".
         raw.auto_close = False
-    stream = _maybe_gunzip(raw)
+    counting = _Counting(raw)
+    stream = _maybe_gunzip(counting)
     try:
-        definition = next(_ijson.items(stream, "definition", use_float=True), None)
+        definition = next(_ijson.items(stream, "definition", use_float=False), None)
     except ijson.JSONError as exc:
-        raise _malformed(batch, None, exc) from exc
+        if counting.at_end and counting.bytes_read == 0:
+            msg = (
+                f"The export file of {batch.describe()} is empty (0 bytes): Alida produced no "
+                "content. Rerun the sync later; if it recurs, give Alida support the batch id."
+            )
+            raise BadExportFileError(msg) from None
+        if counting.at_end and not framed:
+            raise _malformed(batch, None, exc) from exc  # maybe cut short: read it again
+        if counting.at_end and counting.cut_short:
+            msg = (
+                f"The export file of {batch.describe()} is truncated: its JSON stops at byte "
+                f"{counting.bytes_read}, where the body ends ({parse_problem(exc)})."
+            )
+            raise TruncatedFileError(msg) from None
+        msg = (
+            f"The export file of {batch.describe()} is not valid JSON ({parse_problem(exc)}, within "
+            f"its first {counting.bytes_read} bytes). Rerun the sync later; if it recurs, give Alida "
+            "support the batch id."
+        )
+        raise BadExportFileError(msg) from None
     if not isinstance(definition, dict):
-        msg = f"The export file of {batch.describe()} has no 'definition' object."
-        raise ExportFileError(msg)
+        msg = (
+            f"The export file of {batch.describe()} has no 'definition' object (the field "
+            "definitions), so its columns cannot be known. Rerun the sync later; if it recurs, give "
+            "Alida support the batch id."
+        )
+        raise BadExportFileError(msg)
     return definition
 
 
@@ -121,14 +203,41 @@ class ExportFile:
         """The first value at ``prefix`` (e.g. ``lastSyncDate``), None when absent."""
         with self._open() as (raw, stream):
             try:
-                return next(_ijson.items(stream, prefix, use_float=True), None)
+                return next(_ijson.items(stream, prefix, use_float=False), None)
             except ijson.JSONError as exc:
                 raise _malformed(self.batch, raw.tell(), exc) from exc
 
     def items(self, prefix: str) -> Iterator[Any]:
-        """Every value at ``prefix`` (e.g. ``records.item``), parsed incrementally."""
+        """Every value at ``prefix`` (e.g. ``records.item``), parsed incrementally.
+
+        Fast doubles first; on a number too big for them, the exact pass takes
+        over after the values already given (see the module docstring).
+        """
+        given = 0
         with self._open() as (raw, stream):
             try:
-                yield from _ijson.items(stream, prefix, use_float=True)
+                for value in _ijson.items(stream, prefix, use_float=True):
+                    given += 1
+                    yield value
+                return
+            except ijson.JSONError as exc:
+                if not is_number_overflow(exc):
+                    raise _malformed(self.batch, raw.tell(), exc) from exc
+        logger.info(
+            "%s: the export file has a number too big for a double; reading it with exact "
+            "numbers from item %d on.",
+            self.batch.describe(),
+            given,
+        )
+        with self._open() as (raw, stream):
+            try:
+                for index, value in enumerate(_ijson.items(stream, prefix, use_float=False)):
+                    if index >= given:
+                        yield value
             except ijson.JSONError as exc:
                 raise _malformed(self.batch, raw.tell(), exc) from exc
+
+
+def is_number_overflow(exc: Exception) -> bool:
+    """Whether yajl stopped at a valid number it cannot hold as a double or a 64-bit integer."""
+    return "overflow" in str(exc).split("\n", 1)[0]

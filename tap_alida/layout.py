@@ -28,8 +28,9 @@ ACTIVITY_FIXED_COLUMNS: dict[str, dict[str, Any]] = {
     "activity_id": {"type": ["string"], "description": "Alida activity id (the export's datasetId)."},
     "response_id": {
         "type": ["string"],
-        "description": "The record's own id when the export has one, otherwise "
-        "'<member_id>:<n>' with n the 0-based index of that member's records in the file.",
+        "description": "The record's own id when the export has one (a repeated id gets "
+        "':<n>', n = 1, 2, … in file order), otherwise '<member_id>:<n>' with n the 0-based "
+        "index of that member's records in the file.",
     },
     "member_id": {"type": ["string", "null"], "description": "The record's ownerId (member GUID)."},
     "batch_id": {"type": ["string", "null"], "description": "Id of the batch export the row came from."},

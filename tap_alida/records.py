@@ -31,10 +31,13 @@ from tap_alida.schema import (
     FieldDefinition,
     WarnOnce,
     is_canonical_datetime,
+    is_out_of_range,
+    is_structured,
     normalize_datetime,
     to_number,
     to_text,
 )
+from tap_alida.tally import Tally
 
 Converter = Callable[[list[Any]], Any]
 # Writes a set field's indicator columns: (row, values) → None.
@@ -46,19 +49,61 @@ class ResponseIds:
 
     Both mappers number a file's records the same way, so a response's answers
     join to its row.
+
+    An own id seen before in the file (two records with the same id) would give
+    two rows with one primary key, and a loader would keep one of them at
+    random. The second occurrence becomes ``<id>:1``, the third ``<id>:2`` (the
+    first unused such key), in file order, so reruns give the same keys; each
+    repeat is reported to ``on_duplicate`` (the mappers count them per
+    activity). Costs one string per record with its own id, for the file's read.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_duplicate: Callable[[str], None] | None = None) -> None:
         self._counts: dict[str, int] = {}
+        self._seen: set[str] = set()
+        self._repeats: dict[str, int] = {}
+        self._on_duplicate = on_duplicate
 
     def __call__(self, record: Mapping[str, Any], member: str | None) -> str:
         own_id = record.get("id", record.get("responseId"))
         if own_id is not None:
-            return str(own_id)
+            key = own_id if type(own_id) is str else str(own_id)
+            if key not in self._seen:
+                self._seen.add(key)
+                return key
+            return self._repeated(key)
         key = member or ""
         n = self._counts.get(key, 0)
         self._counts[key] = n + 1
         return f"{key}:{n}"
+
+    def _repeated(self, own_id: str) -> str:
+        n = self._repeats.get(own_id, 0)
+        while True:
+            n += 1
+            candidate = f"{own_id}:{n}"
+            if candidate not in self._seen:
+                break
+        self._repeats[own_id] = n
+        self._seen.add(candidate)
+        if self._on_duplicate is not None:
+            self._on_duplicate(own_id)
+        return candidate
+
+
+def duplicate_counter(tally: Tally, activity_id: str, activity_label: str) -> Callable[[str], None]:
+    """Counts repeated response ids of one activity into ``tally`` (one line per activity)."""
+
+    def count(_own_id: str) -> None:
+        tally.add(
+            ("duplicate-response-id", activity_id),
+            "%s: records repeat a response id already used in the export file; each repeat is "
+            "loaded with the key '<id>:<n>' (n = 1, 2, … in file order) so no two rows share a "
+            "primary key. Ask Alida support why the export repeats ids",
+            activity_label,
+        )
+
+    return count
 
 
 def coercion(schema: Mapping[str, Any]) -> Callable[[Any], Any]:
@@ -88,6 +133,9 @@ class ActivityRecordMapper:
     layout: ActivityLayout
     plan: Plan | None = None  # None: the layout's own schema, no drift
     warn: WarnOnce = field(default_factory=WarnOnce)
+    # Counted problems (numbers out of range, structured values, repeated ids):
+    # the caller flushes it when the file is read.
+    tally: Tally = field(default_factory=Tally)
 
     def __post_init__(self) -> None:
         layout = self.layout
@@ -115,7 +163,7 @@ class ActivityRecordMapper:
                 self._skipped.add(f.id)
             else:
                 self._by_id[f.id] = (target, converter, post)
-        self._response_ids = ResponseIds()
+        self._response_ids = ResponseIds(duplicate_counter(self.tally, self.activity_id, self.activity_label))
 
     @property
     def columns(self) -> list[str]:
@@ -180,11 +228,51 @@ class ActivityRecordMapper:
             for value in values:
                 column = columns.get(value) if type(value) is str else None
                 if column is None and value is not None:
+                    if is_structured(value):
+                        self._structured(f)
+                        continue
                     column = columns.get(str(value).lower())
+                    if column is None:
+                        self._unlisted_option(f, str(value))
                 if column is not None:
                     row[column] = True
 
         return post
+
+    def _unlisted_option(self, f: FieldDefinition, option_id: str) -> None:
+        """An option id with no indicator column: said once per field and option."""
+        self.warn(
+            ("indicator-option", self.activity_id, f.id, option_id),
+            "%s: field %r (%s) has the option id %r, which its definition does not list, so no "
+            "indicator column stands for it (set_columns: %s); the answer is in activity_answers "
+            "(option_id). Run discovery again if the survey gained the option.",
+            self.activity_label,
+            f.name,
+            f.id,
+            option_id,
+            self.layout.set_columns,
+        )
+
+    def _structured(self, f: FieldDefinition) -> None:
+        self.tally.add(
+            ("structured", self.activity_id, f.id),
+            "%s: field %r (%s) holds a JSON object or array where a single value belongs; it is "
+            "loaded as null in the stream's column and as JSON text in "
+            "activity_answers.value_string",
+            self.activity_label,
+            f.name,
+            f.id,
+        )
+
+    def _overflow(self, f: FieldDefinition) -> None:
+        self.tally.add(
+            ("out-of-range", self.activity_id, f.id),
+            "%s: field %r (%s) holds a number too big for a double (e.g. 1e400); it is loaded as "
+            "null in the stream's column and as text in activity_answers.value_string",
+            self.activity_label,
+            f.name,
+            f.id,
+        )
 
     # -- converters, one per field: each takes the field's non-empty ``values`` list --
 
@@ -192,7 +280,14 @@ class ActivityRecordMapper:
         canonical = f.canonical
         if canonical == SET:
             labels = self._label_lookup(f)
-            return lambda values: [labels(v) for v in values if v is not None]
+
+            def set_labels(values: list[Any]) -> Any:
+                found = [labels(v) for v in values if v is not None]
+                if None in found:  # structured values, counted by the lookup
+                    found = [label for label in found if label is not None]
+                return found
+
+            return set_labels
         many = self._many_values(f)
         if canonical == ENUM:
             label = self._label_lookup(f)
@@ -214,7 +309,12 @@ class ActivityRecordMapper:
                     return value
                 result = to_number(value)
                 if result is None and value is not None:
-                    bad(value)
+                    if is_out_of_range(value):
+                        self._overflow(f)
+                    elif is_structured(value):
+                        self._structured(f)
+                    else:
+                        bad(value)
                 return result
 
             return number
@@ -229,7 +329,10 @@ class ActivityRecordMapper:
                     return value
                 result = normalize_datetime(value)
                 if result is None and value is not None:
-                    bad(value)
+                    if is_structured(value):
+                        self._structured(f)
+                    else:
+                        bad(value)
                 return result
 
             return date_time
@@ -238,7 +341,12 @@ class ActivityRecordMapper:
             if len(values) > 1:
                 many(len(values))
             value = values[0]
-            return value if type(value) is str else to_text(value)
+            if type(value) is str:
+                return value
+            if is_structured(value):
+                self._structured(f)
+                return None
+            return to_text(value)
 
         return text
 
@@ -261,13 +369,13 @@ class ActivityRecordMapper:
         def bad(value: Any) -> None:
             self.warn(
                 ("bad-value", self.activity_id, f.id),
-                "%s: field %r (%s) holds %r, which is not %s; such values load as null (as text "
-                "in activity_answers.value_string).",
+                "%s: field %r (%s) holds a value that is not %s (a %s); such values load as null "
+                "(as text in activity_answers.value_string).",
                 self.activity_label,
                 f.name,
                 f.id,
-                value,
                 expected,
+                type(value).__name__,
             )
 
         return bad
@@ -281,6 +389,9 @@ class ActivityRecordMapper:
                 if found is not None:
                     return found
             if value is None:
+                return None
+            if is_structured(value):
+                self._structured(f)
                 return None
             key = str(value)
             found = labels.get(key) or labels.get(key.lower())
@@ -361,10 +472,18 @@ ACTIVITY_ANSWERS_SCHEMA: dict[str, Any] = {
 class AnswerMapper:
     """Turns the records of one activity export into ``activity_answers`` rows."""
 
-    def __init__(self, activity_id: str, fields: list[FieldDefinition]) -> None:
+    def __init__(
+        self,
+        activity_id: str,
+        fields: list[FieldDefinition],
+        activity_label: str = "",
+        tally: Tally | None = None,
+    ) -> None:
         self.activity_id = activity_id
         self._fields = {f.id: (f.canonical, option_labels(f)) for f in fields}
-        self._response_ids = ResponseIds()
+        self.tally = tally if tally is not None else Tally()
+        label = activity_label or f"activity {activity_id}"
+        self._response_ids = ResponseIds(duplicate_counter(self.tally, activity_id, label))
 
     def rows(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Every value of one record, one row each (records without values give none)."""

@@ -16,10 +16,12 @@ the definition, a non-set field may carry several values.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 logger = logging.getLogger("tap_alida.schema")
@@ -155,18 +157,36 @@ def as_utc(value: dt.datetime) -> dt.datetime:
 
 
 def to_number(value: object) -> float | None:
-    """A float from a JSON number or a numeric string; None otherwise."""
+    """A finite float from a JSON number or a numeric string; None otherwise.
+
+    JSON numbers beyond a double (``1e400``, which the exact parse gives as a
+    ``Decimal``, or an integer past 1.8e308) are None too: no warehouse column
+    of type double can hold them. ``is_out_of_range`` tells those apart.
+    """
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    if isinstance(value, (int, float, Decimal, str)):
         try:
-            number = float(value.strip())
-        except ValueError:
+            number = float(value.strip() if isinstance(value, str) else value)
+        except (ValueError, OverflowError):
             return None
         return number if math.isfinite(number) else None
     return None
+
+
+def is_out_of_range(value: object) -> bool:
+    """True for a number (or numeric string) too big for a double, e.g. ``1e400``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
+        return False
+    try:
+        number = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
+    except ArithmeticError:
+        return False
+    if not number.is_finite():
+        return False
+    return to_number(value) is None
 
 
 def to_text(value: object) -> str | None:
@@ -179,7 +199,14 @@ def to_text(value: object) -> str | None:
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
     return str(value)
+
+
+def is_structured(value: object) -> bool:
+    """True for a JSON object or array where a single (scalar) value was expected."""
+    return isinstance(value, (dict, list))
 
 
 class WarnOnce:
@@ -247,7 +274,41 @@ def _visibility(raw: Mapping[str, Any]) -> str | None:
     return None
 
 
-def parse_definition(definition: Mapping[str, Any] | None) -> list[FieldDefinition]:
-    """Field definitions from a file's ``definition`` object (ids must be present)."""
-    fields = (definition or {}).get("fields") or []
-    return [FieldDefinition.from_api(f) for f in fields if isinstance(f, Mapping) and f.get("id")]
+# Definitions are parsed several times per run (discovery, each reading stream):
+# a duplicated field is reported once per run.
+_definition_warnings = WarnOnce(logger)
+
+
+def parse_definition(definition: Mapping[str, Any] | None, label: str = "") -> list[FieldDefinition]:
+    """Field definitions from a file's ``definition`` object (ids must be present).
+
+    A field id listed twice keeps its **first** definition; the later ones are
+    skipped with a warning (once per run and field). Why: a record names a
+    field by id only, so there is no telling which of two definitions a value
+    answers, and two columns (or two ``activity_fields`` rows) for one id would
+    duplicate a primary key. Every value stays in ``activity_answers`` under
+    that field id.
+    """
+    raw = definition.get("fields") if isinstance(definition, Mapping) else None
+    fields: dict[str, FieldDefinition] = {}
+    for entry in raw if isinstance(raw, list) else ():
+        if not isinstance(entry, Mapping) or not entry.get("id"):
+            continue
+        parsed = FieldDefinition.from_api(entry)
+        first = fields.get(parsed.id)
+        if first is None:
+            fields[parsed.id] = parsed
+            continue
+        _definition_warnings(
+            ("duplicate-field", label, parsed.id),
+            "%s: the export's definition lists field %s twice (%r, typed %r, and again %r, typed "
+            "%r); the first definition is used and the second skipped. Its values are in "
+            "activity_answers under that field id.",
+            label or "an activity",
+            parsed.id,
+            first.name,
+            first.data_type,
+            parsed.name,
+            parsed.data_type,
+        )
+    return list(fields.values())

@@ -18,6 +18,21 @@ from urllib.parse import urlsplit
 
 from singer_sdk import typing as th
 
+# Largest values of the numeric settings. Why: beyond them a value is a typo (a
+# 1e12 s poll interval overflows the sleep call), and the message should say so
+# before any request. Waits are also capped by their deadlines (export.wait).
+MAXIMUMS: dict[str, int] = {
+    "poll_interval_seconds": 86400,
+    "poll_max_interval_seconds": 86400,
+    "max_wait_to_start_seconds": 30 * 86400,
+    "max_wait_seconds": 30 * 86400,
+    "request_timeout_seconds": 3600,
+    "max_retry_after_seconds": 86400,
+    "max_request_attempts": 100,
+    "max_export_attempts": 20,
+    "max_concurrent_exports": 64,
+}
+
 CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
         "community_api_key_name",
@@ -87,42 +102,42 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "poll_interval_seconds",
-        th.NumberType,
+        th.NumberType(maximum=MAXIMUMS["poll_interval_seconds"]),
         default=5,
         title="Poll interval (seconds)",
         description="First wait between batch status checks; it doubles up to `poll_max_interval_seconds`.",
     ),
     th.Property(
         "poll_max_interval_seconds",
-        th.NumberType,
+        th.NumberType(maximum=MAXIMUMS["poll_max_interval_seconds"]),
         default=60,
         title="Maximum poll interval (seconds)",
         description="Cap on the wait between batch status checks.",
     ),
     th.Property(
         "max_wait_to_start_seconds",
-        th.NumberType,
+        th.NumberType(maximum=MAXIMUMS["max_wait_to_start_seconds"]),
         default=3600,
         title="Maximum wait to start (seconds)",
         description="How long a batch may stay `pending` before the export is given up.",
     ),
     th.Property(
         "max_wait_seconds",
-        th.NumberType,
+        th.NumberType(maximum=MAXIMUMS["max_wait_seconds"]),
         default=7200,
         title="Maximum wait to finish (seconds)",
         description="How long a batch may take from creation to `succeeded`.",
     ),
     th.Property(
         "request_timeout_seconds",
-        th.NumberType,
+        th.NumberType(maximum=MAXIMUMS["request_timeout_seconds"]),
         default=300,
         title="Request timeout (seconds)",
         description="Connect and read timeout of each HTTP request.",
     ),
     th.Property(
         "max_request_attempts",
-        th.IntegerType,
+        th.IntegerType(maximum=MAXIMUMS["max_request_attempts"]),
         default=6,
         title="Maximum request attempts",
         description="Tries per HTTP request on 429, 5xx, timeouts and dropped connections "
@@ -130,14 +145,14 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "max_retry_after_seconds",
-        th.NumberType,
+        th.NumberType(maximum=MAXIMUMS["max_retry_after_seconds"]),
         default=300,
         title="Maximum Retry-After (seconds)",
         description="Longest `Retry-After` the tap honours on a 429; a longer one fails the run.",
     ),
     th.Property(
         "max_export_attempts",
-        th.IntegerType,
+        th.IntegerType(maximum=MAXIMUMS["max_export_attempts"]),
         default=3,
         title="Maximum export attempts",
         description="Batches created per export when Alida reports one `failed` or its file is "
@@ -145,7 +160,7 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "max_concurrent_exports",
-        th.IntegerType,
+        th.IntegerType(maximum=MAXIMUMS["max_concurrent_exports"]),
         default=8,
         title="Maximum concurrent exports",
         description="Batch exports created, polled and downloaded at the same time. Records are "
@@ -335,6 +350,9 @@ class AlidaSettings:
         for key in ("max_request_attempts", "max_export_attempts", "max_concurrent_exports"):
             if key in config and int(config[key]) < 1:
                 errors.append(f"Setting '{key}' must be at least 1.")
+        for key, maximum in MAXIMUMS.items():
+            if key in config and float(config[key]) > maximum:
+                errors.append(f"Setting '{key}' is {config[key]!r}; it must be at most {maximum:g}.")
         for key, allowed in CHOICES.items():
             if key in config and config[key] not in allowed:
                 errors.append(f"Setting '{key}' must be one of {', '.join(allowed)}; got {config[key]!r}.")

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,7 +27,7 @@ from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.singerlib.catalog import REPLICATION_FULL_TABLE
 
 from tap_alida import drift
-from tap_alida.errors import ExportFileError
+from tap_alida.errors import AlidaError, ExportFileError
 from tap_alida.naming import assign_names
 from tap_alida.privacy import DROP, HASH, SensitiveValues
 from tap_alida.records import ACTIVITY_ANSWERS_SCHEMA, ActivityRecordMapper, AnswerMapper
@@ -114,6 +116,14 @@ class AlidaStream(Stream):
                 singer.ActivateVersionMessage(stream=stream_map.stream_alias, version=self._stream_version)
             )
 
+    def log(self, message: str, *args: Any, level: int = logging.INFO, **kwargs: Any) -> None:
+        """The SDK's, without its "An unhandled error occurred while syncing" line for an
+        AlidaError: ``tap.main`` reports that error as the run's one ERROR line, naming
+        the stream's activity or batch, and a generic line before it would be the first."""
+        if level == logging.ERROR and message.startswith("An unhandled error") and _alida_error_in_flight():
+            return
+        super().log(message, *args, level=level, **kwargs)
+
     @contextmanager
     def read_activity_file(
         self, activity: Activity, slot: str, resume: Any
@@ -130,14 +140,16 @@ class AlidaStream(Stream):
         job = self.community.start_activity_export(activity, (slot,), resume)
         export = self.community.runner.result(job)
         try:
-            fields = parse_definition(export.first("definition"))
+            fields = parse_definition(export.first("definition"), activity.label)
             self.community.remember_definition(activity, fields)
             yield export, fields
         except ExportFileError:
-            tap.forget_batch(slot)
+            # Every stream that recorded this batch drops it: a rerun must export afresh.
+            tap.forget_batch_everywhere(export.batch.id)
             raise
         finally:
             self.community.release_file(activity, export)
+            self.community.tally.flush()
         tap.forget_batch(slot)
 
     @cached_property
@@ -169,6 +181,10 @@ class AlidaStream(Stream):
                     version=self._stream_version,
                     time_extracted=utc_now(),
                 )
+
+
+def _alida_error_in_flight() -> bool:
+    return isinstance(sys.exc_info()[1], AlidaError)
 
 
 class ActivityResponsesStream(AlidaStream):
@@ -203,6 +219,7 @@ class ActivityResponsesStream(AlidaStream):
                 layout=layout,
                 plan=plan,
                 warn=self.warn,
+                tally=self.community.tally,
             )
             count = 0
             for record in export.items("records.item"):
@@ -258,7 +275,7 @@ class ActivityAnswersStream(AlidaStream):
             resume = (self.stream_state.get(BATCHES_STATE_KEY) or {}).get(activity.id)
             with self.read_activity_file(activity, answers_slot(activity.id), resume) as (export, fields):
                 started = time.monotonic()
-                mapper = AnswerMapper(activity.id, fields)
+                mapper = AnswerMapper(activity.id, fields, activity.label, self.community.tally)
                 count = 0
                 for record in export.items("records.item"):
                     for row in mapper.rows(record):

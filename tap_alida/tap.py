@@ -11,11 +11,13 @@ file's field definitions (``schema``).
 from __future__ import annotations
 
 import copy
+import io
+import json
 import logging
 import sys
 import time
 from functools import cached_property
-from typing import Any
+from typing import IO, Any
 
 import click
 from singer_sdk import Stream, Tap
@@ -30,6 +32,7 @@ from tap_alida.errors import AlidaError
 from tap_alida.privacy import SensitiveValues
 from tap_alida.schema import WarnOnce, format_datetime, parse_datetime
 from tap_alida.settings import CONFIG_SCHEMA, AlidaSettings, unknown_settings
+from tap_alida.state_file import check_state, read_state_stream
 from tap_alida.streams import (
     BATCH_STATE_KEY,
     BATCHES_STATE_KEY,
@@ -42,6 +45,7 @@ from tap_alida.streams import (
     answers_slot,
     member_profiles_schema,
 )
+from tap_alida.width import warn_if_too_wide
 
 
 class TapAlida(Tap):
@@ -85,6 +89,31 @@ class TapAlida(Tap):
     @cached_property
     def community(self) -> Community:
         return Community(self.client)
+
+    # -- --state ------------------------------------------------------------------------
+
+    @classmethod
+    def invoke(  # type: ignore[override]
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: Any = None,
+        state: IO[str] | None = None,
+        catalog: IO[str] | None = None,
+    ) -> None:
+        """The SDK's entry point, with ``--state`` read and checked first (``state_file``).
+
+        A STATE file that is not JSON or not shaped like a Singer state becomes
+        one error naming the file, instead of a traceback from the SDK's parse.
+        """
+        if state is not None:
+            state = io.StringIO(json.dumps(read_state_stream(state)))
+        super().invoke(about=about, about_format=about_format, config=config, state=state, catalog=catalog)
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """The SDK's, after the same shape check (for a state passed as a dict, not a file)."""
+        super().load_state(check_state(state, "given to the tap"))
 
     # -- --test ------------------------------------------------------------------------
 
@@ -152,6 +181,7 @@ class TapAlida(Tap):
         for activity in activities:
             fields = self.community.definition(activity)
             schema = self.community.layout(activity, fields, warn).schema()
+            warn_if_too_wide(activity.stream_name, activity.label, schema, self.settings.set_columns)
             streams.append(ActivityResponsesStream(self, activity, schema))
         streams.append(ActivityAnswersStream(self))
         streams.append(ActivityFieldsStream(self))
@@ -203,6 +233,7 @@ class TapAlida(Tap):
             return
         self._exports_started = True
         community = self.community
+        community.workdir  # noqa: B018 - made now: dead runs' spool folders are removed at start
         community.runner.listener = self._record_batch
         selected = [s for s in self.streams.values() if s.selected]
         answers = next((s for s in selected if isinstance(s, ActivityAnswersStream)), None)
@@ -270,6 +301,24 @@ class TapAlida(Tap):
             not activity_id and BATCH_STATE_KEY in state
         ):
             self._record_batch((slot,), None)
+
+    def forget_batch_everywhere(self, batch_id: str) -> None:
+        """Drop a batch from every stream's STATE (its file is malformed: no stream may re-use it).
+
+        The activity stream and ``activity_answers`` record the same batch under
+        their own slots; forgetting only the failing stream's slot would leave the
+        other to re-use the bad file on the rerun.
+        """
+        for name, stream in self.streams.items():
+            state = stream.stream_state
+            entry = state.get(BATCH_STATE_KEY)
+            if isinstance(entry, dict) and str(entry.get("id")) == batch_id:
+                self._record_batch((name,), None)
+            batches = state.get(BATCHES_STATE_KEY)
+            if isinstance(batches, dict):
+                for activity_id, entry in list(batches.items()):
+                    if isinstance(entry, dict) and str(entry.get("id")) == batch_id:
+                        self._record_batch((f"{name}:{activity_id}",), None)
 
     # -- state shared by the member streams ----------------------------------------------
 

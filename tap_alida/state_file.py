@@ -1,0 +1,97 @@
+"""The STATE the tap is given (``--state``): read and shape-checked before the SDK sees it.
+
+Why: the SDK parses the file with a bare ``json.loads`` and walks
+``bookmarks`` assuming objects, so a hand-edited or truncated file (not JSON,
+``[]``, ``{"bookmarks": []}``, a stream whose entry is a string) ends in a
+Python traceback that names neither the file nor the way out. Here each such
+file is one ``StateFileError`` naming the file, what is wrong and what to do.
+
+Only what the tap reads is checked: ``bookmarks`` is an object of objects,
+``alida_batches`` (activity_answers' batches) is an object, and a bookmark
+value (``replication_key_value``) is an ISO-8601 date-time. Unknown keys pass.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import IO, Any
+
+from tap_alida.errors import AlidaError
+from tap_alida.schema import parse_datetime
+
+REMEDY = (
+    "Give the tap the value of the last STATE message of a run (Meltano keeps it: `meltano state "
+    "get <state id>`), or remove the file to start afresh (member profiles are then exported from "
+    "'start_date', or in full)."
+)
+
+
+class StateFileError(AlidaError):
+    """The STATE given to the tap is not JSON or not of the shape of a Singer state."""
+
+
+def read_state_stream(stream: IO[str]) -> dict[str, Any]:
+    """The state in an open ``--state`` file, checked; raises StateFileError."""
+    source = str(getattr(stream, "name", "given with --state"))
+    try:
+        text = stream.read()
+    except (UnicodeDecodeError, OSError) as exc:
+        msg = f"The STATE file {source} could not be read as UTF-8 text ({type(exc).__name__}). {REMEDY}"
+        raise StateFileError(msg) from None
+    return read_state(text, source)
+
+
+def read_state(text: str, source: str) -> dict[str, Any]:
+    """The state in ``text`` (the contents of ``source``), checked; raises StateFileError."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError as exc:
+        msg = f"The STATE file {source} is not valid JSON ({exc}). {REMEDY}"
+        raise StateFileError(msg) from None
+    return check_state(value, source)
+
+
+def check_state(value: Any, source: str) -> dict[str, Any]:
+    """``value`` when it has the shape of a Singer state the tap can read; raises StateFileError."""
+    problem = _problem(value)
+    if problem is None:
+        return value
+    msg = f"The STATE file {source} is not a Singer state the tap can read: {problem}. {REMEDY}"
+    raise StateFileError(msg)
+
+
+def _problem(value: Any) -> str | None:
+    if not isinstance(value, Mapping):
+        return f"it holds a JSON {_kind(value)}, not an object"
+    bookmarks = value.get("bookmarks", {})
+    if bookmarks is None:
+        return None
+    if not isinstance(bookmarks, Mapping):
+        return f"'bookmarks' is a JSON {_kind(bookmarks)}, not an object of stream name → object"
+    for stream, entry in bookmarks.items():
+        if not isinstance(entry, Mapping):
+            return f"bookmarks[{stream!r}] is a JSON {_kind(entry)}, not an object"
+        batches = entry.get("alida_batches")
+        if batches is not None and not isinstance(batches, Mapping):
+            return f"bookmarks[{stream!r}]['alida_batches'] is a JSON {_kind(batches)}, not an object"
+        bookmark = entry.get("replication_key_value")
+        if bookmark is not None and parse_datetime(bookmark) is None:
+            return (
+                f"bookmarks[{stream!r}]['replication_key_value'] is {bookmark!r}, not an ISO-8601 date-time"
+            )
+    return None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if value is None:
+        return "null"
+    return "object"
