@@ -33,9 +33,10 @@ from singer_sdk.authenticators import OAuthAuthenticator
 from singer_sdk.helpers._util import utc_now
 
 from tap_alida import __version__
-from tap_alida.errors import APIError, AuthenticationError, NotFoundError, StoppedError, StorageLinkError
+from tap_alida.errors import APIError, AuthenticationError, NotFoundError, StorageLinkError
 from tap_alida.links import may_be_link, peek_link
 from tap_alida.settings import AlidaSettings
+from tap_alida.stop import RunStop
 
 logger = logging.getLogger("tap_alida.client")
 
@@ -61,18 +62,6 @@ TOKEN_EXPIRY_MARGIN_SECONDS = 120
 # request: with exports in parallel, a token this request renewed can already
 # have expired under another thread's request. A refused credential fails after.
 MAX_RENEWALS_AFTER_401 = 3
-
-
-# Set when the run is stopping: worker threads blocked in a poll interval or a
-# backoff wake up and give up, so a failed run exits at once instead of waiting
-# for exports it no longer needs.
-STOP = threading.Event()
-
-
-def sleep(seconds: float) -> None:
-    """``time.sleep`` that raises StoppedError as soon as the run is stopping."""
-    if STOP.wait(max(0.0, seconds)):
-        raise StoppedError("The run is stopping.")
 
 
 _QUERY = re.compile(r"\?[^\s\"']*")
@@ -126,7 +115,8 @@ class RetryPolicy:
     so every path retries the same way and logs the same line.
     """
 
-    def __init__(self, settings: AlidaSettings) -> None:
+    def __init__(self, settings: AlidaSettings, stop: RunStop) -> None:
+        self.stop = stop
         self.max_attempts = settings.max_attempts
         self.max_retry_after = settings.max_retry_after
 
@@ -161,7 +151,7 @@ class RetryPolicy:
             self.max_attempts - 1,
             wait,
         )
-        sleep(wait)
+        self.stop.sleep(wait)
 
 
 class AlidaAuthenticator(OAuthAuthenticator):
@@ -263,9 +253,11 @@ class AlidaAuthenticator(OAuthAuthenticator):
 class AlidaClient:
     """Authenticated JSON calls to one community, with retries."""
 
-    def __init__(self, settings: AlidaSettings) -> None:
+    def __init__(self, settings: AlidaSettings, stop: RunStop | None = None) -> None:
         self.settings = settings
-        self.retry = RetryPolicy(settings)
+        # Waits of this client (backoffs, polls, downloads) end when its run stops.
+        self.stop = stop or RunStop()
+        self.retry = RetryPolicy(settings, self.stop)
         self.authenticator = AlidaAuthenticator(settings, self.retry)
         # Exports run in worker threads; a requests.Session is not documented as
         # thread-safe, so each thread gets its own (and the token is shared under a lock).

@@ -176,7 +176,7 @@ class Community:
 
     @cached_property
     def runner(self) -> ExportRunner:
-        return ExportRunner(self.client.settings.max_concurrent_exports)
+        return ExportRunner(self.client.settings.max_concurrent_exports, self.client.stop)
 
     def start_activity_export(
         self, activity: Activity, state_streams: tuple[str, ...] = (), resume: Any = None

@@ -30,7 +30,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
-from tap_alida.client import STOP, STREAM_ERRORS, TRANSIENT_ERRORS, AlidaClient, safe_url, sleep
+from tap_alida.client import STREAM_ERRORS, TRANSIENT_ERRORS, AlidaClient, safe_url
 from tap_alida.errors import (
     APIError,
     BadExportFileError,
@@ -39,7 +39,6 @@ from tap_alida.errors import (
     ExportFailedError,
     ExportFileError,
     NotFoundError,
-    StoppedError,
     StorageLinkError,
     TruncatedFileError,
 )
@@ -220,7 +219,7 @@ class BatchExports:
                     batch.describe(),
                     age,
                 )
-                sleep(NEW_BATCH_404_WAIT_SECONDS)
+                self.client.stop.sleep(NEW_BATCH_404_WAIT_SECONDS)
         if not isinstance(status, Mapping):
             msg = f"The status of {batch.describe()} is not a JSON object."
             raise APIError(msg)
@@ -281,7 +280,9 @@ class BatchExports:
                 logger.info("%s is %s (%.0f s elapsed).", batch.describe(), shown, elapsed)
                 last_word, last_log = word, now
             if status:  # the create response may already say succeeded
-                sleep(min(interval, _time_left(state is not BatchState.RUNNING, elapsed, settings)))
+                self.client.stop.sleep(
+                    min(interval, _time_left(state is not BatchState.RUNNING, elapsed, settings))
+                )
                 interval = min(interval * 2, settings.poll_max_interval)
             status = self.refresh(batch)
 
@@ -428,8 +429,7 @@ class BatchExports:
                 etag = tag if tag and not tag.startswith("W/") else None
             try:
                 for chunk in response.iter_content(CHUNK_BYTES):
-                    if STOP.is_set():
-                        raise StoppedError("The run is stopping.")
+                    self.client.stop.check()
                     out.write(chunk)
                     received += len(chunk)
                     progress.update(received)
@@ -453,7 +453,7 @@ class BatchExports:
                     drops,
                     self.settings.max_attempts - 1,
                 )
-                sleep(wait)
+                self.client.stop.sleep(wait)
                 continue
             finally:
                 response.close()

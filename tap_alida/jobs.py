@@ -12,7 +12,7 @@ Rules that keep this safe:
   batch queues an event; the main thread applies it to STATE (``drain``) while
   it waits for a job or every few thousand records, so the batch id reaches
   STATE within a second of its creation.
-* When the run stops (an error, or the process exits), ``client.STOP`` wakes
+* When the run stops (an error, or the process exits), the run's ``RunStop`` wakes
   every worker out of its poll or backoff sleep.
 """
 
@@ -25,7 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from tap_alida.client import STOP
+from tap_alida.stop import RunStop
 
 logger = logging.getLogger("tap_alida.jobs")
 
@@ -50,7 +50,8 @@ class ExportJob(Generic[T]):
 class ExportRunner:
     """A bounded pool of export jobs and the queue of their STATE events."""
 
-    def __init__(self, max_workers: int) -> None:
+    def __init__(self, max_workers: int, stop: RunStop) -> None:
+        self._stop = stop
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="alida-export")
         self._events: queue.SimpleQueue[tuple[tuple[str, ...], dict[str, Any] | None]] = queue.SimpleQueue()
         self.jobs: dict[str, ExportJob[Any]] = {}
@@ -107,5 +108,5 @@ class ExportRunner:
 
     def stop(self) -> None:
         """Wake and stop every worker; jobs not started yet are cancelled."""
-        STOP.set()
+        self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -77,6 +77,24 @@ class AlidaStream(Stream):
     def community(self) -> Community:
         return self.alida_tap.community
 
+    def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+        """The stream's rows (each stream's own)."""
+        raise NotImplementedError
+
+    def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+        """The rows of ``records``; a stream that fails stops the run's export workers.
+
+        The SDK then ends the sync; workers still polling or downloading other
+        exports would otherwise keep the process alive until they finish.
+        """
+        try:
+            yield from self.records(context)
+        except GeneratorExit:  # closed early (a dry run's record limit): the run goes on
+            raise
+        except BaseException:
+            self.alida_tap.client.stop.set()
+            raise
+
     # -- ACTIVATE_VERSION: deletions reach the warehouse ------------------------------------
 
     @property
@@ -197,7 +215,7 @@ class ActivityResponsesStream(AlidaStream):
         super().__init__(tap, schema=schema, name=activity.stream_name)
         self.activity = activity
 
-    def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+    def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         runner = self.community.runner
         resume = self.stream_state.get(BATCH_STATE_KEY)
         self.begin_table_version()
@@ -267,7 +285,7 @@ class ActivityAnswersStream(AlidaStream):
     def __init__(self, tap: TapAlida, schema: dict[str, Any] | None = None) -> None:
         super().__init__(tap, schema=schema or ACTIVITY_ANSWERS_SCHEMA, name="activity_answers")
 
-    def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+    def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         self.alida_tap.start_exports()
         self.begin_table_version()
         runner = self.community.runner
@@ -338,7 +356,7 @@ class ActivityFieldsStream(AlidaStream):
     def __init__(self, tap: TapAlida, schema: dict[str, Any] | None = None) -> None:
         super().__init__(tap, schema=schema or ACTIVITY_FIELDS_SCHEMA, name="activity_fields")
 
-    def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+    def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         self.alida_tap.start_exports()
         self.begin_table_version()
         for activity in self.community.activities:
@@ -450,7 +468,7 @@ class MemberStream(AlidaStream):
     def rows(self, export: MemberExport) -> Iterable[dict[str, Any]]:
         raise NotImplementedError
 
-    def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+    def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         tap = self.alida_tap
         tap.start_exports()
         self.begin_table_version()

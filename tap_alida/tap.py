@@ -26,13 +26,14 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_alida import __version__
-from tap_alida.client import STOP, AlidaClient
+from tap_alida.client import AlidaClient
 from tap_alida.community import Community
 from tap_alida.errors import AlidaError
 from tap_alida.privacy import SensitiveValues
 from tap_alida.schema import WarnOnce, format_datetime, parse_datetime
 from tap_alida.settings import CONFIG_SCHEMA, AlidaSettings, unknown_settings
 from tap_alida.state_file import check_state, read_state_stream
+from tap_alida.stop import RunStop
 from tap_alida.streams import (
     BATCH_STATE_KEY,
     BATCHES_STATE_KEY,
@@ -84,7 +85,17 @@ class TapAlida(Tap):
 
     @cached_property
     def client(self) -> AlidaClient:
-        return AlidaClient(self.settings)
+        return AlidaClient(self.settings, RunStop())
+
+    # -- the run's lifetime: export workers stop with it ---------------------------------
+    # (A failing stream stops them itself: see AlidaStream.get_records.)
+
+    def run_discovery(self) -> str:
+        """The SDK's ``--discover``, then the run's workers are stopped."""
+        try:
+            return super().run_discovery()
+        finally:
+            self.client.stop.set()
 
     @cached_property
     def community(self) -> Community:
@@ -172,6 +183,13 @@ class TapAlida(Tap):
         """
         if self.input_catalog is not None:
             return self._streams_from_catalog()
+        try:
+            return self._discover()
+        except BaseException:
+            self.client.stop.set()  # no export of a failed discovery goes on polling
+            raise
+
+    def _discover(self) -> list[Stream]:
         warn = WarnOnce(self.logger)
         streams: list[Stream] = []
         activities = self.community.activities
@@ -359,8 +377,6 @@ def main(argv: list[str] | None = None) -> Any:
         logging.getLogger("tap-alida").error("%s", exc)
         print(f"tap-alida: error: {exc}", file=sys.stderr)
         sys.exit(1)
-    finally:
-        STOP.set()  # wake export workers so the process exits without waiting for them
 
 
 if __name__ == "__main__":
