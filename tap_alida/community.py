@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from tap_alida.client import AlidaClient
 from tap_alida.errors import (
     AlidaError,
     BatchFailedError,
@@ -30,15 +29,16 @@ from tap_alida.errors import (
     NotFoundError,
     TruncatedFileError,
 )
-from tap_alida.export import ACTIVITY, MEMBERS, Batch, BatchExports
-from tap_alida.export_file import ExportFile
-from tap_alida.jobs import ExportJob, ExportRunner, Report
-from tap_alida.layout import ActivityLayout
-from tap_alida.naming import assign_names
-from tap_alida.schema import FieldDefinition, WarnOnce, parse_definition
-from tap_alida.spool import make_workdir
-from tap_alida.status import BatchState, classify, status_word
-from tap_alida.tally import Tally
+from tap_alida.export.api import ACTIVITY, MEMBERS, Batch, BatchExports
+from tap_alida.export.file import ExportFile
+from tap_alida.export.jobs import ExportJob, ExportRunner, Report
+from tap_alida.export.spool import make_workdir
+from tap_alida.export.status import BatchState, classify, status_word
+from tap_alida.http.client import AlidaClient
+from tap_alida.modelling.layout import ActivityLayout
+from tap_alida.modelling.naming import assign_names
+from tap_alida.modelling.tally import Tally
+from tap_alida.modelling.types import FieldDefinition, WarnOnce, parse_definition
 
 logger = logging.getLogger("tap_alida.community")
 
@@ -98,7 +98,7 @@ class Community:
         self._workdir: Path | None = None
         self._reads_left: dict[str, int] = {}  # activity id → streams still to read its file
         # Counted data problems of this run, shared by every stream (see tally.py).
-        self.tally = Tally(logging.getLogger("tap_alida.records"))
+        self.tally = Tally(logging.getLogger("tap_alida.modelling.records"))
 
     # -- activities -------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from tap_alida.errors import AlidaError
-from tap_alida.schema import parse_datetime
+from tap_alida.modelling.types import parse_datetime
 
 REMEDY = (
     "Give the tap the value of the last STATE message of a run (Meltano keeps it: `meltano state "

@@ -26,12 +26,12 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.singerlib.catalog import REPLICATION_FULL_TABLE
 
-from tap_alida import drift
 from tap_alida.errors import AlidaError, ExportFileError
-from tap_alida.naming import assign_names
-from tap_alida.privacy import DROP, HASH, SensitiveValues
-from tap_alida.records import ACTIVITY_ANSWERS_SCHEMA, ActivityRecordMapper, AnswerMapper
-from tap_alida.schema import (
+from tap_alida.modelling import drift
+from tap_alida.modelling.naming import assign_names
+from tap_alida.modelling.privacy import DROP, HASH, SensitiveValues
+from tap_alida.modelling.records import ACTIVITY_ANSWERS_SCHEMA, ActivityRecordMapper, AnswerMapper
+from tap_alida.modelling.types import (
     SET,
     FieldDefinition,
     WarnOnce,
@@ -54,7 +54,7 @@ DRAIN_EVERY_RECORDS = 5000
 
 if TYPE_CHECKING:
     from tap_alida.community import Activity, Community, MemberExport, MemberVariable
-    from tap_alida.export_file import ExportFile
+    from tap_alida.export.file import ExportFile
     from tap_alida.tap import TapAlida
 
 

@@ -26,11 +26,12 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_alida import __version__
-from tap_alida.client import AlidaClient
 from tap_alida.community import Community
 from tap_alida.errors import AlidaError
-from tap_alida.privacy import SensitiveValues
-from tap_alida.schema import WarnOnce, format_datetime, parse_datetime
+from tap_alida.http.client import AlidaClient
+from tap_alida.modelling.privacy import SensitiveValues
+from tap_alida.modelling.types import WarnOnce, format_datetime, parse_datetime
+from tap_alida.modelling.width import warn_if_too_wide
 from tap_alida.settings import CONFIG_SCHEMA, AlidaSettings, unknown_settings
 from tap_alida.state_file import check_state, read_state_stream
 from tap_alida.stop import RunStop
@@ -46,7 +47,6 @@ from tap_alida.streams import (
     answers_slot,
     member_profiles_schema,
 )
-from tap_alida.width import warn_if_too_wide
 
 
 class TapAlida(Tap):

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from conftest import FIXTURES, run_tap
 
-from tap_alida.layout import ActivityLayout
-from tap_alida.records import ActivityRecordMapper, ResponseIds
-from tap_alida.schema import FieldDefinition
-from tap_alida.tally import Tally
+from tap_alida.modelling.layout import ActivityLayout
+from tap_alida.modelling.records import ActivityRecordMapper, ResponseIds
+from tap_alida.modelling.tally import Tally
+from tap_alida.modelling.types import FieldDefinition
 
 ACTIVITY = "5f3c2a10-1111-4b2c-9d3e-a62c0059cb00"  # "Quick Poll" in the fixture community
 M1 = "14dfcbeb-b17a-464b-8372-a62c0065a966"

@@ -11,8 +11,8 @@ import requests
 import urllib3
 from requests.structures import CaseInsensitiveDict
 
-from tap_alida.export import created_batch
-from tap_alida.links import PEEK_BYTES, FreshLinks, Replay, link_in, may_be_link, peek_link
+from tap_alida.export.api import created_batch
+from tap_alida.export.links import PEEK_BYTES, FreshLinks, Replay, link_in, may_be_link, peek_link
 
 S3 = "https://bucket.s3.amazonaws.com/export.json?X-Amz-Expires=30&X-Amz-Signature=abc"
 
@@ -153,7 +153,7 @@ class _StubClient:
 
 def test_an_empty_create_answer_is_asked_again_once_then_named_without_header_values():
     from tap_alida.errors import APIError
-    from tap_alida.export import BatchExports
+    from tap_alida.export.api import BatchExports
 
     empty = {"Server": "secret-server-build-42", "Date": "Tue, 01 Dec 2026 10:00:00 GMT"}
     client = _StubClient(_created(201, b"", empty), _created(201, b"", empty))
@@ -166,7 +166,7 @@ def test_an_empty_create_answer_is_asked_again_once_then_named_without_header_va
 
 
 def test_an_empty_create_answer_then_a_body_gives_the_batch():
-    from tap_alida.export import BatchExports
+    from tap_alida.export.api import BatchExports
 
     client = _StubClient(_created(201, b"", {}), _created(201, b'{"id": "b9", "status": "Pending"}', {}))
     batch = BatchExports(client).create_member_batch(None)  # type: ignore[arg-type]

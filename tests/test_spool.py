@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from conftest import FIXTURES, executable, run_tap
 
-from tap_alida import export, spool
-from tap_alida.export import Batch, BatchExports
-from tap_alida.spool import OWNER_FILE, SpoolError, remove_stale
+from tap_alida.export import api as export
+from tap_alida.export import spool
+from tap_alida.export.api import Batch, BatchExports
+from tap_alida.export.spool import OWNER_FILE, SpoolError, remove_stale
 
 QP = "5f3c2a10-1111-4b2c-9d3e-a62c0059cb00"
 TRACEBACK = "Traceback (most recent call last)"

@@ -1,10 +1,10 @@
-"""Unit tests (no sockets) of status words and error text (tap_alida.status)."""
+"""Unit tests (no sockets) of status words and error text (tap_alida.export.status)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tap_alida.status import BatchState, classify, error_text, normalise, status_word
+from tap_alida.export.status import BatchState, classify, error_text, normalise, status_word
 
 
 @pytest.mark.parametrize(

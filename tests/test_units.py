@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from tap_alida.errors import ExportFileError, TruncatedFileError
-from tap_alida.export import Batch
-from tap_alida.export_file import ExportFile, check_complete, read_definition_from_stream
-from tap_alida.layout import ActivityLayout
-from tap_alida.naming import assign_names, snake_case
-from tap_alida.records import ActivityRecordMapper
-from tap_alida.schema import (
+from tap_alida.export.api import Batch
+from tap_alida.export.file import ExportFile, check_complete, read_definition_from_stream
+from tap_alida.modelling.layout import ActivityLayout
+from tap_alida.modelling.naming import assign_names, snake_case
+from tap_alida.modelling.records import ActivityRecordMapper
+from tap_alida.modelling.types import (
     FieldDefinition,
     canonical_type,
     is_canonical_datetime,
@@ -213,8 +213,8 @@ def test_column_naming_id_survives_rewording():
 def test_drift_compare_and_resolve_per_mode():
     import pytest as _pytest
 
-    from tap_alida import drift
     from tap_alida.errors import SchemaDriftError
+    from tap_alida.modelling import drift
 
     old = [
         FieldDefinition.from_api({"id": "q-1", "name": "Why?", "type": {"dataType": "string"}}),
@@ -257,7 +257,7 @@ def test_drift_compare_and_resolve_per_mode():
 
 
 def test_answer_rows_type_every_value():
-    from tap_alida.records import AnswerMapper
+    from tap_alida.modelling.records import AnswerMapper
 
     fields = [
         _set_field("s", "S", [("o1", "One")]),
@@ -302,7 +302,7 @@ def test_answer_rows_type_every_value():
 def test_sensitive_values_hash_and_drop():
     import hashlib
 
-    from tap_alida.privacy import SensitiveValues
+    from tap_alida.modelling.privacy import SensitiveValues
 
     hashed = SensitiveValues("hash", "salt")
     assert hashed.protect("a@b.c") == hashlib.sha256(b"salta@b.c").hexdigest()

@@ -21,8 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tap_alida.naming import assign_names, compose, id_suffix, snake_case, truncate, unique
-from tap_alida.schema import SET, FieldDefinition, Option, WarnOnce, property_schema
+from tap_alida.modelling.naming import assign_names, compose, id_suffix, snake_case, truncate, unique
+from tap_alida.modelling.types import SET, FieldDefinition, Option, WarnOnce, property_schema
 
 ACTIVITY_FIXED_COLUMNS: dict[str, dict[str, Any]] = {
     "activity_id": {"type": ["string"], "description": "Alida activity id (the export's datasetId)."},

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-logger = logging.getLogger("tap_alida.schema")
+logger = logging.getLogger("tap_alida.modelling.types")
 
 # Canonical data types and the spellings seen for them across Alida's API
 # families (the batch files say ``date-time`` and ``datetime``; v1 member

@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar
 
 from tap_alida.stop import RunStop
 
-logger = logging.getLogger("tap_alida.jobs")
+logger = logging.getLogger("tap_alida.export.jobs")
 
 T = TypeVar("T")
 

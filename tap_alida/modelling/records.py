@@ -21,9 +21,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tap_alida.drift import Plan, type_signature
-from tap_alida.layout import ACTIVITY_FIXED_COLUMNS, ActivityLayout
-from tap_alida.schema import (
+from tap_alida.modelling.drift import Plan, type_signature
+from tap_alida.modelling.layout import ACTIVITY_FIXED_COLUMNS, ActivityLayout
+from tap_alida.modelling.tally import Tally
+from tap_alida.modelling.types import (
     DATE_TIME,
     DOUBLE,
     ENUM,
@@ -37,7 +38,6 @@ from tap_alida.schema import (
     to_number,
     to_text,
 )
-from tap_alida.tally import Tally
 
 Converter = Callable[[list[Any]], Any]
 # Writes a set field's indicator columns: (row, values) → None.

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-logger = logging.getLogger("tap_alida.width")
+logger = logging.getLogger("tap_alida.modelling.width")
 
 COLUMN_LIMITS: tuple[tuple[str, int], ...] = (
     ("Oracle", 1000),

@@ -34,11 +34,11 @@ from singer_sdk.helpers._util import utc_now
 
 from tap_alida import __version__
 from tap_alida.errors import APIError, AuthenticationError, NotFoundError, StorageLinkError
-from tap_alida.links import may_be_link, peek_link
+from tap_alida.export.links import may_be_link, peek_link
 from tap_alida.settings import AlidaSettings
 from tap_alida.stop import RunStop
 
-logger = logging.getLogger("tap_alida.client")
+logger = logging.getLogger("tap_alida.http.client")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 TRANSIENT_ERRORS = (

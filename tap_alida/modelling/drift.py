@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tap_alida.errors import SchemaDriftError
-from tap_alida.layout import ACTIVITY_FIXED_COLUMNS, ActivityLayout, Column, column_ref
+from tap_alida.modelling.layout import ACTIVITY_FIXED_COLUMNS, ActivityLayout, Column, column_ref
 
-logger = logging.getLogger("tap_alida.drift")
+logger = logging.getLogger("tap_alida.modelling.drift")
 
 EVOLVE, IGNORE, FAIL = "evolve", "ignore", "fail"
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from tap_alida.schema import to_text
+from tap_alida.modelling.types import to_text
 
 INCLUDE, HASH, DROP = "include", "hash", "drop"
 

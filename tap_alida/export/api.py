@@ -30,7 +30,6 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
-from tap_alida.client import STREAM_ERRORS, TRANSIENT_ERRORS, AlidaClient, safe_url
 from tap_alida.errors import (
     APIError,
     BadExportFileError,
@@ -42,13 +41,14 @@ from tap_alida.errors import (
     StorageLinkError,
     TruncatedFileError,
 )
-from tap_alida.export_file import check_complete, read_definition_from_stream
-from tap_alida.links import LINK_KEYS, FreshLinks
+from tap_alida.export.file import check_complete, read_definition_from_stream
+from tap_alida.export.links import LINK_KEYS, FreshLinks
+from tap_alida.export.spool import disk_full
+from tap_alida.export.status import BatchState, classify, error_text, status_word
+from tap_alida.http.client import STREAM_ERRORS, TRANSIENT_ERRORS, AlidaClient, safe_url
 from tap_alida.settings import AlidaSettings
-from tap_alida.spool import disk_full
-from tap_alida.status import BatchState, classify, error_text, status_word
 
-logger = logging.getLogger("tap_alida.export")
+logger = logging.getLogger("tap_alida.export.api")
 
 ACTIVITY = "activity"
 MEMBERS = "members"

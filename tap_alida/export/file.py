@@ -33,9 +33,9 @@ import ijson
 from tap_alida.errors import BadExportFileError, ExportFileError, TruncatedFileError
 
 if TYPE_CHECKING:
-    from tap_alida.export import Batch
+    from tap_alida.export.api import Batch
 
-logger = logging.getLogger("tap_alida.export_file")
+logger = logging.getLogger("tap_alida.export.file")
 
 try:
     _ijson: Any = ijson.get_backend("yajl2_c")

@@ -16,7 +16,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-logger = logging.getLogger("tap_alida.tally")
+logger = logging.getLogger("tap_alida.modelling.tally")
 
 
 @dataclass

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tap_alida.errors import AlidaError
 
-logger = logging.getLogger("tap_alida.spool")
+logger = logging.getLogger("tap_alida.export.spool")
 
 PREFIX = "tap-alida-"
 OWNER_FILE = "owner"

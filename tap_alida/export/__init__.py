@@ -1,0 +1,1 @@
+"""Batch exports: status words, the API calls, download, files, jobs."""

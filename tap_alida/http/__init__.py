@@ -1,0 +1,1 @@
+"""HTTP to Alida: token, one retry policy, requests and file downloads."""

@@ -1,0 +1,1 @@
+"""From Alida's field definitions and values to warehouse columns and rows."""
