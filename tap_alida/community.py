@@ -29,7 +29,8 @@ from tap_alida.errors import (
     NotFoundError,
     TruncatedFileError,
 )
-from tap_alida.export.api import ACTIVITY, MEMBERS, Batch, BatchExports
+from tap_alida.export.api import BatchExports
+from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
 from tap_alida.export.file import ExportFile
 from tap_alida.export.jobs import ExportJob, ExportRunner, Report
 from tap_alida.export.spool import make_workdir

@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 from conftest import FIXTURES, executable, run_tap
 
-from tap_alida.export import api as export
-from tap_alida.export import spool
-from tap_alida.export.api import Batch, BatchExports
+from tap_alida.export import download, spool
+from tap_alida.export.batch import Batch
 from tap_alida.export.spool import OWNER_FILE, SpoolError, remove_stale
 
 QP = "5f3c2a10-1111-4b2c-9d3e-a62c0059cb00"
@@ -53,14 +52,12 @@ def test_a_full_disk_while_spooling_is_one_clear_error(tmp_path, monkeypatch):
         os.close(fd)
         return real_fdopen(os.open("/dev/full", os.O_WRONLY), mode)
 
-    monkeypatch.setattr(export.os, "fdopen", fdopen_on_full_device)
-    exports = BatchExports.__new__(BatchExports)
-    monkeypatch.setattr(
-        exports, "_download_into", lambda batch, out: out.write(b"x" * 1_000_000), raising=False
-    )
+    monkeypatch.setattr(download.os, "fdopen", fdopen_on_full_device)
     batch = Batch("activity", "b-1", "activity 'A' (a1)")
+    job = download.Download(None, batch, str, str)  # type: ignore[arg-type]
+    monkeypatch.setattr(job, "_into", lambda out: out.write(b"x" * 1_000_000), raising=False)
     with pytest.raises(SpoolError) as raised:
-        exports.download(batch, str(tmp_path))
+        job.run(str(tmp_path))
     message = str(raised.value)
     assert f"No space left in the spool folder {tmp_path}" in message
     assert "activity 'A' (a1), batch b-1" in message and "point TMPDIR at a folder" in message

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tap_alida.errors import ExportFileError, TruncatedFileError
-from tap_alida.export.api import Batch
+from tap_alida.export.batch import Batch
 from tap_alida.export.file import ExportFile, check_complete, read_definition_from_stream
 from tap_alida.modelling.layout import ActivityLayout
 from tap_alida.modelling.naming import assign_names, snake_case

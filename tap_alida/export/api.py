@@ -17,16 +17,12 @@ Long waits log a progress line at INFO: batch id, status, elapsed time, bytes.
 from __future__ import annotations
 
 import logging
-import os
-import re
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -41,19 +37,16 @@ from tap_alida.errors import (
     StorageLinkError,
     TruncatedFileError,
 )
-from tap_alida.export.file import check_complete, read_definition_from_stream
-from tap_alida.export.links import LINK_KEYS, FreshLinks
-from tap_alida.export.spool import disk_full
+from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
+from tap_alida.export.download import PROGRESS_EVERY_SECONDS, Download
+from tap_alida.export.file import read_definition_from_stream
+from tap_alida.export.links import LINK_KEYS
 from tap_alida.export.status import BatchState, classify, error_text, status_word
-from tap_alida.http.client import STREAM_ERRORS, TRANSIENT_ERRORS, AlidaClient, safe_url
+from tap_alida.http.client import STREAM_ERRORS, TRANSIENT_ERRORS, AlidaClient, segment
 from tap_alida.settings import AlidaSettings
 
 logger = logging.getLogger("tap_alida.export.api")
 
-ACTIVITY = "activity"
-MEMBERS = "members"
-PROGRESS_EVERY_SECONDS = 15.0
-CHUNK_BYTES = 16 * 1024  # small: a dropped download resumes from the last chunk on disk
 # Alida's other Web APIs answer a create with an empty 201 unless asked for the
 # resource (alida-api.md §12b); asking costs nothing where it is not needed.
 RETURN_RESOURCE = {"x-webapi-return-resource": "true"}
@@ -63,69 +56,6 @@ ID_KEYS = ("id", "batchId", "jobId")
 # UNKNOWN in §3.2): a 404 this soon after the create is retried, every second.
 NEW_BATCH_404_GRACE_SECONDS = 10.0
 NEW_BATCH_404_WAIT_SECONDS = 1.0
-
-
-@dataclass
-class Batch:
-    """One batch export on Alida's side, as far as the tap knows it."""
-
-    kind: str  # ACTIVITY or MEMBERS
-    id: str
-    label: str  # e.g. "activity 'Brand tracker' (9b2e…)" or "member profiles"
-    activity_id: str | None = None
-    status: dict[str, Any] = field(default_factory=dict)
-    created_at: float = field(default_factory=time.monotonic)
-    since: str | None = None  # member exports: the sinceDatetime sent
-    resumed: bool = False
-
-    def describe(self) -> str:
-        return f"{self.label}, batch {self.id}"
-
-    def to_state(self) -> dict[str, Any]:
-        """What STATE keeps so that a rerun after a crash can re-use this batch.
-
-        The activity id (activity batches) and ``sinceDatetime`` (member batches)
-        are kept so that a rerun re-uses a batch only for the export it was made
-        for (``matches``): a stream renamed to another activity, or a STATE file
-        copied between projects, must not load one survey's file as another's.
-        """
-        created = time.time() - (time.monotonic() - self.created_at)
-        entry: dict[str, Any] = {"id": self.id, "kind": self.kind, "created_at": round(created, 3)}
-        if self.kind == MEMBERS:
-            entry["since"] = self.since
-        else:
-            entry["activity_id"] = self.activity_id
-        return entry
-
-    @staticmethod
-    def mismatch(entry: Mapping[str, Any], kind: str, activity_id: str | None) -> str | None:
-        """Why a STATE entry was not made for this export (None: it was)."""
-        if entry.get("kind") != kind:
-            return f"it is a {entry.get('kind')!r} batch, not an {kind!r} one"
-        if kind == ACTIVITY:
-            recorded = entry.get("activity_id")
-            if recorded is None:
-                return "STATE does not record which activity it belongs to"
-            if str(recorded).lower() != str(activity_id).lower():
-                return f"it belongs to activity {recorded}"
-        return None
-
-    @classmethod
-    def from_state(cls, entry: Mapping[str, Any], label: str, activity_id: str | None) -> Batch | None:
-        """The batch a previous run recorded, or None when the entry is unusable."""
-        try:
-            batch_id, kind, created = str(entry["id"]), str(entry["kind"]), float(entry["created_at"])
-        except (KeyError, TypeError, ValueError):
-            return None
-        return cls(
-            kind=kind,
-            id=batch_id,
-            label=label,
-            activity_id=activity_id,
-            created_at=time.monotonic() - max(0.0, time.time() - created),
-            since=entry.get("since"),
-            resumed=True,
-        )
 
 
 class BatchExports:
@@ -341,124 +271,8 @@ class BatchExports:
         return self.file_link(batch)
 
     def download(self, batch: Batch, directory: str | None = None) -> Path:
-        """Spool the batch's file to a temporary file, check it is complete, return its path.
-
-        Bytes are written as they arrive (flat memory whatever the export size)
-        and nothing is parsed before the whole file is on disk, so a retried or
-        resumed download can never emit a record twice. The caller removes the file.
-        """
-        folder = directory or tempfile.gettempdir()
-        what = f"download the export file of {batch.describe()}"
-        try:
-            fd, name = tempfile.mkstemp(
-                prefix=f"tap-alida-{segment(batch.id)}-", suffix=".json", dir=directory
-            )
-        except OSError as exc:
-            raise (disk_full(exc, folder, what) or exc) from None
-        path = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                self._download_into(batch, out)
-            check_complete(path, batch)
-        except BaseException as exc:
-            path.unlink(missing_ok=True)
-            full = disk_full(exc, folder, what)
-            if full is not None:
-                raise full from None
-            raise
-        return path
-
-    def _download_into(self, batch: Batch, out: Any) -> None:
-        """Download with resume: a dropped connection continues with ``Range`` from
-        the last byte on disk; an expired link is replaced by a fresh one from the
-        batch status; a server that ignores ``Range`` makes the download start over.
-
-        The file on disk is the decoded body (gzip ``Content-Encoding`` is undone
-        as it arrives), so resume offsets are offsets of the identity body, and a
-        resumed request asks for ``identity``: a 206 that is still encoded, or
-        starts elsewhere, is not trusted.
-        """
-        what = f"download the export file of {batch.describe()}"
-        link = self.file_link(batch)
-        progress = _Progress(batch)
-        received = 0
-        drops = 0
-        fresh_links = FreshLinks()
-        etag: str | None = None
-        while True:
-            if received:
-                headers = {"Accept-Encoding": "identity", "Range": f"bytes={received}-"}
-                if etag:
-                    headers["If-Range"] = etag
-            else:
-                headers = {"Accept-Encoding": "gzip"}
-            try:
-                response = self.client.open_file(link, what=what, headers=headers)
-            except StorageLinkError as exc:
-                if not fresh_links.refused(received):
-                    msg = (
-                        f"The storage host keeps refusing the file link of {batch.describe()} ({exc}): "
-                        f"{fresh_links.limit} fresh links in a row did not let the download advance "
-                        f"past byte {received} (MAX_FRESH_LINKS_WITHOUT_PROGRESS = {fresh_links.limit}). "
-                        "Check the machine's clock (signed links expire), then rerun the sync."
-                    )
-                    raise ExportFileError(msg) from exc
-                link = self._fresh_link(batch)
-                continue
-            if received and not _continues(response, received):
-                logger.warning(
-                    "%s: the storage host did not resume at byte %d (HTTP %d); starting the download over.",
-                    batch.describe(),
-                    received,
-                    response.status_code,
-                )
-                out.seek(0)
-                out.truncate()
-                received = 0
-                progress.restarted()
-                if response.status_code != 200:
-                    response.close()
-                    continue
-            if response.status_code == 416:
-                response.close()
-                msg = f"Could not {what}: the storage host answered 416 to a request without Range."
-                raise ExportFileError(msg)
-            if not received:
-                progress.started(response, link)
-                tag = response.headers.get("ETag")
-                etag = tag if tag and not tag.startswith("W/") else None
-            try:
-                for chunk in response.iter_content(CHUNK_BYTES):
-                    self.client.stop.check()
-                    out.write(chunk)
-                    received += len(chunk)
-                    progress.update(received)
-            except (*TRANSIENT_ERRORS, *STREAM_ERRORS) as exc:
-                drops += 1
-                if drops >= self.settings.max_attempts:
-                    msg = (
-                        f"The download of {batch.describe()} broke off {drops} times (last after "
-                        f"{received} bytes, {type(exc).__name__}). Nothing from this file was "
-                        "emitted; rerun the sync, or raise 'max_request_attempts'."
-                    )
-                    raise ExportFileError(msg) from exc
-                wait = self.client.retry.backoff(drops)
-                logger.warning(
-                    "The download of %s broke off after %d bytes (%s); resuming from there in "
-                    "%.1f s (retry %d of %d).",
-                    batch.describe(),
-                    received,
-                    type(exc).__name__,
-                    wait,
-                    drops,
-                    self.settings.max_attempts - 1,
-                )
-                self.client.stop.sleep(wait)
-                continue
-            finally:
-                response.close()
-            progress.done(received)
-            return
+        """Spool the batch's file to disk (``download``): its path, complete and checked."""
+        return Download(self.client, batch, self.file_link, self._fresh_link).run(directory)
 
 
 def created_batch(response: requests.Response) -> tuple[dict[str, Any], str | None]:
@@ -488,11 +302,6 @@ def _framed(response: requests.Response) -> bool:
     return "Content-Length" in headers or "chunked" in headers.get("Transfer-Encoding", "").lower()
 
 
-def segment(value: str) -> str:
-    """``value`` quoted as one URL path segment (every reserved character escaped)."""
-    return quote(str(value), safe="")
-
-
 def _time_left(not_started: bool, elapsed: float, settings: AlidaSettings) -> float:
     """Seconds until the nearest deadline that applies (a little past it, so the next check fails).
 
@@ -504,56 +313,3 @@ def _time_left(not_started: bool, elapsed: float, settings: AlidaSettings) -> fl
     if not_started:
         deadline = min(deadline, settings.max_wait_to_start)
     return max(0.0, deadline - elapsed) + 0.05
-
-
-def _continues(response: requests.Response, offset: int) -> bool:
-    """Whether a response to ``Range: bytes=offset-`` continues the identity body."""
-    if response.status_code != 206:
-        return False
-    if response.headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
-        return False
-    content_range = response.headers.get("Content-Range", "")
-    match = re.match(r"bytes (\d+)-", content_range)
-    return match is not None and int(match.group(1)) == offset
-
-
-class _Progress:
-    """INFO lines for long downloads: batch, bytes, elapsed, rate (never the URL's query)."""
-
-    def __init__(self, batch: Batch) -> None:
-        self.batch = batch
-        self.started_at = time.monotonic()
-        self.last_log = self.started_at
-        self.expected: int | None = None
-
-    def started(self, response: requests.Response, link: str) -> None:
-        total = response.headers.get("Content-Length")
-        encoded = "Content-Encoding" in response.headers
-        self.expected = int(total) if total and total.isdigit() and not encoded else None
-        logger.info(
-            "Downloading %s from %s%s.",
-            self.batch.describe(),
-            safe_url(response.url or link),
-            f" ({self.expected / 1e6:.1f} MB)" if self.expected else "",
-        )
-
-    def restarted(self) -> None:
-        self.expected = None
-
-    def update(self, received: int) -> None:
-        now = time.monotonic()
-        if now - self.last_log >= PROGRESS_EVERY_SECONDS:
-            self.last_log = now
-            elapsed = now - self.started_at
-            logger.info(
-                "%s: downloaded %.1f MB%s, %.0f s elapsed, %.1f MB/s.",
-                self.batch.describe(),
-                received / 1e6,
-                f" of {self.expected / 1e6:.1f} MB" if self.expected else "",
-                elapsed,
-                received / 1e6 / max(elapsed, 1e-6),
-            )
-
-    def done(self, received: int) -> None:
-        elapsed = time.monotonic() - self.started_at
-        logger.info("%s: downloaded %.1f MB in %.1f s.", self.batch.describe(), received / 1e6, elapsed)

@@ -33,7 +33,7 @@ import ijson
 from tap_alida.errors import BadExportFileError, ExportFileError, TruncatedFileError
 
 if TYPE_CHECKING:
-    from tap_alida.export.api import Batch
+    from tap_alida.export.batch import Batch
 
 logger = logging.getLogger("tap_alida.export.file")
 

@@ -89,6 +89,11 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+def segment(value: str) -> str:
+    """``value`` quoted as one URL path segment (every reserved character escaped)."""
+    return quote(str(value), safe="")
+
+
 def error_detail(response: requests.Response) -> str:
     """Alida's error object (§8) as one short line, or the status text."""
     try:
