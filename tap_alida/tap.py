@@ -20,7 +20,7 @@ from functools import cached_property
 from typing import IO, Any
 
 import click
-from singer_sdk import Stream, Tap
+from singer_sdk import Stream
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.tap_base import CliTestOptionValue
@@ -30,26 +30,23 @@ from tap_alida.community import Community
 from tap_alida.errors import AlidaError
 from tap_alida.http.client import AlidaClient
 from tap_alida.modelling.privacy import SensitiveValues
-from tap_alida.modelling.types import WarnOnce, format_datetime, parse_datetime
+from tap_alida.modelling.types import WarnOnce
 from tap_alida.modelling.width import warn_if_too_wide
+from tap_alida.run import Run
+from tap_alida.sdk import CheckedConfigTap
 from tap_alida.settings import CONFIG_SCHEMA, AlidaSettings, unknown_settings
 from tap_alida.state_file import check_state, read_state_stream
-from tap_alida.stop import RunStop
 from tap_alida.streams import (
-    BATCH_STATE_KEY,
-    BATCHES_STATE_KEY,
     ActivityAnswersStream,
     ActivityFieldsStream,
     ActivityResponsesStream,
     MemberProfilesStream,
     MemberProfileValuesStream,
-    MemberStream,
-    answers_slot,
     member_profiles_schema,
 )
 
 
-class TapAlida(Tap):
+class TapAlida(CheckedConfigTap):
     """Singer tap for Alida Communities: activity (survey) responses and member profiles, extracted through the asynchronous Batch Data Extract API and streamed with ijson."""  # noqa: E501
 
     name = "tap-alida"
@@ -65,16 +62,11 @@ class TapAlida(Tap):
 
     # -- settings -----------------------------------------------------------------------
 
-    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+    def check_config(self, schema_errors: list[str]) -> list[str]:
         """The SDK's JSON-schema checks plus ours, reported together, before any request."""
-        errors = super()._validate_config(raise_errors=False)
         for warning in unknown_settings(self.config, self.config_jsonschema.get("properties", {})):
             self.logger.warning(warning)
-        if not errors:
-            errors = AlidaSettings.errors(self.config)
-        if errors and raise_errors:
-            raise ConfigValidationError("Config validation failed", errors=errors)
-        return errors
+        return schema_errors or AlidaSettings.errors(self.config)
 
     @cached_property
     def settings(self) -> AlidaSettings:
@@ -84,8 +76,13 @@ class TapAlida(Tap):
         return AlidaSettings.from_config(self.config)
 
     @cached_property
+    def run(self) -> Run:
+        """What this run knows and shares (client, community, STATE ledger); streams use it."""
+        return Run(self, self.settings)
+
+    @property
     def client(self) -> AlidaClient:
-        return AlidaClient(self.settings, RunStop())
+        return self.run.client
 
     # -- the run's lifetime: export workers stop with it ---------------------------------
     # (A failing stream stops them itself: see AlidaStream.get_records.)
@@ -97,9 +94,9 @@ class TapAlida(Tap):
         finally:
             self.client.stop.set()
 
-    @cached_property
+    @property
     def community(self) -> Community:
-        return Community(self.client)
+        return self.run.community
 
     # -- --state ------------------------------------------------------------------------
 
@@ -200,15 +197,15 @@ class TapAlida(Tap):
             fields = self.community.definition(activity)
             schema = self.community.layout(activity, fields, warn).schema()
             warn_if_too_wide(activity.stream_name, activity.label, schema, self.settings.set_columns)
-            streams.append(ActivityResponsesStream(self, activity, schema))
-        streams.append(ActivityAnswersStream(self))
-        streams.append(ActivityFieldsStream(self))
+            streams.append(ActivityResponsesStream(self.run, activity, schema))
+        streams.append(ActivityAnswersStream(self.run))
+        streams.append(ActivityFieldsStream(self.run))
         variables = self.community.member_variables
         settings = self.settings
         sensitive = SensitiveValues(settings.sensitive_values, settings.sensitive_values_salt)
         schema = member_profiles_schema(variables, warn, settings.column_naming, sensitive)
-        streams.append(MemberProfilesStream(self, schema))
-        streams.append(MemberProfileValuesStream(self))
+        streams.append(MemberProfilesStream(self.run, schema))
+        streams.append(MemberProfileValuesStream(self.run))
         return streams
 
     def _streams_from_catalog(self) -> list[Stream]:
@@ -218,15 +215,15 @@ class TapAlida(Tap):
         for name, entry in self.input_catalog.items():
             schema = entry.schema.to_dict()
             if name == "activity_answers":
-                fixed.append(ActivityAnswersStream(self, schema))
+                fixed.append(ActivityAnswersStream(self.run, schema))
             elif name == "activity_fields":
-                fixed.append(ActivityFieldsStream(self, schema))
+                fixed.append(ActivityFieldsStream(self.run, schema))
             elif name == "member_profiles":
-                fixed.append(MemberProfilesStream(self, schema))
+                fixed.append(MemberProfilesStream(self.run, schema))
             elif name == "member_profile_values":
-                fixed.append(MemberProfileValuesStream(self, schema))
+                fixed.append(MemberProfileValuesStream(self.run, schema))
             elif activity := self.community.activity_by_stream(name):
-                activity_streams.append(ActivityResponsesStream(self, activity, schema))
+                activity_streams.append(ActivityResponsesStream(self.run, activity, schema))
             else:
                 self.logger.warning(
                     "The catalog has stream %r, which matches no activity in scope (renamed, "
@@ -236,130 +233,6 @@ class TapAlida(Tap):
         order = ["activity_answers", "activity_fields", "member_profiles", "member_profile_values"]
         fixed.sort(key=lambda s: order.index(s.name))
         return activity_streams + fixed
-
-    # -- exports and their STATE -------------------------------------------------------
-
-    def start_exports(self) -> None:
-        """Start the export job of every selected stream, once, when the sync begins.
-
-        Jobs resume a batch a crashed run recorded in STATE when it is still
-        usable. Activity streams get their file; ``activity_fields`` needs only the
-        definitions of activities whose streams are not selected; both member
-        streams share one member export.
-        """
-        if getattr(self, "_exports_started", False):
-            return
-        self._exports_started = True
-        community = self.community
-        community.workdir  # noqa: B018 - made now: dead runs' spool folders are removed at start
-        community.runner.listener = self._record_batch
-        selected = [s for s in self.streams.values() if s.selected]
-        answers = next((s for s in selected if isinstance(s, ActivityAnswersStream)), None)
-        readers: dict[str, list[str]] = {}  # activity id → STATE slots of the streams reading its file
-        resumes: dict[str, Any] = {}
-        for stream in selected:
-            if isinstance(stream, ActivityResponsesStream):
-                readers.setdefault(stream.activity.id, []).append(stream.name)
-                resumes[stream.activity.id] = stream.stream_state.get(BATCH_STATE_KEY)
-        if answers is not None:
-            recorded = answers.stream_state.get(BATCHES_STATE_KEY) or {}
-            for activity in community.activities:
-                readers.setdefault(activity.id, []).append(answers_slot(activity.id))
-                resumes[activity.id] = resumes.get(activity.id) or recorded.get(activity.id)
-        for activity in community.activities:
-            if activity.id in readers:
-                slots = tuple(readers[activity.id])
-                community.expect_reads(activity, len(slots))
-                community.start_activity_export(activity, slots, resumes.get(activity.id))
-        member_streams = [s for s in selected if isinstance(s, MemberStream)]
-        if member_streams:
-            resume = next(
-                (
-                    s.stream_state[BATCH_STATE_KEY]
-                    for s in member_streams
-                    if s.stream_state.get(BATCH_STATE_KEY)
-                ),
-                None,
-            )
-            names = tuple(s.name for s in member_streams)
-            community.start_member_export(self.member_since(), names, resume)
-        if any(isinstance(s, ActivityFieldsStream) for s in selected):
-            for activity in community.activities:
-                if activity.id not in readers:
-                    community.start_definition_export(activity)
-
-    def _record_batch(self, slots: tuple[str, ...], entry: dict[str, Any] | None) -> None:
-        """Put a batch into (or take it out of) STATE and emit STATE now.
-
-        A slot is a stream name, or ``activity_answers:<activity id>`` for the
-        batch activity_answers reads of one activity (kept under ``alida_batches``).
-        """
-        for slot in slots:
-            name, _, activity_id = slot.partition(":")
-            state = self.streams[name].stream_state
-            if activity_id:
-                batches = state.setdefault(BATCHES_STATE_KEY, {})
-                if entry is None:
-                    batches.pop(activity_id, None)
-                else:
-                    batches[activity_id] = entry
-                if not batches:
-                    state.pop(BATCHES_STATE_KEY, None)
-            elif entry is None:
-                state.pop(BATCH_STATE_KEY, None)
-            else:
-                state[BATCH_STATE_KEY] = entry
-        self.state_writer.write_state(self.state)
-
-    def forget_batch(self, slot: str) -> None:
-        """A stream is done with its batch: a rerun must not re-use it."""
-        name, _, activity_id = slot.partition(":")
-        state = self.streams[name].stream_state
-        if (activity_id and activity_id in (state.get(BATCHES_STATE_KEY) or {})) or (
-            not activity_id and BATCH_STATE_KEY in state
-        ):
-            self._record_batch((slot,), None)
-
-    def forget_batch_everywhere(self, batch_id: str) -> None:
-        """Drop a batch from every stream's STATE (its file is malformed: no stream may re-use it).
-
-        The activity stream and ``activity_answers`` record the same batch under
-        their own slots; forgetting only the failing stream's slot would leave the
-        other to re-use the bad file on the rerun.
-        """
-        for name, stream in self.streams.items():
-            state = stream.stream_state
-            entry = state.get(BATCH_STATE_KEY)
-            if isinstance(entry, dict) and str(entry.get("id")) == batch_id:
-                self._record_batch((name,), None)
-            batches = state.get(BATCHES_STATE_KEY)
-            if isinstance(batches, dict):
-                for activity_id, entry in list(batches.items()):
-                    if isinstance(entry, dict) and str(entry.get("id")) == batch_id:
-                        self._record_batch((f"{name}:{activity_id}",), None)
-
-    # -- state shared by the member streams ----------------------------------------------
-
-    def member_since(self) -> str | None:
-        """``sinceDatetime`` for this run's member export (None: a full export).
-
-        ``member_profiles`` needs a full export unless ``member_profiles_incremental``
-        (an incremental one carries only changed variables: partial rows). Otherwise
-        both member streams read the same file, so the export starts from the
-        *older* of their bookmarks: a stream whose last run died mid-file is not
-        skipped past. Any selected stream without a bookmark means ``start_date``
-        (or a full export).
-        """
-        selected = [s for s in self.streams.values() if isinstance(s, MemberStream) and s.selected]
-        if any(not s.replication_key for s in selected):
-            return None
-        # Read bookmarks from state directly: the SDK's get_starting_timestamp() only
-        # answers once that stream's own sync has begun, and the other may not have.
-        starts = [s.stream_state.get("replication_key_value") or self.settings.start_date for s in selected]
-        parsed = [parse_datetime(start) for start in starts]
-        if not parsed or any(start is None for start in parsed):
-            return None
-        return format_datetime(min(start for start in parsed if start is not None))
 
 
 def main(argv: list[str] | None = None) -> Any:

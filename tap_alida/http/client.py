@@ -17,6 +17,7 @@ Rules that hold for every request:
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import logging
 import random
@@ -30,11 +31,11 @@ from urllib.parse import quote, urljoin, urlsplit
 import requests
 import urllib3
 from singer_sdk.authenticators import OAuthAuthenticator
-from singer_sdk.helpers._util import utc_now
 
 from tap_alida import __version__
 from tap_alida.errors import APIError, AuthenticationError, NotFoundError, StorageLinkError
 from tap_alida.export.links import may_be_link, peek_link
+from tap_alida.sdk import oauth_headers
 from tap_alida.settings import AlidaSettings
 from tap_alida.stop import RunStop
 
@@ -189,7 +190,7 @@ class AlidaAuthenticator(OAuthAuthenticator):
             return False
         if not self.expires_in:
             return True
-        age = (utc_now() - self.last_refreshed).total_seconds()
+        age = (dt.datetime.now(dt.UTC) - self.last_refreshed).total_seconds()
         margin = min(TOKEN_EXPIRY_MARGIN_SECONDS, self.expires_in / 4)
         return age < self.expires_in - margin
 
@@ -204,7 +205,7 @@ class AlidaAuthenticator(OAuthAuthenticator):
         Replaces the SDK's version, which logs the response body and raises a bare
         RuntimeError, and whose retrying session covers https only.
         """
-        request_time = utc_now()
+        request_time = dt.datetime.now(dt.UTC)
         what = "obtain an access token"
         attempt = 0
         while True:
@@ -214,7 +215,7 @@ class AlidaAuthenticator(OAuthAuthenticator):
                     self.auth_endpoint,
                     data=self.oauth_request_payload,
                     auth=(self.client_id or "", self.client_secret or ""),
-                    headers=self._oauth_headers,
+                    headers=oauth_headers(self),
                     timeout=self._timeout,
                 )
             except TRANSIENT_ERRORS as exc:

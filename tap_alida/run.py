@@ -1,0 +1,108 @@
+"""What one run of the tap knows and shares; streams depend on this, never on the tap.
+
+A run has one settings object, one HTTP client (with the run's stop signal),
+one ``Community`` (activities, definitions, batches and files, each fetched once
+and shared between discovery and the sync, and between the streams that read
+the same file), and one ``BatchLedger`` (batches in flight in STATE).
+
+When the sync begins, ``start_exports`` creates every export the selected
+streams need at once, so that N exports take about as long as the slowest
+(``export.jobs``). Streams say what they need (``ExportNeeds``); the run
+decides which batches to create and which recorded ones to re-use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from singer_sdk import Stream, Tap
+
+from tap_alida.community import Community
+from tap_alida.http.client import AlidaClient
+from tap_alida.settings import AlidaSettings
+from tap_alida.state import BatchLedger, member_since, recorded_batch
+from tap_alida.stop import RunStop
+
+
+@dataclass
+class ExportNeeds:
+    """The exports a stream reads in this run."""
+
+    # (activity id, STATE slot, batch entry a previous run recorded there)
+    activity_files: list[tuple[str, str, Any]] = field(default_factory=list)
+    member_file: bool = False
+    definitions: bool = False  # field definitions of every activity in scope
+
+
+class ReadsExports(Protocol):
+    """What the run asks of a stream (every stream of this tap answers it)."""
+
+    name: str
+    selected: bool
+
+    def export_needs(self) -> ExportNeeds: ...
+
+
+class Run:
+    """Settings, client, community and STATE ledger of one tap run."""
+
+    def __init__(self, tap: Tap, settings: AlidaSettings) -> None:
+        self.tap = tap
+        self.settings = settings
+        self.client = AlidaClient(settings, RunStop())
+        self.community = Community(self.client)
+        self.ledger = BatchLedger(tap)
+        self._exports_started = False
+
+    def _selected(self) -> list[Any]:
+        return [s for s in self.tap.streams.values() if s.selected]
+
+    def _member_readers(self) -> list[Stream]:
+        return [s for s in self._selected() if s.export_needs().member_file]
+
+    def member_since(self) -> str | None:
+        """``sinceDatetime`` of this run's member export (see ``state.member_since``)."""
+        return member_since(self._member_readers(), self.settings.start_date)
+
+    def start_exports(self) -> None:
+        """Start the export job of every selected stream, once, when the sync begins.
+
+        Jobs resume a batch a crashed run recorded in STATE when it is still
+        usable. Each activity's file is read by every stream that needs it (its
+        own stream, ``activity_answers``) and downloaded once; ``activity_fields``
+        needs only the definitions of activities nobody reads; the member streams
+        share one member export.
+        """
+        if self._exports_started:
+            return
+        self._exports_started = True
+        community = self.community
+        community.workdir  # noqa: B018 - made now: dead runs' spool folders are removed at start
+        community.runner.listener = self.ledger.record
+        needs = {stream.name: stream.export_needs() for stream in self._selected()}
+        readers: dict[str, list[str]] = {}  # activity id → STATE slots of the streams reading its file
+        resumes: dict[str, Any] = {}
+        for need in needs.values():
+            for activity_id, slot, recorded in need.activity_files:
+                readers.setdefault(activity_id, []).append(slot)
+                resumes[activity_id] = resumes.get(activity_id) or recorded
+        for activity in community.activities:
+            if activity.id in readers:
+                slots = tuple(readers[activity.id])
+                community.expect_reads(activity, len(slots))
+                community.start_activity_export(activity, slots, resumes.get(activity.id))
+        self._start_member_export([name for name, need in needs.items() if need.member_file])
+        if any(need.definitions for need in needs.values()):
+            for activity in community.activities:
+                if activity.id not in readers:
+                    community.start_definition_export(activity)
+
+    def _start_member_export(self, names: Iterable[str]) -> None:
+        streams = [self.tap.streams[name] for name in names]
+        if not streams:
+            return
+        recorded = (recorded_batch(s) for s in streams)
+        resume = next((entry for entry in recorded if entry), None)
+        self.community.start_member_export(self.member_since(), tuple(s.name for s in streams), resume)

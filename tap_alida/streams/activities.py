@@ -1,0 +1,186 @@
+"""Activity streams: one per survey (wide rows), ``activity_answers`` (one row per value),
+``activity_fields`` (the data dictionary). All full table: a full export each run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from singer_sdk import typing as th
+
+from tap_alida.modelling import drift
+from tap_alida.modelling.records import ACTIVITY_ANSWERS_SCHEMA, ActivityRecordMapper, AnswerMapper
+from tap_alida.run import ExportNeeds, Run
+from tap_alida.sdk import replace_schema
+from tap_alida.state import answers_slot, recorded_batch
+from tap_alida.streams.base import DRAIN_EVERY_RECORDS, AlidaStream
+
+if TYPE_CHECKING:
+    from tap_alida.community import Activity
+
+
+class ActivityResponsesStream(AlidaStream):
+    """Responses to one activity: one row per record of its export file."""
+
+    primary_keys = ("activity_id", "response_id")
+    replication_key = None
+
+    def __init__(self, run: Run, activity: Activity, schema: dict[str, Any]) -> None:
+        super().__init__(run, schema=schema, name=activity.stream_name)
+        self.activity = activity
+
+    def export_needs(self) -> ExportNeeds:
+        return ExportNeeds(activity_files=[(self.activity.id, self.name, recorded_batch(self))])
+
+    def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+        runner = self.community.runner
+        resume = recorded_batch(self)
+        self.begin_table_version()
+        with self.read_activity_file(self.activity, self.name, resume) as (export, fields):
+            started = time.monotonic()
+            layout = self.community.layout(self.activity, fields, self.warn)
+            plan = drift.resolve(
+                self.run.settings.schema_drift,
+                self.schema,
+                layout,
+                f"{self.name} ({self.activity.label})",
+            )
+            if plan.schema_changed:
+                self._evolve_schema(plan.schema)
+            mapper = ActivityRecordMapper(
+                activity_id=self.activity.id,
+                activity_label=self.activity.label,
+                batch_id=export.batch.id,
+                layout=layout,
+                plan=plan,
+                warn=self.warn,
+                tally=self.community.tally,
+            )
+            count = 0
+            for record in export.items("records.item"):
+                count += 1
+                yield mapper.map(record)
+                if count % DRAIN_EVERY_RECORDS == 0 and runner.has_events:
+                    runner.drain()
+            elapsed = time.monotonic() - started
+            self.logger.info(
+                "%s: %d records from %s in %.2f s (%.0f records/s).",
+                self.name,
+                count,
+                export.batch.describe(),
+                elapsed,
+                count / max(elapsed, 1e-9),
+            )
+        self.activate_version()
+
+    def _evolve_schema(self, schema: dict[str, Any]) -> None:
+        """Emit ``schema`` (the catalog's, evolved) before this export's records.
+
+        The SDK wrote the catalog's SCHEMA when the sync began; targets apply a
+        later SCHEMA for the same stream as an ALTER. Stream maps are rebuilt
+        from the new schema so that they (and their SCHEMA) carry the new columns;
+        new columns are selected (SelectionMask defaults them to the stream's).
+        """
+        replace_schema(self, self.run.tap, schema)
+        self.columns_changed()
+
+
+class ActivityAnswersStream(AlidaStream):
+    """Every value of every activity in scope: one row per activity × response × field × value.
+
+    Schema-stable (it never drifts), so new questions reach the warehouse here
+    even under ``schema_drift: ignore``. It reads the same batch files as the
+    activity streams (each file is parsed once per stream that reads it).
+    """
+
+    primary_keys = ("activity_id", "response_id", "field_id", "value_index")
+    replication_key = None
+
+    def __init__(self, run: Run, schema: dict[str, Any] | None = None) -> None:
+        super().__init__(run, schema=schema or ACTIVITY_ANSWERS_SCHEMA, name="activity_answers")
+
+    def export_needs(self) -> ExportNeeds:
+        return ExportNeeds(
+            activity_files=[
+                (a.id, answers_slot(a.id), recorded_batch(self, a.id)) for a in self.run.community.activities
+            ]
+        )
+
+    def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+        self.run.start_exports()
+        self.begin_table_version()
+        runner = self.community.runner
+        for activity in self.community.activities:
+            resume = recorded_batch(self, activity.id)
+            with self.read_activity_file(activity, answers_slot(activity.id), resume) as (export, fields):
+                started = time.monotonic()
+                mapper = AnswerMapper(activity.id, fields, activity.label, self.community.tally)
+                count = 0
+                for record in export.items("records.item"):
+                    for row in mapper.rows(record):
+                        count += 1
+                        yield row
+                        if count % DRAIN_EVERY_RECORDS == 0 and runner.has_events:
+                            runner.drain()
+                self.logger.info(
+                    "%s: %d values of %s from %s in %.2f s.",
+                    self.name,
+                    count,
+                    activity.label,
+                    export.batch.describe(),
+                    time.monotonic() - started,
+                )
+        self.activate_version()
+
+
+ACTIVITY_FIELDS_SCHEMA = th.PropertiesList(
+    th.Property("activity_id", th.StringType, required=True, description="Alida activity id."),
+    th.Property("field_id", th.StringType, required=True, description="Field (question) id."),
+    th.Property("stream_name", th.StringType, description="The activity's stream."),
+    th.Property("position", th.IntegerType, description="0-based position in the definition."),
+    th.Property(
+        "column_name",
+        th.StringType,
+        description="The field's column in the activity stream (null: a multi-select field shown "
+        "only as indicator columns).",
+    ),
+    th.Property("name", th.StringType, description="Field name (question text)."),
+    th.Property("data_type", th.StringType, description="Alida data type as exported."),
+    th.Property("visibility", th.StringType, description="meta.visibility (active, hidden, …)."),
+    th.Property(
+        "options",
+        th.ArrayType(
+            th.ObjectType(
+                th.Property("id", th.StringType),
+                th.Property("name", th.StringType),
+                th.Property("visibility", th.StringType),
+                th.Property("indicator_column", th.StringType),
+            )
+        ),
+        description="Choice options of enum/set fields, with their indicator columns "
+        "(set_columns: indicators or both).",
+    ),
+).to_dict()
+
+
+class ActivityFieldsStream(AlidaStream):
+    """The data dictionary: one row per activity × field, for analysts to join against."""
+
+    primary_keys = ("activity_id", "field_id")
+    replication_key = None
+
+    def __init__(self, run: Run, schema: dict[str, Any] | None = None) -> None:
+        super().__init__(run, schema=schema or ACTIVITY_FIELDS_SCHEMA, name="activity_fields")
+
+    def export_needs(self) -> ExportNeeds:
+        return ExportNeeds(definitions=True)
+
+    def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+        self.run.start_exports()
+        self.begin_table_version()
+        for activity in self.community.activities:
+            fields = self.community.definition(activity)
+            layout = self.community.layout(activity, fields, self.warn)
+            yield from layout.field_rows(activity.id, activity.stream_name)
+        self.activate_version()

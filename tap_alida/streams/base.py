@@ -1,0 +1,149 @@
+"""The base of every stream: the run it reads from, ACTIVATE_VERSION, shared file reads."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import singer_sdk.singerlib as singer
+from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.mapper import RemoveRecordTransform
+from singer_sdk.singerlib.catalog import REPLICATION_FULL_TABLE
+
+from tap_alida.errors import AlidaError, ExportFileError
+from tap_alida.modelling.types import FieldDefinition, WarnOnce, parse_definition
+from tap_alida.run import ExportNeeds, Run
+from tap_alida.sdk import FastRecordMessages, set_table_version, table_version
+
+# Queued STATE events are applied at least this often while records flow.
+DRAIN_EVERY_RECORDS = 5000
+
+if TYPE_CHECKING:
+    from tap_alida.community import Activity, Community
+    from tap_alida.export.file import ExportFile
+
+
+class AlidaStream(FastRecordMessages):
+    """Base: access to the tap's per-run community model and warning de-duplication."""
+
+    # Rows are typed when they are built, from the file's field definitions (see
+    # records.ActivityRecordMapper), and carry only schema columns, so the SDK's
+    # per-value conformance pass would only re-check them; it was most of the
+    # per-record cost (benchmarks/bench.py).
+    # Deselected columns are still removed by the SDK.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+
+    def __init__(self, run: Run, schema: dict[str, Any], name: str) -> None:
+        super().__init__(run.tap, schema=schema, name=name)
+        self.run = run
+        self.warn = WarnOnce(self.logger)
+
+    def export_needs(self) -> ExportNeeds:
+        """What this stream reads in a sync (``Run.start_exports`` creates it all at once)."""
+        return ExportNeeds()
+
+    @property
+    def community(self) -> Community:
+        return self.run.community
+
+    def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+        """The stream's rows (each stream's own)."""
+        raise NotImplementedError
+
+    def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+        """The rows of ``records``; a stream that fails stops the run's export workers.
+
+        The SDK then ends the sync; workers still polling or downloading other
+        exports would otherwise keep the process alive until they finish.
+        """
+        try:
+            yield from self.records(context)
+        except GeneratorExit:  # closed early (a dry run's record limit): the run goes on
+            raise
+        except BaseException:
+            self.run.client.stop.set()
+            raise
+
+    # -- ACTIVATE_VERSION: deletions reach the warehouse ------------------------------------
+
+    @property
+    def emit_activate_version_messages(self) -> bool:
+        """Never let the SDK emit ACTIVATE_VERSION: it does so *before* the first record.
+
+        A target that honours it then soft-deletes every row of the table at the
+        start of the sync, and if the export fails the rows stay deleted. This tap
+        emits it after the last record instead (``activate_version``), so a stream
+        that fails mid-way emits none.
+        """
+        return False
+
+    @cached_property
+    def _activates_version(self) -> bool:
+        """Whether this run's records carry a table version that is activated at the end."""
+        return (
+            self.run.settings.emit_activate_version
+            and self.replication_method == REPLICATION_FULL_TABLE
+            # Batch files carry no version: activating one would delete what they load.
+            and not self.get_batch_config(self.config)
+        )
+
+    def begin_table_version(self) -> None:
+        """Stamp this sync's RECORDs with a new table version (milliseconds, always rising)."""
+        if self._activates_version and table_version(self) is None:
+            set_table_version(self, int(time.time() * 1000))
+
+    def activate_version(self) -> None:
+        """After the last record of a complete full-table read: rows of older versions left the export."""
+        version = table_version(self)
+        if not self._activates_version or version is None:
+            return
+        for stream_map in self.stream_maps:
+            if isinstance(stream_map, RemoveRecordTransform):
+                continue
+            self.run.tap.write_message(
+                singer.ActivateVersionMessage(stream=stream_map.stream_alias, version=version)
+            )
+
+    def log(self, message: str, *args: Any, level: int = logging.INFO, **kwargs: Any) -> None:
+        """The SDK's, without its "An unhandled error occurred while syncing" line for an
+        AlidaError: ``tap.main`` reports that error as the run's one ERROR line, naming
+        the stream's activity or batch, and a generic line before it would be the first."""
+        if level == logging.ERROR and message.startswith("An unhandled error") and _alida_error_in_flight():
+            return
+        super().log(message, *args, level=level, **kwargs)
+
+    @contextmanager
+    def read_activity_file(
+        self, activity: Activity, slot: str, resume: Any
+    ) -> Iterator[tuple[ExportFile, list[FieldDefinition]]]:
+        """The activity's downloaded file and its field definitions, for one stream's read.
+
+        ``slot`` is where the batch sits in STATE (``state``). It
+        is forgotten once the read completes, and also when the file is malformed
+        (the rerun must make a new batch); the file is released in any case (the
+        last reader deletes it).
+        """
+        self.run.start_exports()
+        job = self.community.start_activity_export(activity, (slot,), resume)
+        export = self.community.runner.result(job)
+        try:
+            fields = parse_definition(export.first("definition"), activity.label)
+            self.community.remember_definition(activity, fields)
+            yield export, fields
+        except ExportFileError:
+            # Every stream that recorded this batch drops it: a rerun must export afresh.
+            self.run.ledger.forget_everywhere(export.batch.id)
+            raise
+        finally:
+            self.community.release_file(activity, export)
+            self.community.tally.flush()
+        self.run.ledger.forget(slot)
+
+
+def _alida_error_in_flight() -> bool:
+    return isinstance(sys.exc_info()[1], AlidaError)
