@@ -12,7 +12,7 @@ import urllib3
 from requests.structures import CaseInsensitiveDict
 
 from tap_alida.export.api import created_batch
-from tap_alida.export.links import PEEK_BYTES, FreshLinks, Replay, link_in, may_be_link, peek_link
+from tap_alida.http.links import PEEK_BYTES, FreshLinks, Replay, link_in, may_be_link, peek_link
 
 S3 = "https://bucket.s3.amazonaws.com/export.json?X-Amz-Expires=30&X-Amz-Signature=abc"
 

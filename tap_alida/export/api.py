@@ -40,9 +40,11 @@ from tap_alida.errors import (
 from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
 from tap_alida.export.download import PROGRESS_EVERY_SECONDS, Download
 from tap_alida.export.file import read_definition_from_stream
-from tap_alida.export.links import LINK_KEYS
 from tap_alida.export.status import BatchState, classify, error_text, status_word
-from tap_alida.http.client import STREAM_ERRORS, TRANSIENT_ERRORS, AlidaClient, segment
+from tap_alida.http.client import AlidaClient
+from tap_alida.http.links import LINK_KEYS
+from tap_alida.http.policy import STREAM_ERRORS, TRANSIENT_ERRORS
+from tap_alida.http.urls import segment
 from tap_alida.settings import AlidaSettings
 
 logger = logging.getLogger("tap_alida.export.api")

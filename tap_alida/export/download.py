@@ -23,9 +23,11 @@ import requests
 from tap_alida.errors import ExportFileError, StorageLinkError
 from tap_alida.export.batch import Batch
 from tap_alida.export.file import check_complete
-from tap_alida.export.links import FreshLinks
 from tap_alida.export.spool import disk_full
-from tap_alida.http.client import STREAM_ERRORS, TRANSIENT_ERRORS, AlidaClient, safe_url, segment
+from tap_alida.http.client import AlidaClient
+from tap_alida.http.links import FreshLinks
+from tap_alida.http.policy import STREAM_ERRORS, TRANSIENT_ERRORS
+from tap_alida.http.urls import safe_url, segment
 
 logger = logging.getLogger("tap_alida.export.download")
 

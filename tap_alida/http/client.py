@@ -1,12 +1,12 @@
-"""HTTP to Alida: token, retries, error objects, and auth-free file downloads.
+"""Requests to Alida: the API host with credentials, storage hosts without.
 
 Why not ``RESTStream``'s request machinery: the tap calls the API at discovery
 time and from the export-job lifecycle, outside any stream, and it must download
 files with ``stream=True`` without credentials after a cross-host redirect. The
 SDK's backoff decorator is bound to ``RESTStream._request`` and reads whole
 bodies, so this module keeps the SDK's ``OAuthAuthenticator`` (token state,
-header injection) and does its own small retry loop, which also honours
-``Retry-After``.
+header injection, ``auth``) and asks one policy (``policy.decide``) what each
+answer means: retry, renew the token, get a fresh link, or fail.
 
 Rules that hold for every request:
 
@@ -17,243 +17,39 @@ Rules that hold for every request:
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 import logging
-import random
-import re
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
-import urllib3
-from singer_sdk.authenticators import OAuthAuthenticator
 
 from tap_alida import __version__
-from tap_alida.errors import APIError, AuthenticationError, NotFoundError, StorageLinkError
-from tap_alida.export.links import may_be_link, peek_link
-from tap_alida.sdk import oauth_headers
+from tap_alida.errors import APIError, NotFoundError, StorageLinkError
+from tap_alida.http.auth import AlidaAuthenticator
+from tap_alida.http.links import may_be_link, peek_link
+from tap_alida.http.policy import (
+    API,
+    STORAGE,
+    STREAM_ERRORS,
+    TRANSIENT_ERRORS,
+    Action,
+    RetryPolicy,
+    decide,
+    error_detail,
+    may_have_acted,
+)
+from tap_alida.http.urls import safe_url
 from tap_alida.settings import AlidaSettings
 from tap_alida.stop import RunStop
 
 logger = logging.getLogger("tap_alida.http.client")
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-TRANSIENT_ERRORS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    ConnectionResetError,
-)
-# Raised while a body is being read (urllib3 raises its own when read directly,
-# requests wraps them in iter_content): all mean "the connection broke".
-STREAM_ERRORS = (
-    requests.exceptions.ContentDecodingError,
-    urllib3.exceptions.ProtocolError,
-    urllib3.exceptions.ReadTimeoutError,
-    urllib3.exceptions.DecodeError,
-)
-# Refresh the token this long before Alida says it expires: exports, polls and
-# downloads easily outlive a token, and a token that dies mid-request costs a retry.
-TOKEN_EXPIRY_MARGIN_SECONDS = 120
 # A 401 renews the token and repeats the request, up to this many times per
 # request: with exports in parallel, a token this request renewed can already
 # have expired under another thread's request. A refused credential fails after.
 MAX_RENEWALS_AFTER_401 = 3
-
-
-_QUERY = re.compile(r"\?[^\s\"']*")
-
-
-class RedactQueryStrings(logging.Filter):
-    """Strips query strings from log records: urllib3 logs each request line at DEBUG,
-    and a pre-signed storage URL's query string is a credential."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "?" in message:
-            record.msg, record.args = _QUERY.sub("?<redacted>", message), None
-        return True
-
-
-logging.getLogger("urllib3.connectionpool").addFilter(RedactQueryStrings())
-
-
-def safe_url(url: str) -> str:
-    """``scheme://host/path`` of a URL: no query string (signatures), no credentials."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def segment(value: str) -> str:
-    """``value`` quoted as one URL path segment (every reserved character escaped)."""
-    return quote(str(value), safe="")
-
-
-def error_detail(response: requests.Response) -> str:
-    """Alida's error object (§8) as one short line, or the status text."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, Mapping):
-        parts = [str(body[k]) for k in ("message", "developerMessage") if body.get(k)]
-        if body.get("errorId"):
-            parts.append(f"errorId {body['errorId']}")
-        if parts:
-            return "; ".join(parts)
-    return response.reason or f"HTTP {response.status_code}"
-
-
-class RetryPolicy:
-    """When and how long to wait before trying a request again.
-
-    Capped exponential backoff with jitter (1, 2, 4 … 60 s, times 0.5-1.0) for
-    5xx, timeouts and dropped connections; a 429's ``Retry-After`` (seconds or an
-    HTTP date) is honoured up to ``max_retry_after_seconds``, beyond which the run
-    fails rather than sleeping for an unknown time. ``max_request_attempts``
-    bounds the tries. Shared by API calls, the token call and storage downloads,
-    so every path retries the same way and logs the same line.
-    """
-
-    def __init__(self, settings: AlidaSettings, stop: RunStop) -> None:
-        self.stop = stop
-        self.max_attempts = settings.max_attempts
-        self.max_retry_after = settings.max_retry_after
-
-    def backoff(self, attempt: int) -> float:
-        return min(2.0 ** (attempt - 1), 60.0) * (0.5 + random.random() / 2)
-
-    def pause(self, attempt: int, what: str, reason: str, response: requests.Response | None) -> None:
-        """Sleep before try ``attempt + 1``, or raise APIError when the tries are used up."""
-        if attempt >= self.max_attempts:
-            msg = (
-                f"Could not {what} after {attempt} attempts (last: {reason}). Alida or the "
-                "network is failing; rerun later or raise 'max_request_attempts'."
-            )
-            raise APIError(msg, status=response.status_code if response is not None else None)
-        wait = self.backoff(attempt)
-        if response is not None and response.status_code == 429:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if retry_after is not None:
-                if retry_after > self.max_retry_after:
-                    msg = (
-                        f"Alida rate-limited the request to {what} and asked to wait "
-                        f"{retry_after:.0f} s, more than 'max_retry_after_seconds' "
-                        f"({self.max_retry_after:.0f} s). Rerun later or raise that setting."
-                    )
-                    raise APIError(msg, status=429)
-                wait = retry_after
-        logger.warning(
-            "Could not %s (%s); retry %d of %d in %.1f s.",
-            what,
-            reason,
-            attempt,
-            self.max_attempts - 1,
-            wait,
-        )
-        self.stop.sleep(wait)
-
-
-class AlidaAuthenticator(OAuthAuthenticator):
-    """OAuth2 client-credentials token for Alida, renewed ahead of expiry.
-
-    Client id and secret go as HTTP Basic (what third-party clients do) with the
-    form body ``grant_type=client_credentials``; ``x-api-key`` is added when set.
-    """
-
-    def __init__(self, settings: AlidaSettings, retry: RetryPolicy) -> None:
-        headers = {"User-Agent": f"tap-alida/{__version__}"}
-        if settings.api_key:
-            headers["x-api-key"] = settings.api_key
-        super().__init__(
-            auth_endpoint=settings.token_url,
-            client_id=settings.client_id,
-            client_secret=settings.client_secret,
-            oauth_headers=headers,
-            default_expiration=3600,
-        )
-        self._timeout = settings.timeout
-        self._retry = retry
-
-    @property
-    def oauth_request_body(self) -> dict:
-        return {"grant_type": "client_credentials"}
-
-    def is_token_valid(self) -> bool:
-        if self.last_refreshed is None or self.access_token is None:
-            return False
-        if not self.expires_in:
-            return True
-        age = (dt.datetime.now(dt.UTC) - self.last_refreshed).total_seconds()
-        margin = min(TOKEN_EXPIRY_MARGIN_SECONDS, self.expires_in / 4)
-        return age < self.expires_in - margin
-
-    def invalidate(self) -> None:
-        """Forget the token so the next request fetches a new one (after a 401)."""
-        self.last_refreshed = None
-        self.access_token = None
-
-    def update_access_token(self) -> None:
-        """Fetch a token; refused credentials become one clear, secret-free error.
-
-        Replaces the SDK's version, which logs the response body and raises a bare
-        RuntimeError, and whose retrying session covers https only.
-        """
-        request_time = dt.datetime.now(dt.UTC)
-        what = "obtain an access token"
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = requests.post(
-                    self.auth_endpoint,
-                    data=self.oauth_request_payload,
-                    auth=(self.client_id or "", self.client_secret or ""),
-                    headers=oauth_headers(self),
-                    timeout=self._timeout,
-                )
-            except TRANSIENT_ERRORS as exc:
-                try:
-                    self._retry.pause(attempt, what, type(exc).__name__, None)
-                except APIError:
-                    msg = (
-                        f"Could not reach the Alida token endpoint {safe_url(self.auth_endpoint)} "
-                        f"({type(exc).__name__}). Check 'region'/'api_url' and 'token_url', "
-                        "and that this machine can reach the host."
-                    )
-                    raise AuthenticationError(msg) from None
-                continue
-            if response.status_code not in RETRY_STATUSES:
-                break
-            response.close()
-            self._retry.pause(attempt, what, f"HTTP {response.status_code}", response)
-        if response.status_code >= 400:
-            msg = (
-                f"Alida refused the token request (HTTP {response.status_code} from "
-                f"{safe_url(self.auth_endpoint)}: {error_detail(response)}). Check 'client_id' "
-                "and 'client_secret' (an API credential from Product Settings > API), 'api_key' "
-                "if your community needs one, and that 'region'/'api_url' is your community's region."
-            )
-            raise AuthenticationError(msg)
-        try:
-            token = response.json()
-            self.access_token = str(token["access_token"])
-        except (ValueError, KeyError, TypeError) as exc:
-            msg = (
-                f"The token endpoint {safe_url(self.auth_endpoint)} answered without an "
-                "access_token; check 'token_url'."
-            )
-            raise AuthenticationError(msg) from exc
-        expires = token.get("expires_in", self._default_expiration)
-        self.expires_in = int(expires) if expires else None
-        self.last_refreshed = request_time
-        logger.info("Obtained an access token (valid %s s).", self.expires_in)
 
 
 class AlidaClient:
@@ -324,58 +120,95 @@ class AlidaClient:
         if not self.is_api_host(url):
             msg = f"Refusing to send credentials to {safe_url(url)}: not the API host."
             raise APIError(msg)
-        renewals_after_401 = stale_401s = 0
+        renewals = _Renewals(self.settings.max_attempts)
         attempt = 0
         while True:
             attempt += 1
-            sent = {"Accept": "application/json", **(headers or {})}
-            if self.settings.api_key:
-                sent["x-api-key"] = self.settings.api_key
             try:
-                prepared = self.session.prepare_request(
-                    requests.Request(method, url, headers=sent, json=json, params=params)
-                )
-                with self._auth_lock:
-                    self.authenticator.authenticate_request(prepared)
-                    token_used = self.authenticator.access_token
-                response = self.session.send(
-                    prepared,
-                    timeout=self.settings.timeout,
+                response, token_used = self._send(
+                    requests.Request(method, url, headers=self._headers(headers), json=json, params=params),
                     stream=stream,
                     allow_redirects=allow_redirects,
                 )
             except TRANSIENT_ERRORS as exc:
-                self.retry.pause(attempt, what, f"{type(exc).__name__}", None)
+                self._before_retry(method, what, attempt, exc=exc)
                 continue
             status = response.status_code
-            if status < 400 or status in ok_statuses:
+            action = Action.OK if status in ok_statuses else decide(API, status)
+            if action is Action.OK:
                 return response
-            if status == 401:
-                with self._auth_lock:
-                    # Another thread may have renewed the token since this request
-                    # was sent: then just repeat the request with the new one.
-                    renewed_elsewhere = self.authenticator.access_token != token_used
-                    renew = not renewed_elsewhere and renewals_after_401 < MAX_RENEWALS_AFTER_401
-                    if renew:
-                        self.authenticator.invalidate()
-                if renew or (renewed_elsewhere and stale_401s < self.settings.max_attempts):
-                    response.close()
-                    if renew:
-                        renewals_after_401 += 1
-                        logger.info("HTTP 401 while trying to %s; renewing the token and retrying.", what)
-                    else:
-                        stale_401s += 1
-                    continue
-            if status in RETRY_STATUSES:
-                detail = error_detail(response)
+            if action is Action.RENEW_TOKEN and self._renew(token_used, renewals, what):
                 response.close()
-                self.retry.pause(attempt, what, f"HTTP {status}: {detail}", response)
                 continue
             detail = error_detail(response)
             response.close()
-            error_cls = NotFoundError if status == 404 else APIError
+            if action is Action.RETRY:
+                self._before_retry(
+                    method, what, attempt, response=response, detail=f"HTTP {status}: {detail}"
+                )
+                continue
+            error_cls = NotFoundError if action is Action.NOT_FOUND else APIError
             msg = f"Could not {what}: HTTP {status} from {safe_url(url)}: {detail}"
             raise error_cls(msg, status=status)
+
+    def _headers(self, headers: Mapping[str, str] | None) -> dict[str, str]:
+        sent = {"Accept": "application/json", **(headers or {})}
+        if self.settings.api_key:
+            sent["x-api-key"] = self.settings.api_key
+        return sent
+
+    def _send(
+        self, request: requests.Request, *, stream: bool, allow_redirects: bool
+    ) -> tuple[requests.Response, str | None]:
+        """One authenticated request; also returns the token it carried."""
+        prepared = self.session.prepare_request(request)
+        with self._auth_lock:
+            self.authenticator.authenticate_request(prepared)
+            token_used = self.authenticator.access_token
+        response = self.session.send(
+            prepared, timeout=self.settings.timeout, stream=stream, allow_redirects=allow_redirects
+        )
+        return response, token_used
+
+    def _renew(self, token_used: str | None, renewals: _Renewals, what: str) -> bool:
+        """After a 401: renew the token (or use one another thread renewed); False when spent."""
+        with self._auth_lock:
+            # Another thread may have renewed the token since this request was
+            # sent: then just repeat the request with the new one.
+            renewed_elsewhere = self.authenticator.access_token != token_used
+            renew = not renewed_elsewhere and renewals.renewed < MAX_RENEWALS_AFTER_401
+            if renew:
+                self.authenticator.invalidate()
+        if renew:
+            renewals.renewed += 1
+            logger.info("HTTP 401 while trying to %s; renewing the token and retrying.", what)
+            return True
+        if renewed_elsewhere and renewals.stale < renewals.max_stale:
+            renewals.stale += 1
+            return True
+        return False
+
+    def _before_retry(
+        self,
+        method: str,
+        what: str,
+        attempt: int,
+        *,
+        exc: BaseException | None = None,
+        response: requests.Response | None = None,
+        detail: str = "",
+    ) -> None:
+        """Wait before trying again (``RetryPolicy.pause``); a POST that Alida may already
+        have acted on is repeated only with a WARNING that a duplicate may exist."""
+        reason = type(exc).__name__ if exc is not None else detail
+        if method == "POST" and may_have_acted(response.status_code if response is not None else None, exc):
+            logger.warning(
+                "The request to %s may have reached Alida before it failed (%s); Alida offers no way "
+                "to check, so it is sent again and a duplicate export may exist on Alida's side.",
+                what,
+                reason,
+            )
+        self.retry.pause(attempt, what, reason, response)
 
     def get_json(self, url: str, *, what: str, params: Mapping[str, Any] | None = None) -> Any:
         response = self.request("GET", url, what=what, params=params)
@@ -496,30 +329,25 @@ class AlidaClient:
             except TRANSIENT_ERRORS as exc:
                 self.retry.pause(attempt, what, type(exc).__name__, None)
                 continue
-            if response.status_code < 400 or response.status_code == 416:
+            status = response.status_code
+            action = Action.OK if status == 416 else decide(STORAGE, status)
+            if action is Action.OK:
                 return response
-            detail = f"HTTP {response.status_code} from storage host {safe_url(url)}"
+            detail = f"HTTP {status} from storage host {safe_url(url)}"
             response.close()
-            if response.status_code in RETRY_STATUSES:
+            if action is Action.RETRY:
                 self.retry.pause(attempt, what, detail, response)
                 continue
-            if response.status_code in (400, 401, 403):
+            if action is Action.NEW_LINK:
                 # Pre-signed links expire (S3 answers 400 or 403); the caller fetches a fresh one.
-                raise StorageLinkError(f"Could not {what}: {detail}.", status=response.status_code)
-            raise APIError(f"Could not {what}: {detail}.", status=response.status_code)
+                raise StorageLinkError(f"Could not {what}: {detail}.", status=status)
+            raise APIError(f"Could not {what}: {detail}.", status=status)
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+class _Renewals:
+    """Token renewals after a 401, counted per request."""
+
+    def __init__(self, max_stale: int) -> None:
+        self.renewed = 0  # renewals this request made
+        self.stale = 0  # repeats with a token another thread renewed
+        self.max_stale = max_stale

@@ -1,0 +1,123 @@
+"""The OAuth2 client-credentials token, renewed ahead of expiry and after a 401.
+
+Why the SDK's ``OAuthAuthenticator`` is kept but its token request replaced: it
+keeps the token state and puts the header on requests, but its request logs the
+response body, raises a bare RuntimeError, and retries https only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import requests
+from singer_sdk.authenticators import OAuthAuthenticator
+
+from tap_alida import __version__
+from tap_alida.errors import APIError, AuthenticationError
+from tap_alida.http.policy import RETRY_STATUSES, TRANSIENT_ERRORS, RetryPolicy, error_detail
+from tap_alida.http.urls import safe_url
+from tap_alida.sdk import oauth_headers
+from tap_alida.settings import AlidaSettings
+
+logger = logging.getLogger("tap_alida.http.auth")
+
+# Refresh the token this long before Alida says it expires: exports, polls and
+# downloads easily outlive a token, and a token that dies mid-request costs a retry.
+TOKEN_EXPIRY_MARGIN_SECONDS = 120
+
+
+class AlidaAuthenticator(OAuthAuthenticator):
+    """OAuth2 client-credentials token for Alida, renewed ahead of expiry.
+
+    Client id and secret go as HTTP Basic (what third-party clients do) with the
+    form body ``grant_type=client_credentials``; ``x-api-key`` is added when set.
+    """
+
+    def __init__(self, settings: AlidaSettings, retry: RetryPolicy) -> None:
+        headers = {"User-Agent": f"tap-alida/{__version__}"}
+        if settings.api_key:
+            headers["x-api-key"] = settings.api_key
+        super().__init__(
+            auth_endpoint=settings.token_url,
+            client_id=settings.client_id,
+            client_secret=settings.client_secret,
+            oauth_headers=headers,
+            default_expiration=3600,
+        )
+        self._timeout = settings.timeout
+        self._retry = retry
+
+    @property
+    def oauth_request_body(self) -> dict:
+        return {"grant_type": "client_credentials"}
+
+    def is_token_valid(self) -> bool:
+        if self.last_refreshed is None or self.access_token is None:
+            return False
+        if not self.expires_in:
+            return True
+        age = (dt.datetime.now(dt.UTC) - self.last_refreshed).total_seconds()
+        margin = min(TOKEN_EXPIRY_MARGIN_SECONDS, self.expires_in / 4)
+        return age < self.expires_in - margin
+
+    def invalidate(self) -> None:
+        """Forget the token so the next request fetches a new one (after a 401)."""
+        self.last_refreshed = None
+        self.access_token = None
+
+    def update_access_token(self) -> None:
+        """Fetch a token; refused credentials become one clear, secret-free error.
+
+        Replaces the SDK's version, which logs the response body and raises a bare
+        RuntimeError, and whose retrying session covers https only.
+        """
+        request_time = dt.datetime.now(dt.UTC)
+        what = "obtain an access token"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = requests.post(
+                    self.auth_endpoint,
+                    data=self.oauth_request_payload,
+                    auth=(self.client_id or "", self.client_secret or ""),
+                    headers=oauth_headers(self),
+                    timeout=self._timeout,
+                )
+            except TRANSIENT_ERRORS as exc:
+                try:
+                    self._retry.pause(attempt, what, type(exc).__name__, None)
+                except APIError:
+                    msg = (
+                        f"Could not reach the Alida token endpoint {safe_url(self.auth_endpoint)} "
+                        f"({type(exc).__name__}). Check 'region'/'api_url' and 'token_url', "
+                        "and that this machine can reach the host."
+                    )
+                    raise AuthenticationError(msg) from None
+                continue
+            if response.status_code not in RETRY_STATUSES:
+                break
+            response.close()
+            self._retry.pause(attempt, what, f"HTTP {response.status_code}", response)
+        if response.status_code >= 400:
+            msg = (
+                f"Alida refused the token request (HTTP {response.status_code} from "
+                f"{safe_url(self.auth_endpoint)}: {error_detail(response)}). Check 'client_id' "
+                "and 'client_secret' (an API credential from Product Settings > API), 'api_key' "
+                "if your community needs one, and that 'region'/'api_url' is your community's region."
+            )
+            raise AuthenticationError(msg)
+        try:
+            token = response.json()
+            self.access_token = str(token["access_token"])
+        except (ValueError, KeyError, TypeError) as exc:
+            msg = (
+                f"The token endpoint {safe_url(self.auth_endpoint)} answered without an "
+                "access_token; check 'token_url'."
+            )
+            raise AuthenticationError(msg) from exc
+        expires = token.get("expires_in", self._default_expiration)
+        self.expires_in = int(expires) if expires else None
+        self.last_refreshed = request_time
+        logger.info("Obtained an access token (valid %s s).", self.expires_in)

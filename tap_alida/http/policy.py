@@ -1,0 +1,187 @@
+"""One HTTP policy: what to do after each answer or error, and how long to wait.
+
+Every request of the tap (API calls, the token call, storage downloads) asks
+``decide`` what an outcome means, from one table:
+
+| outcome | API host | storage host | token endpoint |
+|---|---|---|---|
+| connection refused / reset, timeout, dropped body | RETRY | RETRY | RETRY |
+| 429, 500, 502, 503, 504 | RETRY | RETRY | RETRY |
+| 401 | RENEW_TOKEN | NEW_LINK | FAIL |
+| 400, 403 | FAIL | NEW_LINK (pre-signed links expire) | FAIL |
+| 404 | NOT_FOUND | FAIL | FAIL |
+| other 4xx | FAIL | FAIL | FAIL |
+
+A POST that creates a batch is not repeated blindly: it is repeated only when
+the server certainly did not act on it (the connection was never made, 429,
+503). After a read timeout or a 500/502/504 Alida may have created the batch;
+the Batch Data Extract API has no way to list batches (``alida-api.md`` §2-3),
+so the tap repeats it and says that a duplicate export may exist
+(``may_have_acted``).
+
+``RetryPolicy`` holds the mechanics: capped exponential backoff with jitter,
+``Retry-After`` (seconds or HTTP date) up to a bound, a bounded number of tries,
+waits that end at once when the run stops. Why not ``backoff``/``tenacity``:
+the waits must wake on the run's stop signal, honour a per-response
+``Retry-After`` with a ceiling that fails the run, and count tries across token
+renewals shared by threads; the loop that needs all that is a few lines.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import logging
+import random
+import time
+from collections.abc import Mapping
+
+import requests
+import urllib3
+
+from tap_alida.errors import APIError
+from tap_alida.settings import AlidaSettings
+from tap_alida.stop import RunStop
+
+logger = logging.getLogger("tap_alida.http.policy")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+TRANSIENT_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    ConnectionResetError,
+)
+# Raised while a body is being read (urllib3 raises its own when read directly,
+# requests wraps them in iter_content): all mean "the connection broke".
+STREAM_ERRORS = (
+    requests.exceptions.ContentDecodingError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError,
+    urllib3.exceptions.DecodeError,
+)
+
+
+class Action(enum.Enum):
+    """What to do next."""
+
+    OK = "ok"
+    RETRY = "retry"
+    RENEW_TOKEN = "renew token"
+    NEW_LINK = "new link"
+    NOT_FOUND = "not found"
+    FAIL = "fail"
+
+
+API, STORAGE, TOKEN = "api", "storage", "token"
+
+
+def decide(host: str, status: int | None = None, error: BaseException | None = None) -> Action:
+    """The policy table above: ``host`` is API, STORAGE or TOKEN; give a status or an error."""
+    if error is not None:
+        return Action.RETRY if isinstance(error, (*TRANSIENT_ERRORS, *STREAM_ERRORS)) else Action.FAIL
+    if status is None or status < 400:
+        return Action.OK
+    if status in RETRY_STATUSES:
+        return Action.RETRY
+    if host == API:
+        return {401: Action.RENEW_TOKEN, 404: Action.NOT_FOUND}.get(status, Action.FAIL)
+    if host == STORAGE and status in (400, 401, 403):
+        return Action.NEW_LINK
+    return Action.FAIL
+
+
+def may_have_acted(status: int | None = None, error: BaseException | None = None) -> bool:
+    """Whether the server may have carried out a request that did not answer 2xx.
+
+    False only where it certainly did not: no connection was made, or it said
+    so (429 rate limited, 503 unavailable).
+    """
+    if error is not None:
+        return not isinstance(error, requests.exceptions.ConnectTimeout) and not (
+            isinstance(error, requests.ConnectionError)
+            and isinstance(getattr(error, "args", [None])[0], urllib3.exceptions.MaxRetryError)
+            and isinstance(error.args[0].reason, urllib3.exceptions.NewConnectionError)
+        )
+    return status not in (429, 503)
+
+
+class RetryPolicy:
+    """When and how long to wait before trying a request again.
+
+    Capped exponential backoff with jitter (1, 2, 4 … 60 s, times 0.5-1.0) for
+    5xx, timeouts and dropped connections; a 429's ``Retry-After`` (seconds or an
+    HTTP date) is honoured up to ``max_retry_after_seconds``, beyond which the run
+    fails rather than sleeping for an unknown time. ``max_request_attempts``
+    bounds the tries. Shared by API calls, the token call and storage downloads,
+    so every path retries the same way and logs the same line.
+    """
+
+    def __init__(self, settings: AlidaSettings, stop: RunStop) -> None:
+        self.stop = stop
+        self.max_attempts = settings.max_attempts
+        self.max_retry_after = settings.max_retry_after
+
+    def backoff(self, attempt: int) -> float:
+        return min(2.0 ** (attempt - 1), 60.0) * (0.5 + random.random() / 2)
+
+    def pause(self, attempt: int, what: str, reason: str, response: requests.Response | None) -> None:
+        """Sleep before try ``attempt + 1``, or raise APIError when the tries are used up."""
+        if attempt >= self.max_attempts:
+            msg = (
+                f"Could not {what} after {attempt} attempts (last: {reason}). Alida or the "
+                "network is failing; rerun later or raise 'max_request_attempts'."
+            )
+            raise APIError(msg, status=response.status_code if response is not None else None)
+        wait = self.backoff(attempt)
+        if response is not None and response.status_code == 429:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if retry_after is not None:
+                if retry_after > self.max_retry_after:
+                    msg = (
+                        f"Alida rate-limited the request to {what} and asked to wait "
+                        f"{retry_after:.0f} s, more than 'max_retry_after_seconds' "
+                        f"({self.max_retry_after:.0f} s). Rerun later or raise that setting."
+                    )
+                    raise APIError(msg, status=429)
+                wait = retry_after
+        logger.warning(
+            "Could not %s (%s); retry %d of %d in %.1f s.",
+            what,
+            reason,
+            attempt,
+            self.max_attempts - 1,
+            wait,
+        )
+        self.stop.sleep(wait)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_detail(response: requests.Response) -> str:
+    """Alida's error object (§8) as one short line, or the status text."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, Mapping):
+        parts = [str(body[k]) for k in ("message", "developerMessage") if body.get(k)]
+        if body.get("errorId"):
+            parts.append(f"errorId {body['errorId']}")
+        if parts:
+            return "; ".join(parts)
+    return response.reason or f"HTTP {response.status_code}"
