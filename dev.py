@@ -3,6 +3,7 @@
 
     python3 dev.py demo   # build .venv, start the sandbox, meltano run tap-alida target-duckdb
     python3 dev.py test   # build .venv, install Meltano plugins, lint, type-check, run every test
+    python3 dev.py test --fast   # the unit tier only (no sockets, no subprocesses): seconds
     python3 dev.py docs   # rewrite README's settings table from `tap-alida --about --format=markdown`
 
 Only the standard library is used here: this script creates the environment.
@@ -149,7 +150,12 @@ def ensure_postgres() -> None:
 
 
 def test() -> None:
-    """Lint, type-check and run the whole test suite."""
+    """Lint, type-check and run the whole test suite (``--fast``: the unit tier only, seconds)."""
+    if "--fast" in sys.argv[2:]:
+        ensure_environment()
+        sys.argv.remove("--fast")
+        run(BIN / "pytest", "tests/unit", *sys.argv[2:])
+        return
     ensure_environment()
     ensure_postgres()
     run(BIN / "ruff", "check", "tap_alida", "alida_sandbox", "tests", "benchmarks", "dev.py")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from conftest import FAULT_RESULTS, FIXED_STREAM_KEYS, Sandbox, TapRun, discover, run_tap, select_all
+from harness import FAULT_RESULTS, FIXED_STREAM_KEYS, Sandbox, TapRun, discover, run_tap, select_all
 
 DATA = ("--seed", "7", "--activities", "2", "--members", "60", "--responses", "400", "--fields", "14")
 SECRET = "s3cret-that-must-not-leak"

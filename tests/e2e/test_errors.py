@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import FIXTURES, discover, run_tap, select_all
+from harness import FIXTURES, discover, run_tap, select_all
 
 
 def api_requests(sandbox):

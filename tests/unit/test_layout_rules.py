@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alida_sandbox.data import parse_iso
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, run_tap
+from harness import FIXTURES, run_tap
 
 from tap_alida.modelling.layout import ActivityLayout
 from tap_alida.modelling.records import ActivityRecordMapper, ResponseIds

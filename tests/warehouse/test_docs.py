@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from conftest import ROOT, executable, run_meltano
+from harness import ROOT, executable, run_meltano
 
 from tap_alida.settings import CONFIG_SCHEMA
 

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, run_tap
+from harness import FIXTURES, run_tap
 
 from tap_alida.settings import AlidaSettings
 

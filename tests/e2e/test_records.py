@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import discover, run_tap, select_all
+from harness import discover, run_tap, select_all
 
 M1 = "14dfcbeb-b17a-464b-8372-a62c0065a966"
 M2 = "96689e68-f64b-42de-a8c6-7e134f490f16"
@@ -100,7 +100,7 @@ def test_files_are_fetched_without_credentials(fixture_sandbox, synced):
 
 
 def test_direct_file_response_without_redirect(start_sandbox, tmp_path):
-    from conftest import FIXTURES
+    from harness import FIXTURES
 
     sandbox = start_sandbox("--fixtures", str(FIXTURES), "--redirect", "none")
     run = run_tap(tmp_path, sandbox.config(activity_ids=[ACTIVITY]))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import FIXED_STREAM_KEYS, discover, run_loader, run_meltano, run_tap, select_all
+from harness import FIXED_STREAM_KEYS, discover, run_loader, run_meltano, run_tap, select_all
 
 FIXED = set(FIXED_STREAM_KEYS)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from conftest import FIXED_STREAM_KEYS, discover, run_tap, select_all
+from harness import FIXED_STREAM_KEYS, discover, run_tap, select_all
 
 
 def digest(ids: list[str]) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import discover, run_loader, run_meltano, run_tap, select_all
+from harness import discover, run_loader, run_meltano, run_tap, select_all
 
 # Differ between any two loads by construction.
 SKIPPED_COLUMNS = {"batch_id"}

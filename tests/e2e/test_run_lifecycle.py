@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import FIXTURES, discover, select_all
+from harness import FIXTURES, discover, select_all
 
 from tap_alida.errors import AlidaError
 from tap_alida.tap import TapAlida

@@ -12,7 +12,7 @@ import atexit
 import json
 from collections import Counter
 
-from conftest import FIXED_STREAM_KEYS, FIXTURES, Sandbox, discover, run_tap, select_all
+from harness import FIXED_STREAM_KEYS, FIXTURES, Sandbox, discover, run_tap, select_all
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
 from tap_alida.tap import TapAlida

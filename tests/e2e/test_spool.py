@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, executable, run_tap
+from harness import FIXTURES, executable, run_tap
 
 from tap_alida.export import download, spool
 from tap_alida.export.batch import Batch

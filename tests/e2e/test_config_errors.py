@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_tap
+from harness import run_tap
 
 from tap_alida.settings import CONFIG_SCHEMA, unknown_settings
 

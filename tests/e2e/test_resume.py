@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from conftest import FIXED_STREAM_KEYS, discover, executable, run_tap, select_all
+from harness import FIXED_STREAM_KEYS, discover, executable, run_tap, select_all
 
 
 def test_sigkill_mid_download_then_rerun_reuses_the_batches(start_sandbox: Any, tmp_path: Any) -> None:

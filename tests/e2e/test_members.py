@@ -3,7 +3,7 @@ incremental from its bookmark; bookmarks never move backwards."""
 
 from __future__ import annotations
 
-from conftest import discover, run_tap, select_all
+from harness import discover, run_tap, select_all
 
 M1 = "14dfcbeb-b17a-464b-8372-a62c0065a966"
 M2 = "96689e68-f64b-42de-a8c6-7e134f490f16"

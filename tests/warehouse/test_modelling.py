@@ -18,7 +18,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import FIXED_STREAM_KEYS, discover, run_loader, run_tap, select_all, stream_schema
+from harness import FIXED_STREAM_KEYS, discover, run_loader, run_tap, select_all, stream_schema
 
 ADDED = "which_of_these_features_do_you_use"
 REWORDED_OLD, REWORDED_NEW = "why_did_you_give_that_score", "what_is_the_main_reason_for_your_score"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import FIXED_STREAM_KEYS, discover, run_tap, stream_schema
+from harness import FIXED_STREAM_KEYS, discover, run_tap, stream_schema
 
 FEEDBACK = "product_feedback_q4"
 

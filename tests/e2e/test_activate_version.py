@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import FIXTURES, discover, run_tap, select_all
+from harness import FIXTURES, discover, run_tap, select_all
 
 QUICK_POLL = "5f3c2a10-1111-4b2c-9d3e-a62c0059cb00"
 

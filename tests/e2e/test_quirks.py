@@ -16,7 +16,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from conftest import Sandbox, TapRun, discover, executable, run_tap, select_all
+from harness import Sandbox, TapRun, discover, executable, run_tap, select_all
 
 DATA = ("--seed", "11", "--activities", "2", "--members", "40", "--responses", "150", "--fields", "10")
 VOLATILE = {"batch_id", "last_sync_date"}

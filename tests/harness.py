@@ -1,0 +1,320 @@
+"""Test helpers: a real sandbox server process, the real tap-alida executable, Meltano,
+loaders and a throw-away PostgreSQL server (fixtures that use them are in conftest).
+
+Nothing here patches HTTP: the sandbox listens on loopback and the tap is run
+as a subprocess, exactly as Meltano runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+# Primary keys of the fixed streams (activity streams: activity_id + response_id).
+FIXED_STREAM_KEYS = {
+    "activity_fields": ("activity_id", "field_id"),
+    "activity_answers": ("activity_id", "response_id", "field_id", "value_index"),
+    "member_profiles": ("member_id",),
+    "member_profile_values": ("member_id", "variable_id"),
+}
+# Filled by test_faults; printed as a table at the end of the session (conftest).
+FAULT_RESULTS: list[dict[str, Any]] = []
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "community"
+BIN = Path(sys.executable).parent
+
+
+def executable(name: str) -> str:
+    """A console script of this environment (the venv the tests run in)."""
+    path = BIN / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    assert found, f"{name} is not installed in this environment"
+    return found
+
+
+class Sandbox:
+    """A running ``tap-alida-sandbox`` process."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [executable("tap-alida-sandbox"), "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if not line.startswith("http://"):
+            self.process.kill()
+            _, err = self.process.communicate()
+            raise RuntimeError(f"sandbox did not start: {line!r} {err}")
+        self.url = line
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            return json.load(response)
+
+    def post(self, path: str, body: Any) -> Any:
+        request = urllib.request.Request(
+            self.url + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def truth(self, since: str | None = None) -> dict[str, Any]:
+        return self.get("/_sandbox/truth" + (f"?sinceDatetime={since}" if since else ""))
+
+    def requests(self) -> list[dict[str, Any]]:
+        return self.get("/_sandbox/requests")
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        config = {
+            "api_url": self.url,
+            "client_id": "sandbox",
+            "client_secret": "sandbox",
+            "community_api_key_name": "sandbox",
+            "poll_interval_seconds": 0.05,
+            "poll_max_interval_seconds": 0.2,
+        }
+        config.update(overrides)
+        return {k: v for k, v in config.items() if v is not None}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def run_meltano(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """The project's ``meltano`` with a private system database and no inherited plugin settings."""
+    process_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("TAP_ALIDA_", "TARGET_", "MELTANO_"))
+    }
+    process_env.update(
+        {
+            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
+            **(env or {}),
+        }
+    )
+    return subprocess.run(
+        [executable("meltano"), *args],
+        cwd=ROOT,
+        env=process_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_loader(tmp_path: Path, loader: str, config: dict[str, Any], messages: str) -> None:
+    """Pipe Singer messages into a loader that `meltano install` put in the project; it must succeed."""
+    config_path = tmp_path / f"{loader}.json"
+    config_path.write_text(json.dumps(config))
+    executable = ROOT / ".meltano" / "loaders" / loader / "venv" / "bin" / loader
+    done = subprocess.run(
+        [str(executable), "--config", str(config_path)],
+        input=messages,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def postgres_binary(name: str) -> str:
+    """A PostgreSQL server program: on PATH, or in Debian's versioned folder."""
+    found = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)
+    assert found, f"PostgreSQL's {name} is not installed; `python3 dev.py test` installs it"
+    return str(found)
+
+
+@dataclass
+class Postgres:
+    port: int
+    user: str = "postgres"
+
+    def sql(self, query: str) -> list[list[str]]:
+        """Rows of a query through psql (unaligned, tab-separated)."""
+        done = subprocess.run(
+            [
+                postgres_binary("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                "postgres",
+                "-AtF",
+                "\t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                query,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return [line.split("\t") for line in done.stdout.splitlines()]
+
+
+@dataclass
+class TapRun:
+    """Parsed output of one tap process."""
+
+    returncode: int
+    stderr: str
+    messages: list[dict[str, Any]]
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    states: list[dict[str, Any]] = field(default_factory=list)
+    stdout: str = ""
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.states[-1] if self.states else {}
+
+
+def run_tap(
+    tmp_path: Path,
+    config: dict[str, Any],
+    *args: str,
+    catalog: dict[str, Any] | None = None,
+    state: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> TapRun:
+    """Run the real ``tap-alida`` executable and parse its Singer output."""
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    command = [executable("tap-alida"), "--config", str(config_path), *args]
+    if catalog is not None:
+        (tmp_path / "catalog.json").write_text(json.dumps(catalog))
+        command += ["--catalog", str(tmp_path / "catalog.json")]
+    if state is not None:
+        (tmp_path / "state.json").write_text(json.dumps(state))
+        command += ["--state", str(tmp_path / "state.json")]
+    process_env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_ALIDA_")}
+    process_env.update(env or {})
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, env=process_env, check=False
+    )
+    run = TapRun(done.returncode, done.stderr, [], stdout=done.stdout)
+    if "--discover" in args:
+        run.messages = [json.loads(done.stdout)] if done.returncode == 0 else []
+        return run
+    for line in done.stdout.splitlines():
+        if not line.strip():
+            continue
+        message = json.loads(line)
+        run.messages.append(message)
+        if message.get("type") == "RECORD":
+            run.records[message["stream"]].append(message["record"])
+        elif message.get("type") == "SCHEMA":
+            run.schemas[message["stream"]] = message["schema"]
+        elif message.get("type") == "STATE":
+            run.states.append(message["value"])
+    return run
+
+
+def discover(tmp_path: Path, config: dict[str, Any]) -> dict[str, Any]:
+    run = run_tap(tmp_path, config, "--discover")
+    assert run.returncode == 0, run.stderr
+    return run.messages[0]
+
+
+def select_all(catalog: dict[str, Any], only: set[str] | None = None) -> dict[str, Any]:
+    """Mark streams selected (all, or only the named ones) in a discovered catalog."""
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"]["selected"] = only is None or stream["tap_stream_id"] in only
+    return catalog
+
+
+def stream_schema(catalog: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s["schema"] for s in catalog["streams"] if s["tap_stream_id"] == name)
+
+
+def postgres_server() -> Iterator[Postgres]:
+    """A throw-away PostgreSQL server on loopback (trust auth), for the whole session."""
+    # Not under pytest's tmp folder: its parents are private to root, and the
+    # server runs as the 'postgres' user when the tests run as root.
+    directory = Path(tempfile.mkdtemp(prefix="tap-alida-pg-"))
+    data = directory / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+        shutil.chown(directory, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [*as_user, postgres_binary("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            *as_user,
+            postgres_binary("postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            str(directory),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        ready = subprocess.run(
+            [postgres_binary("pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+            capture_output=True,
+            check=False,
+        )
+        if ready.returncode == 0:
+            break
+        time.sleep(0.2)
+    else:
+        server.kill()
+        raise RuntimeError("PostgreSQL did not start")
+    yield Postgres(port)
+    server.terminate()
+    server.wait(30)
+    shutil.rmtree(directory, ignore_errors=True)
