@@ -14,8 +14,7 @@ import atexit
 import logging
 import shutil
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -24,17 +23,14 @@ from urllib.parse import quote
 
 from tap_alida.errors import (
     AlidaError,
-    BatchFailedError,
-    ExportFailedError,
     NotFoundError,
-    TruncatedFileError,
 )
 from tap_alida.export.api import BatchExports
-from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
+from tap_alida.export.batch import Batch
 from tap_alida.export.file import ExportFile
 from tap_alida.export.jobs import ExportJob, ExportRunner, Report
+from tap_alida.export.lifecycle import BatchLifecycle
 from tap_alida.export.spool import make_workdir
-from tap_alida.export.status import BatchState, classify, status_word
 from tap_alida.http.client import AlidaClient
 from tap_alida.modelling.layout import ActivityLayout
 from tap_alida.modelling.naming import assign_names
@@ -45,9 +41,6 @@ logger = logging.getLogger("tap_alida.community")
 
 T = TypeVar("T")
 
-# A batch left in STATE by a crashed run is re-used only while it is this young:
-# Alida documents no file retention, and an old snapshot is not what a rerun wants.
-RESUME_MAX_AGE_SECONDS = 24 * 3600
 
 FIXED_STREAMS = ("activity_fields", "member_profiles", "member_profile_values", "activity_answers")
 
@@ -91,6 +84,7 @@ class Community:
     def __init__(self, client: AlidaClient) -> None:
         self.client = client
         self.exports = BatchExports(client)
+        self.lifecycle = BatchLifecycle(self.exports, client.settings)
         self._lock = threading.Lock()
         self._activities: list[Activity] | None = None
         self._definitions: dict[str, list[FieldDefinition]] = {}
@@ -188,10 +182,10 @@ class Community:
             return self.exports.create_activity_batch(activity.id, activity.label)
 
         def work(report: Report) -> ExportFile:
-            resumed = self._resumable(resume, activity.label, activity.id)
+            resumed = self.lifecycle.resumable(resume, activity.label, activity.id)
             with self._lock:
                 resumed = resumed or self._batches.get(activity.id)
-            return self._run(create, resumed, report, self._download)
+            return self.lifecycle.run(create, resumed, report, self._download)
 
         return self.runner.submit(f"file:{activity.id}", work, state_streams)
 
@@ -207,7 +201,7 @@ class Community:
             return parse_definition(self.exports.read_definition(batch), activity.label)
 
         def work(report: Report) -> list[FieldDefinition]:
-            return self._run(create, None, report, read)
+            return self.lifecycle.run(create, None, report, read)
 
         return self.runner.submit(f"definition:{activity.id}", work)
 
@@ -225,7 +219,7 @@ class Community:
             return MemberExport(batch, file, None if last_sync is None else str(last_sync))
 
         def work(report: Report) -> MemberExport:
-            resumed = self._resumable(resume, "member profiles", None)
+            resumed = self.lifecycle.resumable(resume, "member profiles", None)
             if resumed is not None and resumed.since != since:
                 logger.info(
                     "Not re-using member profile batch %s: it was made with sinceDatetime %s, this "
@@ -235,105 +229,12 @@ class Community:
                     since,
                 )
                 resumed = None
-            return self._run(create, resumed, report, read)
+            return self.lifecycle.run(create, resumed, report, read)
 
         return self.runner.submit("members", work, state_streams)
 
     def _download(self, batch: Batch) -> ExportFile:
         return ExportFile(self.exports.download(batch, str(self.workdir)), batch)
-
-    def _resumable(self, entry: Any, label: str, activity_id: str | None) -> Batch | None:
-        """The batch a crashed run left in STATE, if it may be re-used: made for this very
-        export (kind and activity, see ``Batch.mismatch``) and young enough."""
-        if not isinstance(entry, Mapping):
-            return None
-        batch = Batch.from_state(entry, label, activity_id)
-        if batch is None:
-            return None
-        reason = Batch.mismatch(entry, MEMBERS if activity_id is None else ACTIVITY, activity_id)
-        if reason is not None:
-            logger.info(
-                "Not re-using batch %s from STATE for %s: %s; creating a new batch.", batch.id, label, reason
-            )
-            return None
-        age = time.monotonic() - batch.created_at
-        if age > RESUME_MAX_AGE_SECONDS:
-            logger.info(
-                "Not re-using %s from the previous run: it is %.0f h old.", batch.describe(), age / 3600
-            )
-            return None
-        return batch
-
-    def _run(
-        self,
-        create: Callable[[], Batch],
-        batch: Batch | None,
-        report: Report,
-        fetch: Callable[[Batch], T],
-    ) -> T:
-        """Create (or re-use), await and fetch a batch; make a new one when Alida reports
-        it ``failed`` or its file is truncated, up to ``max_export_attempts`` batches."""
-        limit = self.client.settings.max_export_attempts
-        created = 0
-        while True:
-            if batch is not None and batch.resumed and not self._still_usable(batch):
-                batch = None
-            if batch is None:
-                created += 1
-                batch = create()
-            report(batch.to_state())
-            try:
-                self.exports.wait(batch)
-                return fetch(batch)
-            except NotFoundError:
-                if not batch.resumed:
-                    raise
-                logger.info("%s from the previous run is gone; creating a new batch.", batch.describe())
-            except (BatchFailedError, TruncatedFileError) as exc:
-                if batch.resumed:
-                    logger.info("%s from the previous run is not usable (%s).", batch.describe(), exc)
-                elif created >= limit:
-                    report(None)  # a rerun starts with a new batch
-                    msg = (
-                        f"{exc}. {created} batch(es) tried ('max_export_attempts' = {limit}); rerun "
-                        "the sync later, and if it keeps failing give Alida support the batch id."
-                    )
-                    raise type(exc)(msg) from exc
-                else:
-                    logger.warning("%s; creating a new batch (attempt %d of %d).", exc, created + 1, limit)
-            except ExportFailedError as exc:  # waited too long: pending or unfinished
-                if not batch.resumed:
-                    report(None)
-                    raise
-                logger.info("%s from the previous run is not usable (%s).", batch.describe(), exc)
-            batch = None
-
-    def _still_usable(self, batch: Batch) -> bool:
-        """Whether a batch recorded by a previous run can still be awaited or downloaded."""
-        try:
-            status = self.exports.refresh(batch)
-        except NotFoundError:
-            logger.info("%s from the previous run no longer exists.", batch.describe())
-            return False
-        dataset = status.get("datasetId")
-        if (
-            batch.kind == ACTIVITY
-            and dataset is not None
-            and str(dataset).lower() != str(batch.activity_id).lower()
-        ):
-            logger.info(
-                "Not re-using %s from the previous run: Alida says it exports activity %s; creating a "
-                "new batch.",
-                batch.describe(),
-                dataset,
-            )
-            return False
-        word = status_word(status)
-        if classify(word) in (BatchState.FAILED, BatchState.CANCELLED):
-            logger.info("%s from the previous run ended %r; creating a new batch.", batch.describe(), word)
-            return False
-        logger.info("Re-using %s from the previous run (status %s).", batch.describe(), word or "unknown")
-        return True
 
     def definition(self, activity: Activity) -> list[FieldDefinition]:
         """The activity's field definitions, cached per run.

@@ -1,0 +1,134 @@
+"""One export from creation to its file: re-use a recorded batch, create, wait, fetch, re-create.
+
+The rules (``alida-api.md`` §3, §12b; the tap's own where Alida is silent):
+
+* a batch a crashed run left in STATE is re-used when it was made for this very
+  export (kind, activity), is under 24 h old, and its status is not failed or
+  cancelled (nor 404: gone);
+* a batch Alida reports ``failed``, or whose file is truncated, is created again,
+  up to ``max_export_attempts`` batches; a cancelled one is not (someone meant it);
+* a wait past ``max_wait_to_start_seconds`` / ``max_wait_seconds`` fails the export.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from tap_alida.errors import BatchFailedError, ExportFailedError, NotFoundError, TruncatedFileError
+from tap_alida.export.api import BatchExports
+from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
+from tap_alida.export.jobs import Report
+from tap_alida.export.status import BatchState, classify, status_word
+from tap_alida.settings import AlidaSettings
+
+logger = logging.getLogger("tap_alida.export.lifecycle")
+
+T = TypeVar("T")
+
+# A batch left in STATE by a crashed run is re-used only while it is this young:
+# Alida documents no file retention, and an old snapshot is not what a rerun wants.
+RESUME_MAX_AGE_SECONDS = 24 * 3600
+
+
+class BatchLifecycle:
+    """Creates, re-uses, awaits and fetches batches through ``BatchExports``."""
+
+    def __init__(self, exports: BatchExports, settings: AlidaSettings) -> None:
+        self.exports = exports
+        self.settings = settings
+
+    def resumable(self, entry: Any, label: str, activity_id: str | None) -> Batch | None:
+        """The batch a crashed run left in STATE, if it may be re-used: made for this very
+        export (kind and activity, see ``Batch.mismatch``) and young enough."""
+        if not isinstance(entry, Mapping):
+            return None
+        batch = Batch.from_state(entry, label, activity_id)
+        if batch is None:
+            return None
+        reason = Batch.mismatch(entry, MEMBERS if activity_id is None else ACTIVITY, activity_id)
+        if reason is not None:
+            logger.info(
+                "Not re-using batch %s from STATE for %s: %s; creating a new batch.", batch.id, label, reason
+            )
+            return None
+        age = time.monotonic() - batch.created_at
+        if age > RESUME_MAX_AGE_SECONDS:
+            logger.info(
+                "Not re-using %s from the previous run: it is %.0f h old.", batch.describe(), age / 3600
+            )
+            return None
+        return batch
+
+    def run(
+        self,
+        create: Callable[[], Batch],
+        batch: Batch | None,
+        report: Report,
+        fetch: Callable[[Batch], T],
+    ) -> T:
+        """Create (or re-use), await and fetch a batch; make a new one when Alida reports
+        it ``failed`` or its file is truncated, up to ``max_export_attempts`` batches."""
+        limit = self.settings.max_export_attempts
+        created = 0
+        while True:
+            if batch is not None and batch.resumed and not self._still_usable(batch):
+                batch = None
+            if batch is None:
+                created += 1
+                batch = create()
+            report(batch.to_state())
+            try:
+                self.exports.wait(batch)
+                return fetch(batch)
+            except NotFoundError:
+                if not batch.resumed:
+                    raise
+                logger.info("%s from the previous run is gone; creating a new batch.", batch.describe())
+            except (BatchFailedError, TruncatedFileError) as exc:
+                if batch.resumed:
+                    logger.info("%s from the previous run is not usable (%s).", batch.describe(), exc)
+                elif created >= limit:
+                    report(None)  # a rerun starts with a new batch
+                    msg = (
+                        f"{exc}. {created} batch(es) tried ('max_export_attempts' = {limit}); rerun "
+                        "the sync later, and if it keeps failing give Alida support the batch id."
+                    )
+                    raise type(exc)(msg) from exc
+                else:
+                    logger.warning("%s; creating a new batch (attempt %d of %d).", exc, created + 1, limit)
+            except ExportFailedError as exc:  # waited too long: pending or unfinished
+                if not batch.resumed:
+                    report(None)
+                    raise
+                logger.info("%s from the previous run is not usable (%s).", batch.describe(), exc)
+            batch = None
+
+    def _still_usable(self, batch: Batch) -> bool:
+        """Whether a batch recorded by a previous run can still be awaited or downloaded."""
+        try:
+            status = self.exports.refresh(batch)
+        except NotFoundError:
+            logger.info("%s from the previous run no longer exists.", batch.describe())
+            return False
+        dataset = status.get("datasetId")
+        if (
+            batch.kind == ACTIVITY
+            and dataset is not None
+            and str(dataset).lower() != str(batch.activity_id).lower()
+        ):
+            logger.info(
+                "Not re-using %s from the previous run: Alida says it exports activity %s; creating a "
+                "new batch.",
+                batch.describe(),
+                dataset,
+            )
+            return False
+        word = status_word(status)
+        if classify(word) in (BatchState.FAILED, BatchState.CANCELLED):
+            logger.info("%s from the previous run ended %r; creating a new batch.", batch.describe(), word)
+            return False
+        logger.info("Re-using %s from the previous run (status %s).", batch.describe(), word or "unknown")
+        return True

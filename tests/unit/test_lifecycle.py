@@ -1,0 +1,134 @@
+"""The export lifecycle against a fake batch API: re-use, re-creation, cancellation, timeouts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tap_alida.errors import BatchCancelledError, BatchFailedError, ExportFailedError, NotFoundError
+from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
+from tap_alida.export.lifecycle import RESUME_MAX_AGE_SECONDS, BatchLifecycle
+from tap_alida.settings import AlidaSettings
+
+SETTINGS = AlidaSettings.from_config(
+    {
+        "community_api_key_name": "c",
+        "client_id": "i",
+        "client_secret": "s",
+        "api_url": "http://127.0.0.1:1",
+        "max_export_attempts": 3,
+    }
+)
+
+
+class FakeExports:
+    """Answers ``wait`` and ``refresh`` from scripts, one entry per batch id."""
+
+    def __init__(self, waits: dict[str, Any], statuses: dict[str, Any] | None = None) -> None:
+        self.waits = waits
+        self.statuses = statuses or {}
+        self.waited: list[str] = []
+
+    def wait(self, batch: Batch) -> dict[str, Any]:
+        self.waited.append(batch.id)
+        outcome = self.waits.get(batch.id, {"status": "succeeded"})
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def refresh(self, batch: Batch) -> dict[str, Any]:
+        status = self.statuses.get(batch.id, {"status": "running"})
+        if isinstance(status, Exception):
+            raise status
+        return status
+
+
+class Creator:
+    def __init__(self) -> None:
+        self.created = 0
+
+    def __call__(self) -> Batch:
+        self.created += 1
+        return Batch(ACTIVITY, f"b{self.created}", "activity 'A' (a1)", activity_id="a1")
+
+
+def lifecycle(exports: FakeExports) -> BatchLifecycle:
+    return BatchLifecycle(exports, SETTINGS)  # type: ignore[arg-type]
+
+
+def run(exports: FakeExports, resumed: Batch | None = None) -> tuple[str, Creator, list[Any]]:
+    create, reports = Creator(), []
+    result = lifecycle(exports).run(create, resumed, reports.append, lambda batch: batch.id)
+    return result, create, reports
+
+
+def test_a_new_batch_is_created_awaited_fetched_and_reported():
+    result, create, reports = run(FakeExports({}))
+    assert result == "b1" and create.created == 1
+    assert reports[0]["id"] == "b1" and reports[0]["activity_id"] == "a1"
+
+
+def test_a_failed_batch_is_created_again_up_to_the_limit():
+    failed = BatchFailedError("Alida reports the export failed")
+    result, create, _ = run(FakeExports({"b1": failed, "b2": failed}))
+    assert result == "b3" and create.created == 3
+    with pytest.raises(BatchFailedError, match=r"3 batch\(es\) tried \('max_export_attempts' = 3\)"):
+        run(FakeExports({"b1": failed, "b2": failed, "b3": failed}))
+
+
+def test_a_cancelled_batch_is_not_created_again():
+    exports = FakeExports({"b1": BatchCancelledError("cancelled")})
+    with pytest.raises(BatchCancelledError):
+        run(exports)
+    assert exports.waited == ["b1"]
+
+
+def test_a_timeout_forgets_the_batch_and_fails():
+    exports = FakeExports({"b1": ExportFailedError("still pending")})
+    reports: list[Any] = []
+    with pytest.raises(ExportFailedError):
+        lifecycle(exports).run(Creator(), None, reports.append, lambda b: b.id)
+    assert reports[-1] is None  # the rerun starts with a new batch
+
+
+def recorded(batch_id: str = "old", age: float = 60, **extra: Any) -> Batch:
+    entry = {"id": batch_id, "kind": ACTIVITY, "created_at": time.time() - age, "activity_id": "a1", **extra}
+    batch = lifecycle(FakeExports({})).resumable(entry, "activity 'A' (a1)", "a1")
+    assert batch is not None
+    return batch
+
+
+def test_a_recorded_batch_is_reused_when_usable():
+    result, create, _ = run(FakeExports({}), recorded())
+    assert result == "old" and create.created == 0
+
+
+@pytest.mark.parametrize(
+    "status",
+    [NotFoundError("gone", status=404), {"status": "Failed"}, {"status": "CANCELLED"}, {"datasetId": "a2"}],
+)
+def test_a_recorded_batch_that_is_gone_failed_cancelled_or_foreign_is_replaced(status):
+    result, create, _ = run(FakeExports({}, {"old": status}), recorded())
+    assert result == "b1" and create.created == 1
+
+
+def test_a_recorded_batch_that_fails_later_is_replaced_without_counting():
+    failed = BatchFailedError("failed")
+    result, create, _ = run(FakeExports({"old": failed, "b1": failed, "b2": failed}), recorded())
+    assert result == "b3" and create.created == 3
+
+
+def test_recorded_entries_that_may_not_be_reused():
+    life = lifecycle(FakeExports({}))
+    now = time.time()
+    assert life.resumable(None, "x", "a1") is None
+    assert life.resumable({"id": "b"}, "x", "a1") is None  # no kind, no time
+    old = {"id": "b", "kind": ACTIVITY, "created_at": now - RESUME_MAX_AGE_SECONDS - 60, "activity_id": "a1"}
+    assert life.resumable(old, "x", "a1") is None
+    other = {"id": "b", "kind": ACTIVITY, "created_at": now, "activity_id": "a2"}
+    assert life.resumable(other, "x", "a1") is None
+    members = {"id": "b", "kind": MEMBERS, "created_at": now, "since": None}
+    assert life.resumable(members, "x", "a1") is None
+    assert life.resumable(members, "member profiles", None) is not None
