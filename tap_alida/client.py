@@ -23,7 +23,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -61,6 +61,11 @@ TOKEN_EXPIRY_MARGIN_SECONDS = 120
 # request: with exports in parallel, a token this request renewed can already
 # have expired under another thread's request. A refused credential fails after.
 MAX_RENEWALS_AFTER_401 = 3
+
+# Sees every HTTP response (token, API, storage) as it arrives, before retries
+# decide anything: ``(response, streamed)``; a streamed body is not read yet.
+# Only the contract probe (``probe``) sets one; it must not read streamed bodies.
+Observer = Callable[[requests.Response, bool], None]
 
 
 # Set when the run is stopping: worker threads blocked in a poll interval or a
@@ -184,6 +189,7 @@ class AlidaAuthenticator(OAuthAuthenticator):
         )
         self._timeout = settings.timeout
         self._retry = retry
+        self.observer: Observer | None = None
 
     @property
     def oauth_request_body(self) -> dict:
@@ -233,6 +239,8 @@ class AlidaAuthenticator(OAuthAuthenticator):
                     )
                     raise AuthenticationError(msg) from None
                 continue
+            if self.observer is not None:
+                self.observer(response, False)
             if response.status_code not in RETRY_STATUSES:
                 break
             response.close()
@@ -272,6 +280,7 @@ class AlidaClient:
         self._local = threading.local()
         self._auth_lock = threading.Lock()
         self._api_host = urlsplit(settings.base_url).netloc.lower()
+        self.observer: Observer | None = None  # see Observer
 
     def _sessions(self) -> tuple[requests.Session, requests.Session]:
         sessions = getattr(self._local, "sessions", None)
@@ -349,6 +358,8 @@ class AlidaClient:
             except TRANSIENT_ERRORS as exc:
                 self.retry.pause(attempt, what, f"{type(exc).__name__}", None)
                 continue
+            if self.observer is not None:
+                self.observer(response, stream)
             status = response.status_code
             if status < 400 or status in ok_statuses:
                 return response
@@ -498,6 +509,8 @@ class AlidaClient:
             except TRANSIENT_ERRORS as exc:
                 self.retry.pause(attempt, what, type(exc).__name__, None)
                 continue
+            if self.observer is not None:
+                self.observer(response, True)
             if response.status_code < 400 or response.status_code == 416:
                 return response
             detail = f"HTTP {response.status_code} from storage host {safe_url(url)}"
