@@ -20,16 +20,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 
 from tap_alida import __version__
 from tap_alida.client import RETRY_STATUSES, AlidaClient, safe_url
-from tap_alida.errors import AlidaError, APIError, BatchCancelledError, BatchFailedError
+from tap_alida.errors import AlidaError, APIError, BatchCancelledError, BatchFailedError, ExportFailedError
 from tap_alida.export import ACTIVITY, MEMBERS, Batch, BatchExports, created_batch
-from tap_alida.probe_shapes import key_types, link_lifetime, render, safe_key, safe_word, scan_file
+from tap_alida.probe_shapes import Call, key_types, link_lifetime, safe_key, safe_word, scan_file
 from tap_alida.schema import canonical_type, format_datetime
 from tap_alida.status import BatchState, classify, status_word
 
@@ -44,30 +43,6 @@ FILE_KEYS = {
     ACTIVITY: ({"definition", "records"}, {"id", "datasetId"}),
     MEMBERS: ({"members"}, {"id", "lastSyncDate"}),
 }
-
-
-@dataclass
-class Call:
-    """What the responses of one step looked like."""
-
-    name: str
-    requests: int = 0
-    statuses: list[int] = field(default_factory=list)
-    urls: list[str] = field(default_factory=list)
-    headers: set[str] = field(default_factory=set)
-    keys: dict[str, set[str]] = field(default_factory=dict)
-    top_keys: set[str] = field(default_factory=set)  # of JSON object bodies
-    words: list[str] = field(default_factory=list)  # status words, in order of first sight
-    hops: list[tuple[bool, int]] = field(default_factory=list)  # (API host?, HTTP status)
-    links: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # storage URL, headers: not shown
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def report(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"call": self.name, "requests": self.requests, "http_statuses": self.statuses}
-        out.update(urls=self.urls, header_names=sorted(self.headers, key=str.lower), keys=render(self.keys))
-        if self.words:
-            out["status_words"] = self.words
-        return {**out, **self.extra}
 
 
 class Probe:
@@ -108,11 +83,11 @@ class Probe:
             body = response.json()
         except ValueError:
             return
-        key_types(body, call.keys)
-        if isinstance(body, Mapping):
+        key_types(body, call.keys if response.status_code < 400 else call.error_keys)
+        if isinstance(body, Mapping) and response.status_code < 400:
             call.top_keys.update(safe_key(k) for k in body)
             word = status_word(body)
-            if word and response.status_code < 300 and safe_word(word) not in call.words:
+            if word and safe_word(word) not in call.words:
                 call.words.append(safe_word(word))
 
     # -- the calls -----------------------------------------------------------------
@@ -122,9 +97,9 @@ class Probe:
             try:
                 self.client.authenticator.update_access_token()
             except AlidaError as exc:
-                status = f"HTTP {call.statuses[-1]}" if call.statuses else "no answer"
                 call.extra["error"] = str(exc)
-                self.deviate(f"token request refused ({status})", BLOCKING, "§1.3")
+                what = f"refused (HTTP {call.statuses[-1]})" if call.statuses else "not answered"
+                self.deviate(f"token request {what}", BLOCKING, "§1.3")
                 return self.report()
         self.collection("activities", "v1", "activities")
         self.collection("membervariables", "v1", "membervariables")
@@ -185,8 +160,8 @@ class Probe:
                 batch = create()
             except AlidaError as exc:
                 call.extra["error"] = str(exc)
-                ok = call.statuses and call.statuses[-1] < 300
-                what = "no batch id at all" if ok else f"create refused (HTTP {call.statuses[-1:]})"
+                last = call.statuses[-1] if call.statuses else None
+                what = "no batch id at all" if last and last < 300 else f"create refused (HTTP {last})"
                 self.deviate(f"{name}: {what}", BLOCKING, "§2")
                 return
         with self.call(f"{name}: status") as call:
@@ -197,9 +172,15 @@ class Probe:
                 word = safe_word(status_word(batch.status))
                 self.deviate(f"{name}: batch ended {word!r}, not succeeded", BLOCKING, "§3.2")
                 return
-            except AlidaError as exc:
+            except ExportFailedError as exc:  # the wait limits
                 call.extra["error"] = str(exc)
                 self.deviate(f"{name}: status never terminal within the probe's time limit", BLOCKING, "§3.2")
+                return
+            except AlidaError as exc:
+                call.extra["error"] = str(exc)
+                self.deviate(
+                    f"{name}: status could not be read (HTTP {call.statuses[-1:]})", BLOCKING, "§3.1"
+                )
                 return
             finally:
                 self.check_status_objects(name)
@@ -254,6 +235,8 @@ class Probe:
         if capitalised:
             words = ", ".join(dict.fromkeys(capitalised))
             self.deviate(f"capitalised status words ({words})", TOLERATED, "§3.2, §12b")
+        if any(404 in c.statuses for c in calls if c.name.endswith("status")):
+            self.deviate("a new batch's status answered 404 for a while", TOLERATED, "§3.2")
         keys = {k for c in calls for k in c.top_keys}
         if "errorMessage" not in keys and any(k.lower() == "errormessage" for k in keys):
             self.deviate("status object has 'errormessage', not 'errorMessage'", TOLERATED, "§3.2, §12b")

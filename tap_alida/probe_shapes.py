@@ -5,6 +5,7 @@ with the types of their values (``items[].id: string``), a file's top-level keys
 and the ``dataType`` words of its definitions, and a storage link's lifetime as a
 number. Never a value, a URL query string or a header value. Keys that do not
 look like field names (an id used as a key could be member data) show as ``<key>``.
+``Call`` collects what the responses of one probe step looked like.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -80,6 +82,33 @@ def key_types(value: Any, out: dict[str, set[str]], path: str = "") -> dict[str,
 
 def render(paths: Mapping[str, set[str]]) -> list[str]:
     return [f"{path}: {'|'.join(sorted(types))}" for path, types in sorted(paths.items())]
+
+
+@dataclass
+class Call:
+    """What the responses of one step looked like."""
+
+    name: str
+    requests: int = 0
+    statuses: list[int] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+    headers: set[str] = field(default_factory=set)
+    keys: dict[str, set[str]] = field(default_factory=dict)  # of 2xx/3xx JSON bodies
+    error_keys: dict[str, set[str]] = field(default_factory=dict)  # of 4xx/5xx JSON bodies
+    top_keys: set[str] = field(default_factory=set)  # of JSON object bodies
+    words: list[str] = field(default_factory=list)  # status words, in order of first sight
+    hops: list[tuple[bool, int]] = field(default_factory=list)  # (API host?, HTTP status)
+    links: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # storage URL, headers: not shown
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"call": self.name, "requests": self.requests, "http_statuses": self.statuses}
+        out.update(urls=self.urls, header_names=sorted(self.headers, key=str.lower), keys=render(self.keys))
+        if self.error_keys:
+            out["error_keys"] = render(self.error_keys)
+        if self.words:
+            out["status_words"] = self.words
+        return {**out, **self.extra}
 
 
 class _Capped(io.RawIOBase):
