@@ -60,7 +60,10 @@ def whats(report: dict[str, Any], severity: str) -> list[str]:
 
 
 def test_clean_sandbox_reports_every_call_and_no_deviation(start_sandbox, tmp_path):
-    sandbox = start_sandbox("--seed", "5", "--activities", "1", "--members", "8", "--responses", "6")
+    # A job delay: the batches are polled (without one a create may answer 'succeeded' at once).
+    sandbox = start_sandbox(
+        "--seed", "5", "--activities", "1", "--members", "8", "--responses", "6", "--job-delay", "0.3"
+    )
     survey = next(a["id"] for a in sandbox.truth()["activities"] if a["activityType"] == "Survey")
     code, report, _, stderr = probe(tmp_path, sandbox.config(probe_activity_id=survey))
     assert code == 0, stderr[-3000:]
@@ -84,6 +87,7 @@ def test_clean_sandbox_reports_every_call_and_no_deviation(start_sandbox, tmp_pa
     assert "Content-Type" in found["token"]["header_names"]
     assert "items[].id: string" in found["activities"]["keys"]
     assert found["member export: create"]["http_statuses"] == [202]
+    assert found["member export: create"]["status_words"] == ["pending"]
     assert found["member export: status"]["status_words"][-1] == "succeeded"
     assert set(found["activity export: create"]["status_words"]) <= {"pending", "running", "succeeded"}
     for kind in ("member", "activity"):
