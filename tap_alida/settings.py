@@ -94,6 +94,14 @@ CONFIG_SCHEMA = th.PropertiesList(
         "`Survey` that `/activities` lists.",
     ),
     th.Property(
+        "probe_activity_id",
+        th.StringType,
+        title="Probe activity ID",
+        description="Activity exported by `tap-alida --probe` (the contract check of a first run) "
+        "besides a tiny member export. Pick a small survey: its whole file is exported. Absent: "
+        "the probe exports no activity.",
+    ),
+    th.Property(
         "start_date",
         th.DateTimeType,
         title="Start date",
@@ -311,6 +319,7 @@ class AlidaSettings:
     schema_drift: str = "evolve"
     member_profiles_incremental: bool = False
     emit_activate_version: bool = True
+    probe_activity_id: str | None = None
 
     @classmethod
     def errors(cls, config: Mapping[str, Any]) -> list[str]:
@@ -338,6 +347,8 @@ class AlidaSettings:
         ids = config.get("activity_ids")
         if ids is not None and any(not str(i).strip() for i in ids):
             errors.append("Setting 'activity_ids' contains an empty id.")
+        if "probe_activity_id" in config and not str(config["probe_activity_id"]).strip():
+            errors.append("Setting 'probe_activity_id' is empty.")
         for key in (
             "poll_interval_seconds",
             "poll_max_interval_seconds",
@@ -397,6 +408,9 @@ class AlidaSettings:
             schema_drift=str(config.get("schema_drift") or "evolve"),
             member_profiles_incremental=bool(config.get("member_profiles_incremental", False)),
             emit_activate_version=bool(config.get("emit_activate_version_messages", True)),
+            probe_activity_id=str(config["probe_activity_id"]).strip()
+            if config.get("probe_activity_id")
+            else None,
         )
 
 

@@ -25,7 +25,7 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.tap_base import CliTestOptionValue
 
-from tap_alida import __version__
+from tap_alida import __version__, probe
 from tap_alida.community import Community
 from tap_alida.errors import AlidaError
 from tap_alida.http.client import AlidaClient
@@ -148,6 +148,23 @@ class TapAlida(CheckedConfigTap):
         )
         tap.check_connection()
         ctx.exit()
+
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        """The SDK's command plus ``--probe`` (``probe``: a JSON report of how the tenant answers)."""
+        command = super().get_singer_command()
+        help_text = "Probe the API contract with a few real calls; print a JSON report (exit 1: blocking)."
+        command.params.append(
+            click.Option(["--probe"], is_flag=True, expose_value=False, callback=cls.cb_probe, help=help_text)
+        )
+        return command
+
+    @classmethod
+    def cb_probe(cls, ctx: click.Context, param: click.Option, value: bool) -> None:
+        if value:
+            config = ctx.params.get("config")
+            kwargs = {"config": config.config, "parse_env_config": config.parse_env} if config else {}
+            ctx.exit(probe.run(cls(**kwargs, validate_config=True, catalog={"streams": []}).client))
 
     def check_connection(self) -> None:
         """Token, activities in scope, member variables: raises AlidaError when one fails."""

@@ -47,7 +47,7 @@ BACKEND = _ijson.backend
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _maybe_gunzip(stream: Any) -> IO[bytes]:
+def maybe_gunzip(stream: Any) -> IO[bytes]:
     """A readable binary stream, gunzipped when it starts with gzip's magic number."""
     buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)
     if buffered.peek(2)[:2] == GZIP_MAGIC:
@@ -153,7 +153,7 @@ def read_definition_from_stream(raw: Any, batch: Batch, *, framed: bool = True) 
         # the buffered reader: EOF is then an empty read, not "closed file".
         raw.auto_close = False
     counting = _Counting(raw)
-    stream = _maybe_gunzip(counting)
+    stream = maybe_gunzip(counting)
     try:
         definition = next(_ijson.items(stream, "definition", use_float=False), None)
     except ijson.JSONError as exc:
@@ -197,7 +197,7 @@ class ExportFile:
     @contextmanager
     def _open(self) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
         with open(self.path, "rb") as raw:
-            yield raw, _maybe_gunzip(raw)
+            yield raw, maybe_gunzip(raw)
 
     def first(self, prefix: str) -> Any:
         """The first value at ``prefix`` (e.g. ``lastSyncDate``), None when absent."""

@@ -15,7 +15,7 @@ from singer_sdk.authenticators import OAuthAuthenticator
 
 from tap_alida import __version__
 from tap_alida.errors import APIError, AuthenticationError
-from tap_alida.http.policy import RETRY_STATUSES, TRANSIENT_ERRORS, RetryPolicy, error_detail
+from tap_alida.http.policy import RETRY_STATUSES, TRANSIENT_ERRORS, Observer, RetryPolicy, error_detail
 from tap_alida.http.urls import safe_url
 from tap_alida.sdk import oauth_headers
 from tap_alida.settings import AlidaSettings
@@ -47,6 +47,7 @@ class AlidaAuthenticator(OAuthAuthenticator):
         )
         self._timeout = settings.timeout
         self._retry = retry
+        self.observer: Observer | None = None
 
     @property
     def oauth_request_body(self) -> dict:
@@ -96,6 +97,8 @@ class AlidaAuthenticator(OAuthAuthenticator):
                     )
                     raise AuthenticationError(msg) from None
                 continue
+            if self.observer is not None:
+                self.observer(response, False)
             if response.status_code not in RETRY_STATUSES:
                 break
             response.close()

@@ -35,6 +35,7 @@ from tap_alida.http.policy import (
     STREAM_ERRORS,
     TRANSIENT_ERRORS,
     Action,
+    Observer,
     RetryPolicy,
     decide,
     error_detail,
@@ -66,6 +67,7 @@ class AlidaClient:
         self._local = threading.local()
         self._auth_lock = threading.Lock()
         self._api_host = urlsplit(settings.base_url).netloc.lower()
+        self.observer: Observer | None = None  # see policy.Observer
 
     def _sessions(self) -> tuple[requests.Session, requests.Session]:
         sessions = getattr(self._local, "sessions", None)
@@ -133,6 +135,8 @@ class AlidaClient:
             except TRANSIENT_ERRORS as exc:
                 self._before_retry(method, what, attempt, exc=exc)
                 continue
+            if self.observer is not None:
+                self.observer(response, stream)
             status = response.status_code
             action = Action.OK if status in ok_statuses else decide(API, status)
             if action is Action.OK:
@@ -329,6 +333,8 @@ class AlidaClient:
             except TRANSIENT_ERRORS as exc:
                 self.retry.pause(attempt, what, type(exc).__name__, None)
                 continue
+            if self.observer is not None:
+                self.observer(response, True)
             status = response.status_code
             action = Action.OK if status == 416 else decide(STORAGE, status)
             if action is Action.OK:

@@ -34,7 +34,7 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import requests
 import urllib3
@@ -60,6 +60,12 @@ STREAM_ERRORS = (
     urllib3.exceptions.ReadTimeoutError,
     urllib3.exceptions.DecodeError,
 )
+
+
+# Sees every HTTP response (token, API, storage) as it arrives, before retries
+# decide anything: ``(response, streamed)``; a streamed body is not read yet.
+# Only the contract probe (``probe``) sets one; it must not read streamed bodies.
+Observer = Callable[[requests.Response, bool], None]
 
 
 class Action(enum.Enum):
