@@ -13,6 +13,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -427,3 +428,22 @@ def unknown_settings(config: Mapping[str, Any], known: Iterable[str]) -> list[st
         hint = f"did you mean {close[0]!r}?" if close else "`tap-alida --about` lists the settings."
         warnings.append(f"Setting {key!r} is not a tap-alida setting and is ignored; {hint}")
     return warnings
+
+
+_SCHEMA_LIMIT = re.compile(r"^.* is (greater|less) than the (maximum|minimum) of (\S+) in config\['(\w+)'\]$")
+
+
+def plain_schema_error(error: str, config: Mapping[str, Any]) -> str:
+    """A JSON-schema range error in the words of the tap's own checks.
+
+    jsonschema says "Decimal('1E+12') is greater than the maximum of 86400 in
+    config['poll_interval_seconds']"; a user reads the setting and its bound better.
+    """
+    match = _SCHEMA_LIMIT.match(error)
+    if match is None:
+        return error
+    _, bound, limit, key = match.groups()
+    word = "at most" if bound == "maximum" else "at least"
+    value = config.get(key)
+    shown = f"{float(value):g}" if isinstance(value, (int, float, Decimal)) else repr(value)
+    return f"Setting '{key}' is {shown}; it must be {word} {limit}."

@@ -34,7 +34,7 @@ from tap_alida.modelling.types import WarnOnce
 from tap_alida.modelling.width import warn_if_too_wide
 from tap_alida.run import Run
 from tap_alida.sdk import CheckedConfigTap
-from tap_alida.settings import CONFIG_SCHEMA, AlidaSettings, unknown_settings
+from tap_alida.settings import CONFIG_SCHEMA, AlidaSettings, plain_schema_error, unknown_settings
 from tap_alida.state_file import check_state, read_state_stream
 from tap_alida.streams import (
     ActivityAnswersStream,
@@ -66,7 +66,8 @@ class TapAlida(CheckedConfigTap):
         """The SDK's JSON-schema checks plus ours, reported together, before any request."""
         for warning in unknown_settings(self.config, self.config_jsonschema.get("properties", {})):
             self.logger.warning(warning)
-        return schema_errors or AlidaSettings.errors(self.config)
+        errors = [plain_schema_error(error, self.config) for error in schema_errors]
+        return errors or AlidaSettings.errors(self.config)
 
     @cached_property
     def settings(self) -> AlidaSettings:

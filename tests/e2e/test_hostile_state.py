@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from harness import FIXTURES, run_tap
 
-from tap_alida.settings import AlidaSettings
+from tap_alida.settings import MAXIMUMS, AlidaSettings
 
 PF = "9b2e61d0-7c11-4a53-8e0f-a62c0059ca52"  # Product Feedback — Q4
 QP = "5f3c2a10-1111-4b2c-9d3e-a62c0059cb00"  # Quick Poll
@@ -69,7 +69,10 @@ def test_a_huge_time_setting_is_a_clear_error(fixture_sandbox, tmp_path, setting
     run = run_tap(tmp_path, fixture_sandbox.config(**{setting: 1e12}))
     assert run.returncode == 1
     assert TRACEBACK not in run.stderr, run.stderr
-    assert any(setting in line and "maximum" in line for line in errors(run)), run.stderr
+    # the first ERROR line names the setting, its value and the bound in plain words
+    assert errors(run)[0].endswith(
+        f"Setting '{setting}' is 1e+12; it must be at most {MAXIMUMS[setting]}."
+    ), run.stderr
     assert api_requests(fixture_sandbox) == []
 
 
