@@ -3,7 +3,7 @@
 
     python3 dev.py demo   # build .venv, start the sandbox, meltano run tap-alida target-duckdb, show the data
     python3 dev.py test   # build .venv, install Meltano plugins, lint, type-check, run every test
-    python3 dev.py docs   # rewrite README's settings table from `tap-alida --about --format=markdown`
+    python3 dev.py docs   # rewrite README's settings table and meltano-hub/ from `tap-alida --about`
 
 Only the standard library is used here: this script creates the environment.
 """
@@ -194,6 +194,82 @@ def demo() -> None:
     run_demo()
 
 
+# Meltano Hub's layout: _data/meltano/extractors/<name>/<variant>.yml.
+PLUGIN_FILE = ROOT / "meltano-hub" / "extractors" / "tap-alida" / "tap-alida.yml"
+
+# Run by the venv's python (PyYAML): the Hub-style definition := meltano.yml's plugin
+# (our settings, verbatim) + the SDK's built-in settings from `tap-alida --about`.
+PLUGIN = """
+import json
+import sys
+
+import yaml
+
+root, out = sys.argv[1], sys.argv[2]
+about = json.loads(sys.stdin.read())
+project = yaml.safe_load(open(f"{root}/meltano.yml", encoding="utf-8"))
+tap = next(p for p in project["plugins"]["extractors"] if p["name"] == "tap-alida")
+KINDS = {"string": "string", "integer": "integer", "number": "integer", "boolean": "boolean",
+         "array": "array", "object": "object"}
+settings = list(tap["settings"])
+ours = {s["name"] for s in settings}
+for name, prop in about["settings"]["properties"].items():
+    if name in ours:
+        continue
+    kind = KINDS[next(t for t in prop["type"] if t != "null")]
+    setting = {"name": name, "kind": kind, "label": prop.get("title") or name.replace("_", " ").capitalize(),
+               "description": prop["description"]}
+    if "default" in prop:
+        setting["value"] = prop["default"]
+    settings.append(setting)
+definition = {
+    "name": "tap-alida",
+    "namespace": tap["namespace"],
+    "variant": "tap-alida",
+    "label": tap["label"],
+    "description": tap["description"],
+    "pip_url": "tap-alida",
+    "executable": tap["executable"],
+    "repo": "https://github.com/OWNER/tap-alida",
+    "keywords": ["meltano_sdk", "api"],
+    "maintenance_status": "active",
+    "domain_url": "https://www.alida.com",
+    "capabilities": tap["capabilities"],
+    "settings_group_validation": tap["settings_group_validation"],
+    "settings": settings,
+}
+header = (
+    "# Meltano Hub-style definition of tap-alida, written by `python3 dev.py docs` from meltano.yml\\n"
+    "# and `tap-alida --about --format=json` (tests/test_plugin_definition.py keeps them equal).\\n"
+    "# Before submitting to Meltano Hub: set `repo` and `variant` to the published repository.\\n"
+)
+text = yaml.safe_dump(definition, sort_keys=False, allow_unicode=True, width=110)
+open(out, "w", encoding="utf-8").write(header + text)
+"""
+
+
+def write_plugin_definition(bin_dir: Path = BIN) -> None:
+    """The Hub-style plugin definition, from meltano.yml and ``tap-alida --about --format=json``."""
+    about = subprocess.run(
+        [str(bin_dir / "tap-alida"), "--about", "--format=json"],
+        cwd=ROOT,
+        env=ENV,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    PLUGIN_FILE.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [str(bin_dir / "python"), "-c", PLUGIN, str(ROOT), str(PLUGIN_FILE)],
+        input=about,
+        cwd=ROOT,
+        env=ENV,
+        check=True,
+        text=True,
+    )
+    print(f"{PLUGIN_FILE.relative_to(ROOT)} written.")
+
+
 def docs() -> None:
     """README's settings table := the setting rows of ``tap-alida --about --format=markdown``."""
     ensure_environment()
@@ -221,6 +297,7 @@ def docs() -> None:
         encoding="utf-8",
     )
     print(f"README.md: {len(table) - 2} settings rows written.")
+    write_plugin_definition()
 
 
 def ensure_postgres() -> None:
