@@ -9,7 +9,6 @@ Meltano drops PYTHONPATH and would otherwise run the installed package.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -17,18 +16,11 @@ import time
 from pathlib import Path
 
 import duckdb
-from conftest import BIN, ROOT
+from conftest import BIN, ROOT, clean_env, project_copy
 
 
 def demo_project(tmp_path: Path, meltano_yml: str | None = None) -> Path:
-    project = tmp_path / "project"
-    project.mkdir()
-    tap = project / "tap-alida-here"
-    tap.write_text(f'#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m tap_alida "$@"\n')
-    tap.chmod(0o755)
-    text = meltano_yml if meltano_yml is not None else (ROOT / "meltano.yml").read_text()
-    (project / "meltano.yml").write_text(text.replace("executable: tap-alida\n", f"executable: {tap}\n", 1))
-    (project / ".meltano").symlink_to(ROOT / ".meltano")
+    project = project_copy(tmp_path, meltano_yml)
     # A real community's settings in .env must not reach the sandbox.
     (project / ".env").write_text(
         "TAP_ALIDA_CLIENT_ID=real-client\nTAP_ALIDA_CLIENT_SECRET=real-secret\n"
@@ -38,8 +30,7 @@ def demo_project(tmp_path: Path, meltano_yml: str | None = None) -> Path:
 
 
 def run_demo(tmp_path: Path, project: Path) -> tuple[subprocess.CompletedProcess, float]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAP_ALIDA_", "TARGET_", "MELTANO_"))}
-    env["MELTANO_DATABASE_URI"] = f"sqlite:///{tmp_path / 'meltano.db'}"
+    env = clean_env(tmp_path)
     started = time.monotonic()
     done = subprocess.run(
         [
@@ -85,7 +76,6 @@ def test_demo_prints_the_analysis_and_no_warning(tmp_path):
     assert f"The warehouse is {database}." in done.stdout
     command = re.search(r"^  (\.venv/bin/python -c .*)$", done.stdout, re.M)
     assert command is not None
-    (project / ".venv").symlink_to(BIN.parent)
     opened = subprocess.run(
         command.group(1), shell=True, cwd=project, capture_output=True, text=True, check=False
     )
@@ -101,7 +91,6 @@ def test_failed_demo_keeps_the_previous_warehouse(tmp_path):
     )
     project = demo_project(tmp_path, broken)
     database = project / "output" / "warehouse.duckdb"
-    database.parent.mkdir()
     with duckdb.connect(str(database)) as db:
         db.execute("create table kept as select 42 as answer")
     done, _ = run_demo(tmp_path, project)
