@@ -24,7 +24,8 @@ def demo_project(tmp_path: Path, meltano_yml: str | None = None) -> Path:
     # A real community's settings in .env must not reach the sandbox.
     (project / ".env").write_text(
         "TAP_ALIDA_CLIENT_ID=real-client\nTAP_ALIDA_CLIENT_SECRET=real-secret\n"
-        "TAP_ALIDA_COMMUNITY_API_KEY_NAME=panel_real\n"
+        "TAP_ALIDA_COMMUNITY_API_KEY_NAME=panel_real\nTAP_ALIDA_API_KEY=real-api-key\n"
+        "TAP_ALIDA_TOKEN_URL=https://auth.example.invalid/oauth2/token\nTAP_ALIDA_REGION=eu1\n"
     )
     return project
 
