@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Set-up commands for a fresh machine that has only Python 3.11+.
 
-    python3 dev.py demo   # build .venv, start the sandbox, meltano run tap-alida target-duckdb
+    python3 dev.py demo   # build .venv, start the sandbox, meltano run tap-alida target-duckdb, show the data
     python3 dev.py test   # build .venv, install Meltano plugins, lint, type-check, run every test
     python3 dev.py test --fast   # the unit tier only (no sockets, no subprocesses): seconds
-    python3 dev.py docs   # rewrite README's settings table from `tap-alida --about --format=markdown`
+    python3 dev.py docs   # rewrite README's settings table and meltano-hub/ from `tap-alida --about`
 
 Only the standard library is used here: this script creates the environment.
 """
@@ -57,14 +57,77 @@ def ensure_environment() -> None:
         meltano_stamp.write_text(wanted)
 
 
-def demo() -> None:
-    """Sandbox → meltano run tap-alida target-duckdb → rows per table."""
-    ensure_environment()
+# The demo's own sandbox credentials: they beat whatever .env holds (Meltano ranks the
+# process environment above .env), so a real secret there never meets the sandbox.
+DEMO_SETTINGS = {
+    "TAP_ALIDA_CLIENT_ID": "sandbox",
+    "TAP_ALIDA_CLIENT_SECRET": "sandbox",
+    "TAP_ALIDA_COMMUNITY_API_KEY_NAME": "sandbox",
+    "TAP_ALIDA_API_KEY": "",  # empty = unset: a real API key is not sent to the sandbox
+    "TAP_ALIDA_TOKEN_URL": "",  # empty = {api_url}/oauth2/token, the sandbox's
+    "TAP_ALIDA_POLL_INTERVAL_SECONDS": "1",
+}
+
+# Run by the venv's python after the load (this script imports only the standard library).
+ANALYSIS = '''
+import sys
+
+import duckdb
+
+db = duckdb.connect(sys.argv[1], read_only=True)
+
+
+def q(sql):
+    return db.execute(sql).fetchall()
+
+
+print(f"\\n{'table':<40} rows")
+for (t,) in q("select table_name from information_schema.tables where table_schema = 'alida' order by 1"):
+    print(f"{t:<40} {q(f'select count(*) from alida.{t}')[0][0]}")
+
+# activity_answers: one row per value; activity_fields: the data dictionary.
+ANSWERS = """(select f.stream_name as survey, f.name as question, a.*
+    from alida.activity_answers a join alida.activity_fields f using (activity_id, field_id))"""
+surveys = q("select distinct activity_id, stream_name from alida.activity_fields order by stream_name")
+print("\\nPer survey (SQL over alida.activity_answers joined to alida.activity_fields):\\n")
+print(f"{'survey':<36} {'responses':>9} {'answered recommend':>18} {'avg recommend':>13} {'avg spend':>9}")
+for activity_id, survey in surveys:
+    responses = q(f"select count(*) from alida.{survey}")[0][0]
+    answered, score = q(
+        f"select count(distinct response_id), avg(value_number) from {ANSWERS} "
+        f"where activity_id = '{activity_id}' and question = 'How likely are you to recommend us?'"
+    )[0]
+    (spend,) = q(
+        f"select avg(value_number) from {ANSWERS} "
+        f"where activity_id = '{activity_id}' and question = 'Monthly spend (€)'"
+    )[0]
+    share = f"{answered / responses:.0%}" if responses else "-"
+    print(f"{survey:<36} {responses:>9} {share:>18} {score or 0:>13.1f} {spend or 0:>9.2f}")
+
+print("\\n'Preferred contact channel', answers by option label:\\n")
+print(f"{'survey':<36} {'option':<10} {'answers':>7} {'share':>7}")
+for survey, label, n, pct in q(
+    f"select survey, option_label, n, round(100.0 * n / sum(n) over (partition by survey), 1) "
+    f"from (select survey, option_label, count(*) as n from {ANSWERS} "
+    f"where question = 'Preferred contact channel' group by survey, option_label) "
+    f"order by survey, n desc, option_label"
+):
+    print(f"{survey:<36} {label:<10} {n:>7} {pct:>6}%")
+'''
+
+
+def run_demo(project: Path = ROOT, bin_dir: Path = BIN) -> None:
+    """Sandbox → meltano run tap-alida target-duckdb → rows per table and a small analysis.
+
+    Loads into a new file and replaces ``output/warehouse.duckdb`` only after the run
+    succeeded: a failed demo leaves the previous warehouse as it was.
+    """
     sandbox = subprocess.Popen(
         [
-            str(BIN / "tap-alida-sandbox"),
+            str(bin_dir / "tap-alida-sandbox"),
             "--port",
             "0",
+            "--clean",  # no deliberate anomalies: a clean demo logs no WARNING
             "--activities",
             "3",
             "--members",
@@ -74,40 +137,140 @@ def demo() -> None:
             "--job-delay",
             "2",
         ],
-        cwd=ROOT,
+        cwd=project,
         env=ENV,
         stdout=subprocess.PIPE,
         text=True,
     )
+    database = project / "output" / "warehouse.duckdb"
     try:
         assert sandbox.stdout is not None
         url = sandbox.stdout.readline().strip()
+        if not url.startswith("http://"):
+            sys.exit("demo: the sandbox did not start (its error is above).")
         print(f"Sandbox Alida API at {url}", flush=True)
-        database = ROOT / "output" / "warehouse.duckdb"
         database.parent.mkdir(exist_ok=True)
-        database.unlink(missing_ok=True)
-        env = {**ENV, "TAP_ALIDA_API_URL": url, "MELTANO_ENVIRONMENT": "sandbox"}
+        # Same file name in a side folder: DuckDB names the catalog after the file's stem.
+        loading = database.parent / "loading" / database.name
+        loading.parent.mkdir(exist_ok=True)
+        loading.unlink(missing_ok=True)
+        env = {
+            **ENV,
+            **DEMO_SETTINGS,
+            "TAP_ALIDA_API_URL": url,
+            "MELTANO_ENVIRONMENT": "sandbox",
+            "TARGET_DUCKDB_FILEPATH": str(loading),
+        }
         # --full-refresh: each demo starts from a new sandbox, so old bookmarks do not apply.
-        subprocess.run(
-            [str(BIN / "meltano"), "run", "--full-refresh", "tap-alida", "target-duckdb"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-        )
-        show = (
-            "import duckdb\n"
-            f"db = duckdb.connect({str(database)!r}, read_only=True)\n"
-            'tables = db.execute("select table_name from information_schema.tables '
-            "where table_schema = 'alida' order by 1\").fetchall()\n"
-            "print(f\"\\n{'table':<40} rows\")\n"
-            "for (t,) in tables:\n"
-            "    print(f'{t:<40} {db.execute(f\"select count(*) from alida.{t}\").fetchone()[0]}')\n"
-        )
-        print(f"\nLoaded into {database.relative_to(ROOT)} (schema alida):")
-        subprocess.run([str(BIN / "python"), "-c", show], cwd=ROOT, env=ENV, check=True)
+        command = [str(bin_dir / "meltano"), "run", "--full-refresh", "tap-alida", "target-duckdb"]
+        print("+ meltano", *command[1:], flush=True)
+        done = subprocess.run(command, cwd=project, env=env, check=False)
+        if done.returncode != 0:
+            loading.unlink(missing_ok=True)
+            kept = "left as it was" if database.exists() else "not created"
+            sys.exit(f"demo: meltano run failed (exit {done.returncode}); {database.name} {kept}.")
+        os.replace(loading, database)
+        loading.parent.rmdir()
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=10)
+    shown = database.relative_to(project)
+    print(f"\nLoaded into {shown} (DuckDB, schema alida):", flush=True)
+    analysis = subprocess.run(
+        [str(bin_dir / "python"), "-c", ANALYSIS, str(database)], cwd=project, env=ENV, check=False
+    )
+    if analysis.returncode != 0:
+        sys.exit("demo: the analysis query failed (above); the warehouse was loaded.")
+    print(
+        f"\nThe warehouse is {database}. Open it with:\n\n"
+        f"  .venv/bin/python -c \"import duckdb; db = duckdb.connect('{shown}', read_only=True); "
+        "db.sql('select f.name as question, a.option_label, a.value_number, a.value_string "
+        "from alida.activity_answers a join alida.activity_fields f using (activity_id, field_id) "
+        "limit 10').show()\"\n",
+        flush=True,
+    )
+
+
+def demo() -> None:
+    """Build the environment, then run the demo."""
+    ensure_environment()
+    run_demo()
+
+
+# Meltano Hub's layout: _data/meltano/extractors/<name>/<variant>.yml.
+PLUGIN_FILE = ROOT / "meltano-hub" / "extractors" / "tap-alida" / "tap-alida.yml"
+
+# Run by the venv's python (PyYAML): the Hub-style definition := meltano.yml's plugin
+# (our settings, verbatim) + the SDK's built-in settings from `tap-alida --about`.
+PLUGIN = """
+import json
+import sys
+
+import yaml
+
+root, out = sys.argv[1], sys.argv[2]
+about = json.loads(sys.stdin.read())
+project = yaml.safe_load(open(f"{root}/meltano.yml", encoding="utf-8"))
+tap = next(p for p in project["plugins"]["extractors"] if p["name"] == "tap-alida")
+KINDS = {"string": "string", "integer": "integer", "number": "integer", "boolean": "boolean",
+         "array": "array", "object": "object"}
+settings = list(tap["settings"])
+ours = {s["name"] for s in settings}
+for name, prop in about["settings"]["properties"].items():
+    if name in ours:
+        continue
+    kind = KINDS[next(t for t in prop["type"] if t != "null")]
+    setting = {"name": name, "kind": kind, "label": prop.get("title") or name.replace("_", " ").capitalize(),
+               "description": prop["description"]}
+    if "default" in prop:
+        setting["value"] = prop["default"]
+    settings.append(setting)
+definition = {
+    "name": "tap-alida",
+    "namespace": tap["namespace"],
+    "variant": "tap-alida",
+    "label": tap["label"],
+    "description": tap["description"],
+    "pip_url": "tap-alida",
+    "executable": tap["executable"],
+    "repo": "https://github.com/OWNER/tap-alida",
+    "keywords": ["meltano_sdk", "api"],
+    "maintenance_status": "active",
+    "domain_url": "https://www.alida.com",
+    "capabilities": tap["capabilities"],
+    "settings_group_validation": tap["settings_group_validation"],
+    "settings": settings,
+}
+header = (
+    "# Meltano Hub-style definition of tap-alida, written by `python3 dev.py docs` from meltano.yml\\n"
+    "# and `tap-alida --about --format=json` (tests/test_plugin_definition.py keeps them equal).\\n"
+    "# Before submitting to Meltano Hub: set `repo` and `variant` to the published repository.\\n"
+)
+text = yaml.safe_dump(definition, sort_keys=False, allow_unicode=True, width=110)
+open(out, "w", encoding="utf-8").write(header + text)
+"""
+
+
+def write_plugin_definition(bin_dir: Path = BIN) -> None:
+    """The Hub-style plugin definition, from meltano.yml and ``tap-alida --about --format=json``."""
+    about = subprocess.run(
+        [str(bin_dir / "tap-alida"), "--about", "--format=json"],
+        cwd=ROOT,
+        env=ENV,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    PLUGIN_FILE.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [str(bin_dir / "python"), "-c", PLUGIN, str(ROOT), str(PLUGIN_FILE)],
+        input=about,
+        cwd=ROOT,
+        env=ENV,
+        check=True,
+        text=True,
+    )
+    print(f"{PLUGIN_FILE.relative_to(ROOT)} written.")
 
 
 def docs() -> None:
@@ -137,6 +300,7 @@ def docs() -> None:
         encoding="utf-8",
     )
     print(f"README.md: {len(table) - 2} settings rows written.")
+    write_plugin_definition()
 
 
 def ensure_postgres() -> None:

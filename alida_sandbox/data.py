@@ -277,8 +277,12 @@ class GeneratedCommunity:
         n_members: int = 50,
         n_responses: int = 40,
         n_fields: int = 12,
+        anomalies: bool = True,
     ) -> None:
         self.seed = seed
+        # False (``--clean``): no deliberate anomalies, i.e. no second value on a
+        # single-value field; a tap then has nothing to warn about (the demo).
+        self.anomalies = anomalies
         self.n_members = max(1, n_members)
         self.n_responses = max(0, n_responses)
         self.n_fields = max(1, n_fields)
@@ -467,7 +471,11 @@ class GeneratedCommunity:
                     values.append({"id": f["id"], "values": []})
                     continue
                 answer = self._values(rng, f, i)
-                if f["type"]["dataType"] in ("string", "double") and extras.random() < 0.02:
+                if (
+                    self.anomalies
+                    and f["type"]["dataType"] in ("string", "double")
+                    and extras.random() < 0.02
+                ):
                     answer += self._values(extras, f, i + 1)
                 values.append({"id": f["id"], "values": answer})
             yield {"ownerId": owner, "fields": values}

@@ -318,3 +318,31 @@ def postgres_server() -> Iterator[Postgres]:
     server.terminate()
     server.wait(30)
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def project_copy(tmp_path: Path, meltano_yml: str | None = None) -> Path:
+    """A temporary copy of the Meltano project whose tap-alida runs this checkout's code.
+
+    Meltano drops PYTHONPATH and would otherwise run the installed package; the
+    installed plugins (`.meltano`) and `.venv` are the real ones, linked.
+    """
+    project = tmp_path / "project"
+    project.mkdir()
+    tap = project / "tap-alida-here"
+    tap.write_text(f'#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m tap_alida "$@"\n')
+    tap.chmod(0o755)
+    text = meltano_yml if meltano_yml is not None else (ROOT / "meltano.yml").read_text()
+    (project / "meltano.yml").write_text(text.replace("executable: tap-alida\n", f"executable: {tap}\n", 1))
+    shutil.copy(ROOT / "config.sample.json", project)
+    (project / "output").mkdir()  # as in a checkout (output/.gitkeep)
+    (project / ".meltano").symlink_to(ROOT / ".meltano")
+    (project / ".venv").symlink_to(BIN.parent)
+    return project
+
+
+def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment without plugin settings, with a private Meltano system database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAP_ALIDA_", "TARGET_", "MELTANO_"))}
+    env["MELTANO_DATABASE_URI"] = f"sqlite:///{tmp_path / 'meltano.db'}"
+    env["MELTANO_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+    return {**env, **extra}
