@@ -303,8 +303,10 @@ class GeneratedCommunity:
 
     @staticmethod
     def _activity(activity_id: str, name: str, activity_type: str, i: int) -> dict[str, Any]:
+        """Every other activity is closed (``closedOn`` in the past); every fourth is open with a
+        scheduled close (``closedOn`` in the future: still open)."""
         created = EPOCH + dt.timedelta(days=i)
-        return {
+        activity = {
             "id": activity_id,
             "name": name,
             "activityType": activity_type,
@@ -313,6 +315,42 @@ class GeneratedCommunity:
             "createdBy": "1f0e3c9a-0b8d-4b7e-9a6c-a3780118a164",
             "excludeFromParticipation": False,
         }
+        if i % 2:
+            activity["closedOn"] = iso(created + dt.timedelta(days=30))
+        elif i % 4 == 0:
+            activity["closedOn"] = iso(dt.datetime.now(dt.UTC) + dt.timedelta(days=90))
+        return activity
+
+    # -- activities come, close and re-open (POST /_sandbox/activities…) ----------------------
+
+    def add_activity(self, name: str, activity_type: str = "Survey") -> dict[str, Any]:
+        """A new activity, created now; its questions and responses are generated like the others'."""
+        with self._build_lock:
+            rng = random.Random(f"{self.seed}:added:{len(self.activities)}")
+            activity = self._activity(_guid(rng), name, activity_type, 0)
+            activity.pop("closedOn", None)
+            activity["createDate"] = iso(dt.datetime.now(dt.UTC))
+            self.activities.append(activity)
+        return dict(activity)
+
+    def close_activity(self, activity_id: str) -> dict[str, Any]:
+        """Status ``closed``, ``closedOn`` = now."""
+        activity = self._find(activity_id)
+        with self._build_lock:
+            activity["status"] = "closed"
+            activity["closedOn"] = iso(dt.datetime.now(dt.UTC))
+        return dict(activity)
+
+    def reopen_activity(self, activity_id: str) -> dict[str, Any]:
+        """Status ``open``, ``closedOn`` cleared."""
+        activity = self._find(activity_id)
+        with self._build_lock:
+            activity["status"] = "open"
+            activity.pop("closedOn", None)
+        return dict(activity)
+
+    def _find(self, activity_id: str) -> dict[str, Any]:
+        return next(a for a in self.activities if str(a["id"]).lower() == activity_id.lower())
 
     # -- activity definition and records ----------------------------------------------------
 
