@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from tap_alida.definitions import DefinitionsCache
 from tap_alida.errors import (
     AlidaError,
     NotFoundError,
@@ -42,7 +43,13 @@ logger = logging.getLogger("tap_alida.community")
 T = TypeVar("T")
 
 
-FIXED_STREAMS = ("activity_fields", "member_profiles", "member_profile_values", "activity_answers")
+FIXED_STREAMS = (
+    "activity_fields",
+    "member_profiles",
+    "member_profile_values",
+    "activity_answers",
+    "activities",
+)
 
 
 @dataclass(frozen=True)
@@ -53,10 +60,19 @@ class Activity:
     name: str
     activity_type: str | None
     stream_name: str
+    status: str | None = None  # as listed: open, closed… (alida-api.md §7.2)
+    closed_on: str | None = None  # closedOn as listed (a future one: a scheduled close)
+    created: str | None = None
+    last_update: str | None = None  # lastUpdateDate, when the listing has one
 
     @property
     def label(self) -> str:
         return f"activity {self.name!r} ({self.id})"
+
+    @property
+    def is_closed(self) -> bool:
+        """Listed as closed (whatever the case of the word)."""
+        return str(self.status or "").strip().lower() == "closed"
 
 
 @dataclass(frozen=True)
@@ -87,7 +103,10 @@ class Community:
         self.lifecycle = BatchLifecycle(self.exports, client.settings)
         self._lock = threading.Lock()
         self._activities: list[Activity] | None = None
+        self._listed: list[Activity] = []
         self._definitions: dict[str, list[FieldDefinition]] = {}
+        settings = client.settings
+        self.definitions_cache = DefinitionsCache(settings.cache_dir, settings.base_url, settings.community)
         self._batches: dict[str, Batch] = {}
         self._member_variables: list[MemberVariable] | None = None
         self._workdir: Path | None = None
@@ -103,6 +122,12 @@ class Community:
         if self._activities is None:
             self._activities = self._load_activities()
         return self._activities
+
+    @property
+    def listed(self) -> list[Activity]:
+        """Every activity ``/activities`` lists (every type), oldest first, with stream names."""
+        self.activities  # noqa: B018 - loads both lists
+        return self._listed
 
     def _load_activities(self) -> list[Activity]:
         listed = list(
@@ -125,6 +150,7 @@ class Community:
             reserved=FIXED_STREAMS,
             naming=self.client.settings.stream_naming,
         )
+        self._listed = [self._activity(a, names) for a in ordered]
         if wanted:
             chosen = [by_id[i.lower()] for i in dict.fromkeys(wanted)]
         else:
@@ -137,15 +163,20 @@ class Community:
                     skipped,
                     len(ordered),
                 )
-        return [
-            Activity(
-                id=str(a["id"]),
-                name=str(a.get("name") or ""),
-                activity_type=a.get("activityType"),
-                stream_name=names[str(a["id"])],
-            )
-            for a in chosen
-        ]
+        return [self._activity(a, names) for a in chosen]
+
+    @staticmethod
+    def _activity(a: Mapping[str, Any], names: Mapping[str, str]) -> Activity:
+        return Activity(
+            id=str(a["id"]),
+            name=str(a.get("name") or ""),
+            activity_type=a.get("activityType"),
+            stream_name=names[str(a["id"])],
+            status=_text(a.get("status")),
+            closed_on=_text(a.get("closedOn")),
+            created=_text(a.get("createDate")),
+            last_update=_text(a.get("lastUpdateDate")),
+        )
 
     def _get_activity(self, activity_id: str) -> dict[str, Any]:
         try:
@@ -189,8 +220,14 @@ class Community:
 
         return self.runner.submit(f"file:{activity.id}", work, state_streams)
 
-    def start_definition_export(self, activity: Activity) -> ExportJob[list[FieldDefinition]]:
-        """Start a job that reads only the ``definition`` part of the activity's export."""
+    def start_definition_export(self, activity: Activity) -> ExportJob[list[FieldDefinition]] | None:
+        """Start a job that reads only the ``definition`` part of the activity's export.
+
+        None when no export is needed: the definition is known from this run or,
+        for a closed survey, from the definitions cache (``definitions``).
+        """
+        if self.known_definition(activity) is not None:
+            return None
 
         def create() -> Batch:
             return self.exports.create_activity_batch(activity.id, activity.label)
@@ -198,7 +235,7 @@ class Community:
         def read(batch: Batch) -> list[FieldDefinition]:
             with self._lock:
                 self._batches[activity.id] = batch  # re-used if this process also syncs it
-            return parse_definition(self.exports.read_definition(batch), activity.label)
+            return self.definition_from(activity, self.exports.read_definition(batch))
 
         def work(report: Report) -> list[FieldDefinition]:
             return self.lifecycle.run(create, None, report, read)
@@ -237,27 +274,39 @@ class Community:
         return ExportFile(self.exports.download(batch, str(self.workdir)), batch)
 
     def definition(self, activity: Activity) -> list[FieldDefinition]:
-        """The activity's field definitions, cached per run.
+        """The activity's field definitions: known from this run or the definitions cache, else
+        from the activity's downloaded file when this run has it, else from a definition export."""
+        known = self.known_definition(activity)
+        if known is not None:
+            return known
+        file_job = self.runner.jobs.get(f"file:{activity.id}")
+        if file_job is not None:
+            return self.definition_from(activity, self.runner.result(file_job).first("definition"))
+        job = self.start_definition_export(activity)
+        return self.runner.result(job) if job is not None else self.definition(activity)
 
-        From the activity's downloaded file when this run has it, else from a
-        definition-only export job.
-        """
+    def known_definition(self, activity: Activity) -> list[FieldDefinition] | None:
+        """The definitions this run already has, or a closed survey's from the cache."""
         with self._lock:
             cached = self._definitions.get(activity.id)
         if cached is not None:
             return cached
-        file_job = self.runner.jobs.get(f"file:{activity.id}")
-        if file_job is not None:
-            export = self.runner.result(file_job)
-            fields = parse_definition(export.first("definition"), activity.label)
-        else:
-            fields = self.runner.result(self.start_definition_export(activity))
-        self.remember_definition(activity, fields)
-        return fields
-
-    def remember_definition(self, activity: Activity, fields: list[FieldDefinition]) -> None:
+        raw = self.definitions_cache.get(activity)
+        if raw is None:
+            return None
+        fields = parse_definition(raw, activity.label)
         with self._lock:
             self._definitions[activity.id] = fields
+        return fields
+
+    def definition_from(self, activity: Activity, raw: Any) -> list[FieldDefinition]:
+        """Parse an export's ``definition``, remember it for this run and cache it (closed surveys)."""
+        fields = parse_definition(raw, activity.label)
+        with self._lock:
+            self._definitions[activity.id] = fields
+        if isinstance(raw, dict):
+            self.definitions_cache.put(activity, raw)
+        return fields
 
     def layout(self, activity: Activity, fields: list[FieldDefinition], warn: WarnOnce) -> ActivityLayout:
         """The activity stream's columns under this run's naming and multi-select settings."""
@@ -317,3 +366,7 @@ class Community:
                 self._workdir = make_workdir()
                 atexit.register(shutil.rmtree, self._workdir, True)
         return self._workdir
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -13,17 +13,22 @@ decides which batches to create and which recorded ones to re-use.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import datetime as dt
+import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from singer_sdk import Stream, Tap
 
-from tap_alida.community import Community
+from tap_alida.community import Activity, Community
+from tap_alida.export.scheduler import Decision, decide
 from tap_alida.http.client import AlidaClient
 from tap_alida.settings import AlidaSettings
 from tap_alida.state import BatchLedger, member_since, recorded_batch
 from tap_alida.stop import RunStop
+
+logger = logging.getLogger("tap_alida.run")
 
 
 @dataclass
@@ -54,7 +59,23 @@ class Run:
         self.client = AlidaClient(settings, RunStop())
         self.community = Community(self.client)
         self.ledger = BatchLedger(tap)
+        self.started = dt.datetime.now(dt.UTC)
         self._exports_started = False
+        self._decisions: dict[tuple[str, str], Decision] = {}
+
+    def decide(self, stream_name: str, activity: Activity, last_export: Mapping[str, Any] | None) -> Decision:
+        """Whether ``stream_name`` exports ``activity`` this run (``export.scheduler``), decided once."""
+        key = (stream_name, activity.id)
+        if key not in self._decisions:
+            settings = self.settings
+            self._decisions[key] = decide(
+                activity,
+                last_export,
+                closed_activities=settings.closed_activities,
+                refresh_days=settings.closed_activity_refresh_days,
+                now=self.started,
+            )
+        return self._decisions[key]
 
     def _selected(self) -> list[Any]:
         return [s for s in self.tap.streams.values() if s.selected]
@@ -93,6 +114,7 @@ class Run:
                 slots = tuple(readers[activity.id])
                 community.expect_reads(activity, len(slots))
                 community.start_activity_export(activity, slots, resumes.get(activity.id))
+        self._log_economy()
         self._start_member_export([name for name, need in needs.items() if need.member_file])
         if any(need.definitions for need in needs.values()):
             for activity in community.activities:
@@ -106,3 +128,18 @@ class Run:
         recorded = (recorded_batch(s) for s in streams)
         resume = next((entry for entry in recorded if entry), None)
         self.community.start_member_export(self.member_since(), tuple(s.name for s in streams), resume)
+
+    def _log_economy(self) -> None:
+        """One INFO line: how many activities this run exports, how many closed ones it skips."""
+        by_activity: dict[str, list[Decision]] = {}
+        for (_, activity_id), decision in self._decisions.items():
+            by_activity.setdefault(activity_id, []).append(decision)
+        skipped = [d for d in by_activity.values() if not any(x.export for x in d)]
+        exported = len(by_activity) - len(skipped)
+        oldest = min((x.exported_at or "" for d in skipped for x in d), default="")
+        logger.info(
+            "This run exports %d activities and skips %d closed ones%s.",
+            exported,
+            len(skipped),
+            f" (oldest export {oldest})" if oldest else "",
+        )

@@ -256,6 +256,34 @@ CONFIG_SCHEMA = th.PropertiesList(
         "that a target that honours it soft- or hard-deletes rows that left the export. Never "
         "emitted for a stream that failed, nor in BATCH mode (batch files carry no table version).",
     ),
+    th.Property(
+        "closed_activities",
+        th.StringType,
+        default="skip",
+        allowed_values=["skip", "export"],
+        title="Closed activities",
+        description="`skip`: a survey that `/activities` lists as closed is not exported again once "
+        "an export made after it closed was loaded (its rows stay as they are; its stream emits "
+        "nothing). `export`: every survey is exported every run.",
+    ),
+    th.Property(
+        "closed_activity_refresh_days",
+        th.NumberType(minimum=0, maximum=3650),
+        default=30,
+        title="Closed activity refresh (days)",
+        description="Export a skipped closed survey again when its last export is older than this "
+        "many days, so that responses deleted in Alida after it closed still leave the warehouse. "
+        "0: never.",
+    ),
+    th.Property(
+        "cache_dir",
+        th.StringType,
+        title="Cache folder",
+        description="Where field definitions of closed surveys are kept between runs, so that "
+        "discovery does not export them again. Default: the user cache folder "
+        "(`$XDG_CACHE_HOME/tap-alida`, else `~/.cache/tap-alida`). A missing or unwritable folder "
+        "only costs time (one WARNING).",
+    ),
 ).to_dict()
 
 # Settings whose value is one of a few words (JSON Schema's enum says so too; this
@@ -320,6 +348,9 @@ class AlidaSettings:
     schema_drift: str = "evolve"
     member_profiles_incremental: bool = False
     emit_activate_version: bool = True
+    closed_activities: str = "skip"
+    closed_activity_refresh_days: float = 30
+    cache_dir: str | None = None
     probe_activity_id: str | None = None
 
     @classmethod

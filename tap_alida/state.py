@@ -8,7 +8,12 @@ SIGKILL) re-uses it instead of exporting again:
 * ``alida_batch``: the batch of a stream that reads one file (an activity
   stream, a member stream): ``{"id", "kind", "created_at", "activity_id" | "since"}``;
 * ``alida_batches``: ``activity_answers`` reads one file per activity:
-  ``{activity id: entry}``.
+  ``{activity id: entry}``;
+* ``alida_last_export`` (activity streams) and ``alida_last_exports``
+  (``activity_answers``, per activity): the last *completed* export of an
+  activity — when Alida created it, the activity's status and ``closedOn`` then,
+  its record count — from which a run decides to skip a closed survey
+  (``export.scheduler``).
 
 A *slot* names where an entry lives: a stream name, or
 ``activity_answers:<activity id>``.
@@ -26,6 +31,8 @@ from tap_alida.modelling.types import format_datetime, parse_datetime
 BATCH_STATE_KEY = "alida_batch"
 BATCHES_STATE_KEY = "alida_batches"
 BOOKMARK_KEY = "replication_key_value"
+EXPORT_MARK_KEY = "alida_last_export"
+EXPORT_MARKS_KEY = "alida_last_exports"
 
 
 def answers_slot(activity_id: str) -> str:
@@ -38,6 +45,21 @@ def recorded_batch(stream: Stream, activity_id: str | None = None) -> Any:
     if activity_id is None:
         return stream.stream_state.get(BATCH_STATE_KEY)
     return (stream.stream_state.get(BATCHES_STATE_KEY) or {}).get(activity_id)
+
+
+def last_export(stream: Stream, activity_id: str | None = None) -> Any:
+    """The stream's mark of its last completed export (per activity for activity_answers)."""
+    if activity_id is None:
+        return stream.stream_state.get(EXPORT_MARK_KEY)
+    return (stream.stream_state.get(EXPORT_MARKS_KEY) or {}).get(activity_id)
+
+
+def set_last_export(stream: Stream, mark: dict[str, Any], activity_id: str | None = None) -> None:
+    """Keep the mark of a completed export (written with the stream's next STATE message)."""
+    if activity_id is None:
+        stream.stream_state[EXPORT_MARK_KEY] = mark
+    else:
+        stream.stream_state.setdefault(EXPORT_MARKS_KEY, {})[activity_id] = mark
 
 
 class BatchLedger:
@@ -67,6 +89,11 @@ class BatchLedger:
                 state.pop(BATCH_STATE_KEY, None)
             else:
                 state[BATCH_STATE_KEY] = entry
+        self._tap.state_writer.write_state(self._tap.state)
+
+    def mark_export(self, stream: Stream, mark: dict[str, Any], activity_id: str | None = None) -> None:
+        """Keep the mark of a completed export (``last_export``) and write STATE now."""
+        set_last_export(stream, mark, activity_id)
         self._tap.state_writer.write_state(self._tap.state)
 
     def forget(self, slot: str) -> None:

@@ -37,6 +37,7 @@ from tap_alida.sdk import CheckedConfigTap
 from tap_alida.settings import CONFIG_SCHEMA, AlidaSettings, plain_schema_error, unknown_settings
 from tap_alida.state_file import check_state, read_state_stream
 from tap_alida.streams import (
+    ActivitiesStream,
     ActivityAnswersStream,
     ActivityFieldsStream,
     ActivityResponsesStream,
@@ -239,6 +240,7 @@ class TapAlida(CheckedConfigTap):
         schema = member_profiles_schema(variables, warn, settings.column_naming, sensitive)
         streams.append(MemberProfilesStream(self.run, schema))
         streams.append(MemberProfileValuesStream(self.run))
+        streams.append(ActivitiesStream(self.run))
         return streams
 
     def _streams_from_catalog(self) -> list[Stream]:
@@ -255,6 +257,8 @@ class TapAlida(CheckedConfigTap):
                 fixed.append(MemberProfilesStream(self.run, schema))
             elif name == "member_profile_values":
                 fixed.append(MemberProfileValuesStream(self.run, schema))
+            elif name == "activities":
+                fixed.append(ActivitiesStream(self.run, schema))
             elif activity := self.community.activity_by_stream(name):
                 activity_streams.append(ActivityResponsesStream(self.run, activity, schema))
             else:
@@ -263,9 +267,30 @@ class TapAlida(CheckedConfigTap):
                     "removed, or outside 'activity_ids'); it is skipped. Run discovery again.",
                     name,
                 )
-        order = ["activity_answers", "activity_fields", "member_profiles", "member_profile_values"]
+        order = [
+            "activity_answers",
+            "activity_fields",
+            "member_profiles",
+            "member_profile_values",
+            "activities",
+        ]
         fixed.sort(key=lambda s: order.index(s.name))
+        self._warn_about_new_activities({s.name for s in activity_streams})
         return activity_streams + fixed
+
+    def _warn_about_new_activities(self, streams: set[str]) -> None:
+        """A survey in scope that the catalog in use has no stream for is never silently missing."""
+        for activity in self.community.activities:
+            if activity.stream_name not in streams:
+                self.logger.warning(
+                    "Activity %r (%s) is in scope but the catalog has no stream for it (created after "
+                    "the catalog was made?). Its values still arrive in activity_answers and it is listed "
+                    "in activities; to give it its own stream, run discovery again (`meltano run "
+                    "--refresh-catalog …`, or `tap-alida --discover`) and select %r.",
+                    activity.name,
+                    activity.id,
+                    activity.stream_name,
+                )
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -16,6 +16,8 @@ Long waits log a progress line at INFO: batch id, status, elapsed time, bytes.
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import logging
 import threading
 import time
@@ -45,6 +47,7 @@ from tap_alida.http.client import AlidaClient
 from tap_alida.http.links import LINK_KEYS
 from tap_alida.http.policy import STREAM_ERRORS, TRANSIENT_ERRORS
 from tap_alida.http.urls import segment
+from tap_alida.modelling.types import format_datetime
 from tap_alida.settings import AlidaSettings
 
 logger = logging.getLogger("tap_alida.export.api")
@@ -130,6 +133,7 @@ class BatchExports:
         batch.id = batch_id
         batch.status = status
         batch.created_at = time.monotonic()
+        batch.server_created = server_date(response)
         logger.info("Created batch %s for %s.", batch.id, batch.label)
         return batch
 
@@ -315,3 +319,14 @@ def _time_left(not_started: bool, elapsed: float, settings: AlidaSettings) -> fl
     if not_started:
         deadline = min(deadline, settings.max_wait_to_start)
     return max(0.0, deadline - elapsed) + 0.05
+
+
+def server_date(response: requests.Response) -> str | None:
+    """The answer's ``Date`` header as RFC 3339 UTC: Alida's clock, not this machine's."""
+    try:
+        moment = email.utils.parsedate_to_datetime(response.headers.get("Date", ""))
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return format_datetime(moment.astimezone(dt.UTC))

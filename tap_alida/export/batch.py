@@ -21,6 +21,10 @@ class Batch:
     activity_id: str | None = None
     status: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.monotonic)
+    # When Alida says the batch was created (the create answer's Date header): the
+    # time compared with an activity's closedOn, both from Alida's clock, so that
+    # this machine's clock skew cannot make a closed survey look exported after it closed.
+    server_created: str | None = None
     since: str | None = None  # member exports: the sinceDatetime sent
     resumed: bool = False
 
@@ -37,6 +41,8 @@ class Batch:
         """
         created = time.time() - (time.monotonic() - self.created_at)
         entry: dict[str, Any] = {"id": self.id, "kind": self.kind, "created_at": round(created, 3)}
+        if self.server_created:
+            entry["server_created"] = self.server_created
         if self.kind == MEMBERS:
             entry["since"] = self.since
         else:
@@ -70,5 +76,8 @@ class Batch:
             activity_id=activity_id,
             created_at=time.monotonic() - max(0.0, time.time() - created),
             since=entry.get("since"),
+            server_created=entry.get("server_created")
+            if isinstance(entry.get("server_created"), str)
+            else None,
             resumed=True,
         )

@@ -1,12 +1,17 @@
 """The tap's streams: thin, each reads from the run (``run.Run``), never from the tap.
 
-* one ``ActivityResponsesStream`` per activity (survey), ``activity_answers`` and
-  ``activity_fields``: full table (``activities``);
+* one ``ActivityResponsesStream`` per activity (survey), ``activity_answers``,
+  ``activity_fields`` and ``activities`` (the listing): full table (``activities``);
 * ``member_profiles`` (full table unless ``member_profiles_incremental``) and
   ``member_profile_values`` (incremental), from one member export (``members``).
 """
 
-from tap_alida.streams.activities import ActivityAnswersStream, ActivityFieldsStream, ActivityResponsesStream
+from tap_alida.streams.activities import (
+    ActivitiesStream,
+    ActivityAnswersStream,
+    ActivityFieldsStream,
+    ActivityResponsesStream,
+)
 from tap_alida.streams.members import (
     MemberProfilesStream,
     MemberProfileValuesStream,
@@ -15,6 +20,7 @@ from tap_alida.streams.members import (
 )
 
 __all__ = [
+    "ActivitiesStream",
     "ActivityAnswersStream",
     "ActivityFieldsStream",
     "ActivityResponsesStream",

@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from singer_sdk import typing as th
 
+from tap_alida.export.scheduler import Decision, export_mark
 from tap_alida.modelling import drift
 from tap_alida.modelling.records import ACTIVITY_ANSWERS_SCHEMA, ActivityRecordMapper, AnswerMapper
+from tap_alida.modelling.types import normalize_datetime
 from tap_alida.run import ExportNeeds, Run
 from tap_alida.sdk import replace_schema
-from tap_alida.state import answers_slot, recorded_batch
+from tap_alida.state import answers_slot, last_export, recorded_batch
 from tap_alida.streams.base import DRAIN_EVERY_RECORDS, AlidaStream
 
 if TYPE_CHECKING:
@@ -30,10 +32,22 @@ class ActivityResponsesStream(AlidaStream):
         super().__init__(run, schema=schema, name=activity.stream_name)
         self.activity = activity
 
+    def decision(self) -> Decision:
+        """Export this run, or skip (a closed survey already loaded after it closed)."""
+        return self.run.decide(self.name, self.activity, last_export(self))
+
     def export_needs(self) -> ExportNeeds:
+        if not self.decision().export:
+            return ExportNeeds()
         return ExportNeeds(activity_files=[(self.activity.id, self.name, recorded_batch(self))])
 
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+        self.run.start_exports()
+        decision = self.decision()
+        if not decision.export:
+            # No RECORD and no ACTIVATE_VERSION: the warehouse keeps the rows as loaded.
+            self.logger.info("%s: skipped, %s.", self.name, decision.why)
+            return
         runner = self.community.runner
         resume = recorded_batch(self)
         self.begin_table_version()
@@ -72,6 +86,9 @@ class ActivityResponsesStream(AlidaStream):
                 elapsed,
                 count / max(elapsed, 1e-9),
             )
+            self.run.ledger.mark_export(
+                self, export_mark(export.batch, self.activity, count, self.run.started)
+            )
         self.activate_version()
 
     def _evolve_schema(self, schema: dict[str, Any]) -> None:
@@ -100,18 +117,36 @@ class ActivityAnswersStream(AlidaStream):
     def __init__(self, run: Run, schema: dict[str, Any] | None = None) -> None:
         super().__init__(run, schema=schema or ACTIVITY_ANSWERS_SCHEMA, name="activity_answers")
 
+    def decision(self, activity: Activity) -> Decision:
+        return self.run.decide(self.name, activity, last_export(self, activity.id))
+
     def export_needs(self) -> ExportNeeds:
         return ExportNeeds(
             activity_files=[
-                (a.id, answers_slot(a.id), recorded_batch(self, a.id)) for a in self.run.community.activities
+                (a.id, answers_slot(a.id), recorded_batch(self, a.id))
+                for a in self.run.community.activities
+                if self.decision(a).export
             ]
         )
 
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+        """Every activity's values; skipped closed surveys keep their rows as loaded.
+
+        ACTIVATE_VERSION is emitted only after a run that exported every activity
+        in scope: on a run that skipped one, it would delete that activity's rows.
+        Deletions in skipped surveys arrive on the runs that export them again
+        (``closed_activity_refresh_days``, ``closed_activities: export``, or a full
+        refresh).
+        """
         self.run.start_exports()
         self.begin_table_version()
         runner = self.community.runner
+        skipped = 0
         for activity in self.community.activities:
+            decision = self.decision(activity)
+            if not decision.export:
+                skipped += 1
+                continue
             resume = recorded_batch(self, activity.id)
             with self.read_activity_file(activity, answers_slot(activity.id), resume) as (export, fields):
                 started = time.monotonic()
@@ -131,7 +166,17 @@ class ActivityAnswersStream(AlidaStream):
                     export.batch.describe(),
                     time.monotonic() - started,
                 )
-        self.activate_version()
+                mark = export_mark(export.batch, activity, count, self.run.started)
+                self.run.ledger.mark_export(self, mark, activity.id)
+        if skipped:
+            self.logger.info(
+                "%s: %d closed activities skipped; their rows stay as loaded, so no ACTIVATE_VERSION "
+                "this run.",
+                self.name,
+                skipped,
+            )
+        else:
+            self.activate_version()
 
 
 ACTIVITY_FIELDS_SCHEMA = th.PropertiesList(
@@ -184,3 +229,71 @@ class ActivityFieldsStream(AlidaStream):
             layout = self.community.layout(activity, fields, self.warn)
             yield from layout.field_rows(activity.id, activity.stream_name)
         self.activate_version()
+
+
+ACTIVITIES_SCHEMA = th.PropertiesList(
+    th.Property("activity_id", th.StringType, required=True, description="Alida activity id."),
+    th.Property("name", th.StringType),
+    th.Property("activity_type", th.StringType, description="activityType as listed (Survey, Forum…)."),
+    th.Property("status", th.StringType, description="status as listed (open, closed…)."),
+    th.Property("create_date", th.DateTimeType),
+    th.Property("closed_on", th.DateTimeType, description="closedOn (a future one: a scheduled close)."),
+    th.Property("last_update_date", th.DateTimeType, description="lastUpdateDate, when listed."),
+    th.Property("stream_name", th.StringType, description="The stream the tap gives the activity."),
+    th.Property(
+        "in_scope", th.BooleanType, description="Exported by this tap (activity_ids or every Survey)."
+    ),
+    th.Property(
+        "last_exported_at",
+        th.DateTimeType,
+        description="When Alida created the last export of it that an earlier run loaded (Alida's "
+        "clock; streams sync in name order and this one comes first, so this run's exports show "
+        "from the next run on).",
+    ),
+    th.Property("last_export_records", th.IntegerType, description="Records in that export."),
+).to_dict()
+
+
+class ActivitiesStream(AlidaStream):
+    """One row per activity as ``/activities`` lists it (every type): the table a warehouse
+    joins responses to, and the one that shows which surveys exist and when each was
+    last exported (closed surveys are skipped once loaded: ``export.scheduler``)."""
+
+    primary_keys = ("activity_id",)
+    replication_key = None
+
+    def __init__(self, run: Run, schema: dict[str, Any] | None = None) -> None:
+        super().__init__(run, schema=schema or ACTIVITIES_SCHEMA, name="activities")
+
+    def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+        self.run.start_exports()
+        self.begin_table_version()
+        in_scope = {a.id for a in self.community.activities}
+        for activity in self.community.listed:
+            mark = self._last_export(activity)
+            yield {
+                "activity_id": activity.id,
+                "name": activity.name,
+                "activity_type": activity.activity_type,
+                "status": activity.status,
+                "create_date": normalize_datetime(activity.created),
+                "closed_on": normalize_datetime(activity.closed_on),
+                "last_update_date": normalize_datetime(activity.last_update),
+                "stream_name": activity.stream_name,
+                "in_scope": activity.id in in_scope,
+                "last_exported_at": normalize_datetime(mark.get("created_at")) if mark else None,
+                "last_export_records": mark.get("records") if mark else None,
+            }
+        self.activate_version()
+
+    def _last_export(self, activity: Activity) -> Mapping[str, Any] | None:
+        """The latest mark any stream keeps of the activity (as STATE holds it when this stream
+        syncs: the SDK syncs streams in name order and ``activities`` sorts first)."""
+        streams = self.run.tap.streams
+        marks = []
+        if activity.stream_name in streams:
+            marks.append(last_export(streams[activity.stream_name]))
+        if "activity_answers" in streams:
+            marks.append(last_export(streams["activity_answers"], activity.id))
+        usable = [m for m in marks if isinstance(m, Mapping) and m.get("created_at")]
+        return max(usable, key=lambda m: str(m["created_at"]), default=None)

@@ -16,7 +16,7 @@ from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.singerlib.catalog import REPLICATION_FULL_TABLE
 
 from tap_alida.errors import AlidaError, ExportFileError
-from tap_alida.modelling.types import FieldDefinition, WarnOnce, parse_definition
+from tap_alida.modelling.types import FieldDefinition, WarnOnce
 from tap_alida.run import ExportNeeds, Run
 from tap_alida.sdk import FastRecordMessages, set_table_version, table_version
 
@@ -132,8 +132,7 @@ class AlidaStream(FastRecordMessages):
         job = self.community.start_activity_export(activity, (slot,), resume)
         export = self.community.runner.result(job)
         try:
-            fields = parse_definition(export.first("definition"), activity.label)
-            self.community.remember_definition(activity, fields)
+            fields = self.community.definition_from(activity, export.first("definition"))
             yield export, fields
         except ExportFileError:
             # Every stream that recorded this batch drops it: a rerun must export afresh.

@@ -1,0 +1,86 @@
+"""Which activities a run exports: closed surveys already loaded after they closed are skipped.
+
+Most surveys of a real community are closed for good; exporting each every night
+costs the customer's Alida an export per survey and the run its time. A survey
+is skipped when, and only when, all of these hold (``closed_activities: skip``):
+
+* ``/activities`` lists it as closed with a ``closedOn`` (a future ``closedOn`` is
+  a scheduled close: the survey is still open);
+* the stream's last *completed* export of it was created after that ``closedOn``
+  (both times are Alida's: the ``Date`` of the batch's create answer and the
+  listing, so this machine's clock does not matter; a time from this machine is
+  trusted only ``CLOCK_MARGIN`` earlier than it says);
+* that export is younger than ``closed_activity_refresh_days`` (0: never
+  refreshed), so deletions made in Alida after closing still arrive.
+
+Everything else is exported: open surveys, a survey closed since its last
+export (once more, then skipped), a re-opened one, a new one, and everything
+when STATE is empty (``--full-refresh``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tap_alida.modelling.types import parse_datetime
+
+# A mark whose time came from this machine (no Date header) is moved back by this
+# much before it is compared with Alida's closedOn.
+CLOCK_MARGIN = dt.timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Export an activity for one stream, or skip it; ``why`` is for the log."""
+
+    export: bool
+    why: str
+    exported_at: str | None = None  # the last export's time, for skipped activities
+
+
+def decide(
+    activity: Any,
+    mark: Mapping[str, Any] | None,
+    *,
+    closed_activities: str,
+    refresh_days: float,
+    now: dt.datetime,
+) -> Decision:
+    """Whether a stream must export ``activity`` this run, given its last completed export."""
+    if closed_activities != "skip":
+        return Decision(True, "closed_activities is 'export'")
+    if not activity.is_closed:
+        return Decision(True, f"status {activity.status or 'unknown'}")
+    closed_on = parse_datetime(activity.closed_on)
+    if closed_on is None:
+        return Decision(True, "closed without a closedOn date")
+    if not isinstance(mark, Mapping):
+        return Decision(True, "never exported")
+    exported = parse_datetime(mark.get("created_at"))
+    if exported is None:
+        return Decision(True, "no usable time of its last export")
+    if not mark.get("server_time"):
+        exported -= CLOCK_MARGIN
+    if exported <= closed_on:
+        return Decision(True, "closed since its last export")
+    if refresh_days > 0 and now - exported > dt.timedelta(days=refresh_days):
+        return Decision(True, f"last export older than {refresh_days:g} days (closed_activity_refresh_days)")
+    return Decision(
+        False, f"closed {activity.closed_on}, exported {mark.get('created_at')}", str(mark.get("created_at"))
+    )
+
+
+def export_mark(batch: Any, activity: Any, records: int, now: dt.datetime) -> dict[str, Any]:
+    """What STATE keeps of a completed export: when Alida created it, the activity as listed."""
+    server = batch.server_created
+    return {
+        "created_at": server or now.isoformat().replace("+00:00", "Z"),
+        "server_time": bool(server),
+        "batch_id": batch.id,
+        "activity_status": activity.status,
+        "closed_on": activity.closed_on,
+        "records": records,
+    }
