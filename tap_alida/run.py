@@ -135,6 +135,10 @@ class Run:
         for (_, activity_id), decision in self._decisions.items():
             by_activity.setdefault(activity_id, []).append(decision)
         skipped = [d for d in by_activity.values() if not any(x.export for x in d)]
+        for activity in self.community.activities:
+            reasons = {x.why for x in by_activity.get(activity.id, []) if x.export}
+            if activity.is_closed and reasons:
+                logger.info("Exporting closed %s: %s.", activity.label, "; ".join(sorted(reasons)))
         exported = len(by_activity) - len(skipped)
         oldest = min((x.exported_at or "" for d in skipped for x in d), default="")
         logger.info(

@@ -443,6 +443,9 @@ class AlidaSettings:
             probe_activity_id=str(config["probe_activity_id"]).strip()
             if config.get("probe_activity_id")
             else None,
+            closed_activities=str(config.get("closed_activities") or "skip"),
+            closed_activity_refresh_days=float(config.get("closed_activity_refresh_days", 30)),
+            cache_dir=config.get("cache_dir") or None,
         )
 
 

@@ -29,6 +29,7 @@ FIXED_STREAM_KEYS = {
     "activity_answers": ("activity_id", "response_id", "field_id", "value_index"),
     "member_profiles": ("member_id",),
     "member_profile_values": ("member_id", "variable_id"),
+    "activities": ("activity_id",),
 }
 # Filled by test_faults; printed as a table at the end of the session (conftest).
 FAULT_RESULTS: list[dict[str, Any]] = []
@@ -113,6 +114,8 @@ def run_meltano(
     process_env = {
         k: v for k, v in os.environ.items() if not k.startswith(("TAP_ALIDA_", "TARGET_", "MELTANO_"))
     }
+    # Each test's own definitions cache (cache_dir defaults under XDG_CACHE_HOME).
+    process_env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
     process_env.update(
         {
             "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
@@ -224,6 +227,7 @@ def run_tap(
         (tmp_path / "state.json").write_text(json.dumps(state))
         command += ["--state", str(tmp_path / "state.json")]
     process_env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_ALIDA_")}
+    process_env["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # each test's own definitions cache
     process_env.update(env or {})
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=timeout, env=process_env, check=False

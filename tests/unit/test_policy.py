@@ -136,3 +136,36 @@ def test_retry_after_accepts_seconds_and_http_dates():
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     in_a_minute = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 60))
     assert 55 <= parse_retry_after(in_a_minute) <= 61
+
+
+def test_every_setting_reaches_the_settings_object():
+    """Each key of the config schema changes the typed settings (none is dropped on the way)."""
+    from tap_alida.settings import CONFIG_SCHEMA
+
+    base = {
+        "community_api_key_name": "c",
+        "client_id": "i",
+        "client_secret": "s",
+        "api_url": "http://127.0.0.1:1",
+    }
+    plain = AlidaSettings.from_config(base)
+    examples = {
+        "boolean": lambda d: not d,
+        "integer": lambda d: (d or 0) + 1,
+        "number": lambda d: (d or 0) + 1,
+    }
+    for key, prop in CONFIG_SCHEMA["properties"].items():
+        if key in base or key in ("region", "api_url", "token_url", "api_key", "start_date", "activity_ids"):
+            continue
+        kind = prop["type"][0] if isinstance(prop["type"], list) else prop["type"]
+        if "enum" in prop:
+            value = next(v for v in prop["enum"] if v != prop.get("default"))
+        elif kind in examples:
+            value = examples[kind](prop.get("default"))
+        else:
+            value = "x-" + key
+        extra = {"sensitive_values_salt": "salt"} if key == "sensitive_values" else {}
+        assert AlidaSettings.from_config({**base, **extra, key: value}) != AlidaSettings.from_config(
+            {**base, **extra}
+        ), key
+    assert plain == AlidaSettings.from_config(dict(base))

@@ -40,6 +40,7 @@ def expected_counts(sandbox) -> dict[str, int]:
         "activity_answers": sum(a["values"] for a in truth["activities"] if "values" in a),
         "member_profiles": truth["members"]["members"],
         "member_profile_values": truth["members"]["member_variables"],
+        "activities": len(truth["activities"]),
         "activity_responses": sum(a["records"] for a in truth["activities"] if "records" in a),
     }
 

@@ -5,8 +5,8 @@ the community changes between runs (members change, responses are deleted, an
 activity's export shrinks to zero rows, a question is added), then loads the same
 sandbox state afresh (`--full-refresh`) into another schema or database, and compares
 every cell of every table. Only columns that differ by construction between two loads
-are left out: the target's `_sdc_*` metadata and `batch_id` (each load has its own
-batches).
+are left out: the target's `_sdc_*` metadata, `batch_id` (each load has its own
+batches) and the `activities` stream's record of earlier runs.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import duckdb
 import pytest
 from harness import discover, run_loader, run_meltano, run_tap, select_all
 
-# Differ between any two loads by construction.
-SKIPPED_COLUMNS = {"batch_id"}
+# Differ between any two loads by construction: the batch a row came from, and what
+# the activities stream says about earlier runs (a fresh load has none).
+SKIPPED_COLUMNS = {"batch_id", "last_exported_at", "last_export_records"}
 
 
 def meltano_run(
@@ -120,6 +121,10 @@ def test_postgres_incremental_equals_fresh_load(start_sandbox, postgres, tmp_pat
         "TARGET_POSTGRES_PORT": str(postgres.port),
         "TARGET_POSTGRES_PASSWORD": "unused-trust-auth",
         "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": "wh_inc",
+        # Night 2 empties survey 1, which is closed: with the default (skip), that change
+        # would arrive only at the next refresh (closed_activity_refresh_days); see
+        # test_a_skipped_closed_survey_keeps_its_rows for the default.
+        "TAP_ALIDA_CLOSED_ACTIVITIES": "export",
     }
     meltano_run(tmp_path, sandbox, "target-postgres", env=env)
     for night in (1, 2):
@@ -154,6 +159,37 @@ def test_postgres_incremental_equals_fresh_load(start_sandbox, postgres, tmp_pat
             assert "which_of_these_features_do_you_use" in pg_columns(
                 postgres, "wh_inc", "customer_satisfaction"
             )
+
+
+def test_a_skipped_closed_survey_keeps_its_rows(start_sandbox, postgres, tmp_path):
+    """Default closed_activities: skip. The second `meltano run` skips the closed survey (no new
+    batch for it): its rows and its values in activity_answers stay live, nothing is marked
+    deleted, and the open survey is loaded again."""
+    sandbox = start_sandbox("--activities", "2", "--members", "5", "--responses", "10", "--seed", "5")
+    env = {
+        "TARGET_POSTGRES_PORT": str(postgres.port),
+        "TARGET_POSTGRES_PASSWORD": "unused-trust-auth",
+        "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": "wh_skip",
+    }
+    open_survey, closed_survey = (a["id"] for a in sandbox.truth()["activities"][:2])
+    meltano_run(tmp_path, sandbox, "target-postgres", env=env)
+    seq = max(r["seq"] for r in sandbox.requests())
+    done = meltano_run(tmp_path, sandbox, "target-postgres", env=env)
+    created = [
+        r["path"]
+        for r in sandbox.requests()
+        if r["seq"] > seq and r["method"] == "POST" and "/responses/batch" in r["path"]
+    ]
+    assert any(open_survey in path for path in created)
+    assert not any(closed_survey in path for path in created)
+    assert "skips 1 closed" in done.stderr
+    live = "_sdc_deleted_at is null"
+    assert pg_count(postgres, f"select count(*) from wh_skip.brand_tracker_ete_2026 where {live}") == 10
+    assert pg_count(postgres, "select count(*) from wh_skip.brand_tracker_ete_2026 where not " + live) == 0
+    answers = f"select count(*) from wh_skip.activity_answers where activity_id = '{closed_survey}'"
+    assert pg_count(postgres, answers + f" and {live}") == sandbox.truth()["activities"][1]["values"]
+    assert pg_count(postgres, answers + f" and not {live}") == 0
+    assert pg_count(postgres, f"select count(*) from wh_skip.customer_satisfaction where {live}") == 10
 
 
 def test_postgres_hard_delete(start_sandbox, postgres, tmp_path):
