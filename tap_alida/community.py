@@ -107,6 +107,8 @@ class Community:
         self._definitions: dict[str, list[FieldDefinition]] = {}
         settings = client.settings
         self.definitions_cache = DefinitionsCache(settings.cache_dir, settings.base_url, settings.community)
+        # Downloads (disk, bandwidth, CPU) are bounded; creating and awaiting exports is not.
+        self._download_slots = threading.BoundedSemaphore(settings.max_concurrent_exports)
         self._batches: dict[str, Batch] = {}
         self._member_variables: list[MemberVariable] | None = None
         self._workdir: Path | None = None
@@ -202,7 +204,7 @@ class Community:
 
     @cached_property
     def runner(self) -> ExportRunner:
-        return ExportRunner(self.client.settings.max_concurrent_exports, self.client.stop)
+        return ExportRunner(self.client.stop)
 
     def start_activity_export(
         self, activity: Activity, state_streams: tuple[str, ...] = (), resume: Any = None
@@ -271,7 +273,9 @@ class Community:
         return self.runner.submit("members", work, state_streams)
 
     def _download(self, batch: Batch) -> ExportFile:
-        return ExportFile(self.exports.download(batch, str(self.workdir)), batch)
+        """Download a finished batch's file, at most ``max_concurrent_exports`` at a time."""
+        with self._download_slots:
+            return ExportFile(self.exports.download(batch, str(self.workdir)), batch)
 
     def definition(self, activity: Activity) -> list[FieldDefinition]:
         """The activity's field definitions: known from this run or the definitions cache, else

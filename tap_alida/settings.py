@@ -112,9 +112,11 @@ CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
         "poll_interval_seconds",
         th.NumberType(maximum=MAXIMUMS["poll_interval_seconds"]),
-        default=5,
+        default=2,
         title="Poll interval (seconds)",
-        description="First wait between batch status checks; it doubles up to `poll_max_interval_seconds`.",
+        description="Shortest wait between batch status checks. The wait grows with the export's "
+        "age (10 % of it, up to `poll_max_interval_seconds`): a finished export is noticed within "
+        "max(this, 10 % of its age), and a slow one costs few requests.",
     ),
     th.Property(
         "poll_max_interval_seconds",
@@ -423,7 +425,7 @@ class AlidaSettings:
             token_url=str(config.get("token_url") or f"{base_url}/oauth2/token"),
             activity_ids=tuple(str(i).strip() for i in ids) if ids else None,
             start_date=config.get("start_date"),
-            poll_interval=float(config.get("poll_interval_seconds", 5)),
+            poll_interval=float(config.get("poll_interval_seconds", 2)),
             poll_max_interval=float(config.get("poll_max_interval_seconds", 60)),
             max_wait_to_start=float(config.get("max_wait_to_start_seconds", 3600)),
             max_wait=float(config.get("max_wait_seconds", 7200)),

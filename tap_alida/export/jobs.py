@@ -6,8 +6,11 @@ together makes N exports take about as long as the slowest one, not their sum.
 
 Rules that keep this safe:
 
-* Worker threads only do HTTP and files (create, poll, download); at most
-  ``max_concurrent_exports`` jobs are in flight.
+* Worker threads only do HTTP and files (create, poll, download). Every
+  export is created and awaited at once (a thread mostly sleeps between status
+  checks: up to ``MAX_JOB_THREADS``); downloads are bounded separately
+  (``max_concurrent_exports``, ``Community``), since they are what uses disk,
+  bandwidth and CPU here.
 * Every Singer message is written by the main thread. A worker that creates a
   batch queues an event; the main thread applies it to STATE (``drain``) while
   it waits for a job or every few thousand records, so the batch id reaches
@@ -28,6 +31,11 @@ from typing import Any, Generic, TypeVar
 from tap_alida.stop import RunStop
 
 logger = logging.getLogger("tap_alida.export.jobs")
+
+# Threads for jobs in flight: each waits on Alida most of its life, so exports of
+# every survey in scope overlap on Alida's side (a run of N exports of T seconds
+# takes about T, not N / max_concurrent_exports × T).
+MAX_JOB_THREADS = 64
 
 T = TypeVar("T")
 
@@ -50,7 +58,7 @@ class ExportJob(Generic[T]):
 class ExportRunner:
     """A bounded pool of export jobs and the queue of their STATE events."""
 
-    def __init__(self, max_workers: int, stop: RunStop) -> None:
+    def __init__(self, stop: RunStop, max_workers: int = MAX_JOB_THREADS) -> None:
         self._stop = stop
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="alida-export")
         self._events: queue.SimpleQueue[tuple[tuple[str, ...], dict[str, Any] | None]] = queue.SimpleQueue()
