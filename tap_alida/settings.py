@@ -174,8 +174,9 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.IntegerType(maximum=MAXIMUMS["max_concurrent_exports"]),
         default=8,
         title="Maximum concurrent exports",
-        description="Batch exports created, polled and downloaded at the same time. Records are "
-        "still emitted one stream at a time, in catalog order.",
+        description="Export files downloaded (spooled to disk) at the same time; every export is "
+        "created and awaited at once, whatever this is. Records are still emitted one stream at a "
+        "time, in name order.",
     ),
     th.Property(
         "set_columns",
