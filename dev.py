@@ -251,16 +251,15 @@ open(out, "w", encoding="utf-8").write(header + text)
 """
 
 
+def tap_about(fmt: str, bin_dir: Path = BIN) -> str:
+    """``tap-alida --about --format=<fmt>`` of the environment's tap."""
+    command = [str(bin_dir / "tap-alida"), "--about", f"--format={fmt}"]
+    return subprocess.run(command, cwd=ROOT, env=ENV, check=True, capture_output=True, text=True).stdout
+
+
 def write_plugin_definition(bin_dir: Path = BIN) -> None:
     """The Hub-style plugin definition, from meltano.yml and ``tap-alida --about --format=json``."""
-    about = subprocess.run(
-        [str(bin_dir / "tap-alida"), "--about", "--format=json"],
-        cwd=ROOT,
-        env=ENV,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    about = tap_about("json", bin_dir)
     PLUGIN_FILE.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [str(bin_dir / "python"), "-c", PLUGIN, str(ROOT), str(PLUGIN_FILE)],
@@ -276,14 +275,7 @@ def write_plugin_definition(bin_dir: Path = BIN) -> None:
 def docs() -> None:
     """README's settings table := the setting rows of ``tap-alida --about --format=markdown``."""
     ensure_environment()
-    about = subprocess.run(
-        [str(BIN / "tap-alida"), "--about", "--format=markdown"],
-        cwd=ROOT,
-        env=ENV,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    about = tap_about("markdown")
     lines = about.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| Setting |"))
     table = []
