@@ -318,7 +318,8 @@ class GeneratedCommunity:
         if i % 2:
             activity["closedOn"] = iso(created + dt.timedelta(days=30))
         elif i % 4 == 0:
-            activity["closedOn"] = iso(dt.datetime.now(dt.UTC) + dt.timedelta(days=90))
+            # A scheduled close years ahead: the same for every sandbox of a seed.
+            activity["closedOn"] = iso(created + dt.timedelta(days=3 * 365))
         return activity
 
     # -- activities come, close and re-open (POST /_sandbox/activities…) ----------------------

@@ -115,6 +115,7 @@ class Run:
                 community.expect_reads(activity, len(slots))
                 community.start_activity_export(activity, slots, resumes.get(activity.id))
         self._log_economy()
+        self._warn_about_new_activities()
         self._start_member_export([name for name, need in needs.items() if need.member_file])
         if any(need.definitions for need in needs.values()):
             for activity in community.activities:
@@ -147,3 +148,18 @@ class Run:
             len(skipped),
             f" (oldest export {oldest})" if oldest else "",
         )
+
+    def _warn_about_new_activities(self) -> None:
+        """A survey in scope that the catalog in use has no stream for is never silently missing."""
+        streams = self.tap.streams
+        for activity in self.community.activities:
+            if activity.stream_name not in streams:
+                logger.warning(
+                    "Activity %r (%s) is in scope but the catalog has no stream for it (created after "
+                    "the catalog was made?). Its values still arrive in activity_answers and it is listed "
+                    "in activities; to give it its own stream, run discovery again (`meltano run "
+                    "--refresh-catalog …`, or `tap-alida --discover`) and select %r.",
+                    activity.name,
+                    activity.id,
+                    activity.stream_name,
+                )

@@ -275,22 +275,7 @@ class TapAlida(CheckedConfigTap):
             "activities",
         ]
         fixed.sort(key=lambda s: order.index(s.name))
-        self._warn_about_new_activities({s.name for s in activity_streams})
         return activity_streams + fixed
-
-    def _warn_about_new_activities(self, streams: set[str]) -> None:
-        """A survey in scope that the catalog in use has no stream for is never silently missing."""
-        for activity in self.community.activities:
-            if activity.stream_name not in streams:
-                self.logger.warning(
-                    "Activity %r (%s) is in scope but the catalog has no stream for it (created after "
-                    "the catalog was made?). Its values still arrive in activity_answers and it is listed "
-                    "in activities; to give it its own stream, run discovery again (`meltano run "
-                    "--refresh-catalog …`, or `tap-alida --discover`) and select %r.",
-                    activity.name,
-                    activity.id,
-                    activity.stream_name,
-                )
 
 
 def main(argv: list[str] | None = None) -> Any:
