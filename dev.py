@@ -4,6 +4,7 @@
     python3 dev.py demo   # build .venv, start the sandbox, meltano run tap-alida target-duckdb, show the data
     python3 dev.py test   # build .venv, install Meltano plugins, lint, type-check, run every test
     python3 dev.py test --fast   # the unit tier only (no sockets, no subprocesses): seconds
+    python3 dev.py test --pythons   # the unit tier on every Python the classifiers declare
     python3 dev.py docs   # rewrite README's settings table and meltano-hub/ from `tap-alida --about`
 
 Only the standard library is used here: this script creates the environment.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -305,18 +307,97 @@ def ensure_postgres() -> None:
     run("apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql")
 
 
+def declared_pythons() -> list[str]:
+    """The Python versions pyproject.toml's classifiers declare ("3.11", "3.12", ...)."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    return re.findall(r'"Programming Language :: Python :: (3\.\d+)"', text)
+
+
+def unit_tier_requirements() -> list[str]:
+    """What the unit tier needs besides the package: the dev extra's pytest and pytest-timeout.
+
+    Not the whole dev extra: it pins tools for the other tiers (Meltano, ``duckdb==1.0.0``,
+    which has no wheel for 3.13) that the unit tier never imports.
+    """
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    return re.findall(r'"(pytest(?:-timeout)?[<>=~!].*?)"', text)
+
+
+def find_python(version: str) -> Path | None:
+    """An interpreter of ``version`` (e.g. "3.12"): pyenv's newest patch release, else on PATH."""
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    installed = sorted(
+        (pyenv_root / "versions").glob(f"{version}.*/bin/python{version}"),
+        key=lambda p: [int(n) for n in re.findall(r"\d+", p.parent.parent.name)],
+    )
+    candidates = [str(p) for p in reversed(installed)] + [f"python{version}"]
+    for candidate in candidates:
+        found = shutil.which(candidate)
+        if found is None:
+            continue
+        probe = subprocess.run(  # a pyenv shim on PATH may name a version that is not installed
+            [found, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == version:
+            return Path(found)
+    return None
+
+
+def unit_tier_on_other_pythons(*, include_own: bool = False) -> None:
+    """``pytest tests/unit`` in ``.venv-3.X`` for each declared version other than .venv's own.
+
+    A version that is not on this machine is reported and skipped; a failing tier stops here.
+    """
+    own = "{}.{}".format(*sys.version_info[:2])
+    skipped = []
+    for version in declared_pythons():
+        if version == own:
+            if include_own:
+                run(BIN / "pytest", "-q", "tests/unit")
+            continue
+        python = find_python(version)
+        if python is None:
+            skipped.append(version)
+            print(f"Python {version}: not found (pyenv or PATH); its unit tier is skipped", flush=True)
+            continue
+        venv = ROOT / f".venv-{version}"
+        venv_bin = venv / ("Scripts" if os.name == "nt" else "bin")
+        if not (venv_bin / "python").exists():
+            run(python, "-m", "venv", venv)
+        stamp = venv / ".installed"
+        wanted = fingerprint("pyproject.toml")
+        if not stamp.exists() or stamp.read_text() != wanted:
+            run(venv_bin / "python", "-m", "pip", "install", "-q", "--upgrade", "pip")
+            run(venv_bin / "python", "-m", "pip", "install", "-q", "-e", ".", *unit_tier_requirements())
+            stamp.write_text(wanted)
+        run(venv_bin / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit")
+    if skipped:
+        print(f"Unit tier not run on Python {', '.join(skipped)} (not installed here).", flush=True)
+
+
 def test() -> None:
-    """Lint, type-check and run the whole test suite (``--fast``: the unit tier only, seconds)."""
+    """Lint, type-check and run the whole test suite, then the unit tier on the other Pythons.
+
+    ``--fast``: the unit tier only, seconds. ``--pythons``: the unit tier on every declared Python.
+    """
     if "--fast" in sys.argv[2:]:
         ensure_environment()
         sys.argv.remove("--fast")
         run(BIN / "pytest", "tests/unit", *sys.argv[2:])
+        return
+    if "--pythons" in sys.argv[2:]:
+        ensure_environment()
+        unit_tier_on_other_pythons(include_own=True)
         return
     ensure_environment()
     ensure_postgres()
     run(BIN / "ruff", "check", "tap_alida", "alida_sandbox", "tests", "benchmarks", "dev.py")
     run(BIN / "ruff", "format", "--check", "tap_alida", "alida_sandbox", "tests", "benchmarks", "dev.py")
     run(BIN / "mypy")
+    unit_tier_on_other_pythons()  # first: the whole suite's summary stays the last line
     run(BIN / "pytest", *sys.argv[2:])
 
 
