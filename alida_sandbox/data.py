@@ -251,7 +251,9 @@ def _guid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128)))
 
 
-def _options(rng: random.Random, active: list[str], hidden: list[str], deleted: list[str]) -> list[dict]:
+def _options(
+    rng: random.Random, active: list[str], hidden: list[str], deleted: list[str]
+) -> list[dict[str, Any]]:
     out = []
     for names, visibility in ((active, "active"), (hidden, "hidden"), (deleted, "deleted")):
         for name in names:
@@ -259,7 +261,9 @@ def _options(rng: random.Random, active: list[str], hidden: list[str], deleted: 
     return out
 
 
-def _field(rng: random.Random, name: str, data_type: str, options: list[dict] | None = None) -> dict:
+def _field(
+    rng: random.Random, name: str, data_type: str, options: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     type_info: dict[str, Any] = {"dataType": data_type}
     if options is not None:
         type_info["values"] = options

@@ -61,7 +61,8 @@ class DefinitionsCache:
             return None
         if entry.get("activity") != self._identity(activity) or not isinstance(entry.get("definition"), dict):
             return None
-        return entry["definition"]
+        definition: dict[str, Any] = entry["definition"]
+        return definition
 
     def put(self, activity: Any, definition: dict[str, Any]) -> None:
         """Keep a closed activity's definition (open ones may still change: not kept)."""

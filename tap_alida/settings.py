@@ -13,7 +13,6 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -111,7 +110,7 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "poll_interval_seconds",
-        th.NumberType(maximum=MAXIMUMS["poll_interval_seconds"]),
+        th.NumberType(exclusive_minimum=0, maximum=MAXIMUMS["poll_interval_seconds"]),
         default=2,
         title="Poll interval (seconds)",
         description="Shortest wait between batch status checks. The wait grows with the export's "
@@ -120,35 +119,35 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "poll_max_interval_seconds",
-        th.NumberType(maximum=MAXIMUMS["poll_max_interval_seconds"]),
+        th.NumberType(exclusive_minimum=0, maximum=MAXIMUMS["poll_max_interval_seconds"]),
         default=60,
         title="Maximum poll interval (seconds)",
         description="Cap on the wait between batch status checks.",
     ),
     th.Property(
         "max_wait_to_start_seconds",
-        th.NumberType(maximum=MAXIMUMS["max_wait_to_start_seconds"]),
+        th.NumberType(exclusive_minimum=0, maximum=MAXIMUMS["max_wait_to_start_seconds"]),
         default=3600,
         title="Maximum wait to start (seconds)",
         description="How long a batch may stay `pending` before the export is given up.",
     ),
     th.Property(
         "max_wait_seconds",
-        th.NumberType(maximum=MAXIMUMS["max_wait_seconds"]),
+        th.NumberType(exclusive_minimum=0, maximum=MAXIMUMS["max_wait_seconds"]),
         default=7200,
         title="Maximum wait to finish (seconds)",
         description="How long a batch may take from creation to `succeeded`.",
     ),
     th.Property(
         "request_timeout_seconds",
-        th.NumberType(maximum=MAXIMUMS["request_timeout_seconds"]),
+        th.NumberType(exclusive_minimum=0, maximum=MAXIMUMS["request_timeout_seconds"]),
         default=300,
         title="Request timeout (seconds)",
         description="Connect and read timeout of each HTTP request.",
     ),
     th.Property(
         "max_request_attempts",
-        th.IntegerType(maximum=MAXIMUMS["max_request_attempts"]),
+        th.IntegerType(minimum=1, maximum=MAXIMUMS["max_request_attempts"]),
         default=6,
         title="Maximum request attempts",
         description="Tries per HTTP request on 429, 5xx, timeouts and dropped connections "
@@ -156,14 +155,14 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "max_retry_after_seconds",
-        th.NumberType(maximum=MAXIMUMS["max_retry_after_seconds"]),
+        th.NumberType(minimum=0, maximum=MAXIMUMS["max_retry_after_seconds"]),
         default=300,
         title="Maximum Retry-After (seconds)",
         description="Longest `Retry-After` the tap honours on a 429; a longer one fails the run.",
     ),
     th.Property(
         "max_export_attempts",
-        th.IntegerType(maximum=MAXIMUMS["max_export_attempts"]),
+        th.IntegerType(minimum=1, maximum=MAXIMUMS["max_export_attempts"]),
         default=3,
         title="Maximum export attempts",
         description="Batches created per export when Alida reports one `failed` or its file is "
@@ -171,7 +170,7 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "max_concurrent_exports",
-        th.IntegerType(maximum=MAXIMUMS["max_concurrent_exports"]),
+        th.IntegerType(minimum=1, maximum=MAXIMUMS["max_concurrent_exports"]),
         default=8,
         title="Maximum concurrent exports",
         description="Export files downloaded (spooled to disk) at the same time; every export is "
@@ -308,6 +307,51 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+def _host_errors(config: Mapping[str, Any]) -> list[str]:
+    """Which Alida host: ``api_url`` (an https URL, or http on loopback), else ``region``."""
+    api_url, region = config.get("api_url"), config.get("region")
+    if api_url:
+        problem = _check_url("api_url", str(api_url))
+        return [problem] if problem else []
+    if region:
+        if _REGION.match(str(region)):
+            return []
+        return [f"Setting 'region' must be a region code such as 'na1' or 'eu1', got {region!r}."]
+    return [
+        "Set 'region' (e.g. 'na1', 'eu1') or 'api_url': the tap cannot tell which Alida host "
+        "serves your community."
+    ]
+
+
+def _setting(config: Mapping[str, Any], key: str) -> Any:
+    """The setting's value, else its default as the schema declares it (declared once)."""
+    value = config.get(key)
+    return CONFIG_SCHEMA["properties"][key].get("default") if value is None else value
+
+
+def range_error(key: str, value: Any) -> str | None:
+    """The schema's own range of a number setting (declared once, above), in plain words."""
+    prop = CONFIG_SCHEMA["properties"].get(key, {})
+    if not {"minimum", "maximum", "exclusiveMinimum"} & set(prop):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None  # a type error: JSON Schema names it
+    shown = f"{number:g}"
+    if "exclusiveMinimum" in prop and number <= prop["exclusiveMinimum"]:
+        return f"Setting '{key}' is {shown}; it must be greater than {_bound(prop['exclusiveMinimum'])}."
+    if "minimum" in prop and number < prop["minimum"]:
+        return f"Setting '{key}' is {shown}; it must be at least {_bound(prop['minimum'])}."
+    if "maximum" in prop and number > prop["maximum"]:
+        return f"Setting '{key}' is {shown}; it must be at most {_bound(prop['maximum'])}."
+    return None
+
+
+def _bound(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def _check_url(name: str, url: str) -> str | None:
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
@@ -343,37 +387,24 @@ class AlidaSettings:
     max_retry_after: float
     max_export_attempts: int
     max_concurrent_exports: int
-    set_columns: str = "array"
-    column_naming: str = "name"
-    stream_naming: str = "name"
-    sensitive_values: str = "include"
-    sensitive_values_salt: str | None = None
-    schema_drift: str = "evolve"
-    member_profiles_incremental: bool = False
-    emit_activate_version: bool = True
-    closed_activities: str = "skip"
-    closed_activity_refresh_days: float = 30
-    cache_dir: str | None = None
-    probe_activity_id: str | None = None
+    set_columns: str
+    column_naming: str
+    stream_naming: str
+    sensitive_values: str
+    sensitive_values_salt: str | None
+    schema_drift: str
+    member_profiles_incremental: bool
+    emit_activate_version: bool
+    closed_activities: str
+    closed_activity_refresh_days: float
+    cache_dir: str | None
+    probe_activity_id: str | None
 
     @classmethod
     def errors(cls, config: Mapping[str, Any]) -> list[str]:
-        """Problems JSON Schema cannot see; empty when the config is usable."""
-        errors = []
-        api_url, region = config.get("api_url"), config.get("region")
-        if api_url:
-            if problem := _check_url("api_url", str(api_url)):
-                errors.append(problem)
-        elif region:
-            if not _REGION.match(str(region)):
-                errors.append(
-                    f"Setting 'region' must be a region code such as 'na1' or 'eu1', got {region!r}."
-                )
-        else:
-            errors.append(
-                "Set 'region' (e.g. 'na1', 'eu1') or 'api_url': the tap cannot tell which Alida "
-                "host serves your community."
-            )
+        """Problems JSON Schema cannot see (and its range checks in plain words); empty when
+        the config is usable."""
+        errors = _host_errors(config)
         if config.get("token_url") and (problem := _check_url("token_url", str(config["token_url"]))):
             errors.append(problem)
         for key in ("community_api_key_name", "client_id", "client_secret"):
@@ -384,21 +415,7 @@ class AlidaSettings:
             errors.append("Setting 'activity_ids' contains an empty id.")
         if "probe_activity_id" in config and not str(config["probe_activity_id"]).strip():
             errors.append("Setting 'probe_activity_id' is empty.")
-        for key in (
-            "poll_interval_seconds",
-            "poll_max_interval_seconds",
-            "max_wait_to_start_seconds",
-            "max_wait_seconds",
-            "request_timeout_seconds",
-        ):
-            if key in config and float(config[key]) <= 0:
-                errors.append(f"Setting '{key}' must be greater than 0.")
-        for key in ("max_request_attempts", "max_export_attempts", "max_concurrent_exports"):
-            if key in config and int(config[key]) < 1:
-                errors.append(f"Setting '{key}' must be at least 1.")
-        for key, maximum in MAXIMUMS.items():
-            if key in config and float(config[key]) > maximum:
-                errors.append(f"Setting '{key}' is {config[key]!r}; it must be at most {maximum:g}.")
+        errors += [problem for key in config if (problem := range_error(key, config[key]))]
         for key, allowed in CHOICES.items():
             if key in config and config[key] not in allowed:
                 errors.append(f"Setting '{key}' must be one of {', '.join(allowed)}; got {config[key]!r}.")
@@ -426,28 +443,28 @@ class AlidaSettings:
             token_url=str(config.get("token_url") or f"{base_url}/oauth2/token"),
             activity_ids=tuple(str(i).strip() for i in ids) if ids else None,
             start_date=config.get("start_date"),
-            poll_interval=float(config.get("poll_interval_seconds", 2)),
-            poll_max_interval=float(config.get("poll_max_interval_seconds", 60)),
-            max_wait_to_start=float(config.get("max_wait_to_start_seconds", 3600)),
-            max_wait=float(config.get("max_wait_seconds", 7200)),
-            timeout=float(config.get("request_timeout_seconds", 300)),
-            max_attempts=int(config.get("max_request_attempts", 6)),
-            max_retry_after=float(config.get("max_retry_after_seconds", 300)),
-            max_export_attempts=int(config.get("max_export_attempts", 3)),
-            max_concurrent_exports=int(config.get("max_concurrent_exports", 8)),
-            set_columns=str(config.get("set_columns") or "array"),
-            column_naming=str(config.get("column_naming") or "name"),
-            stream_naming=str(config.get("stream_naming") or "name"),
-            sensitive_values=str(config.get("sensitive_values") or "include"),
+            poll_interval=float(_setting(config, "poll_interval_seconds")),
+            poll_max_interval=float(_setting(config, "poll_max_interval_seconds")),
+            max_wait_to_start=float(_setting(config, "max_wait_to_start_seconds")),
+            max_wait=float(_setting(config, "max_wait_seconds")),
+            timeout=float(_setting(config, "request_timeout_seconds")),
+            max_attempts=int(_setting(config, "max_request_attempts")),
+            max_retry_after=float(_setting(config, "max_retry_after_seconds")),
+            max_export_attempts=int(_setting(config, "max_export_attempts")),
+            max_concurrent_exports=int(_setting(config, "max_concurrent_exports")),
+            set_columns=str(_setting(config, "set_columns")),
+            column_naming=str(_setting(config, "column_naming")),
+            stream_naming=str(_setting(config, "stream_naming")),
+            sensitive_values=str(_setting(config, "sensitive_values")),
             sensitive_values_salt=config.get("sensitive_values_salt") or None,
-            schema_drift=str(config.get("schema_drift") or "evolve"),
-            member_profiles_incremental=bool(config.get("member_profiles_incremental", False)),
-            emit_activate_version=bool(config.get("emit_activate_version_messages", True)),
+            schema_drift=str(_setting(config, "schema_drift")),
+            member_profiles_incremental=bool(_setting(config, "member_profiles_incremental")),
+            emit_activate_version=bool(_setting(config, "emit_activate_version_messages")),
             probe_activity_id=str(config["probe_activity_id"]).strip()
             if config.get("probe_activity_id")
             else None,
-            closed_activities=str(config.get("closed_activities") or "skip"),
-            closed_activity_refresh_days=float(config.get("closed_activity_refresh_days", 30)),
+            closed_activities=str(_setting(config, "closed_activities")),
+            closed_activity_refresh_days=float(_setting(config, "closed_activity_refresh_days")),
             cache_dir=config.get("cache_dir") or None,
         )
 
@@ -467,20 +484,16 @@ def unknown_settings(config: Mapping[str, Any], known: Iterable[str]) -> list[st
     return warnings
 
 
-_SCHEMA_LIMIT = re.compile(r"^.* is (greater|less) than the (maximum|minimum) of (\S+) in config\['(\w+)'\]$")
+_SCHEMA_KEY = re.compile(r"in config\['(\w+)'\]$")
 
 
 def plain_schema_error(error: str, config: Mapping[str, Any]) -> str:
-    """A JSON-schema range error in the words of the tap's own checks.
+    """A JSON-schema range error in the words of ``range_error``.
 
     jsonschema says "Decimal('1E+12') is greater than the maximum of 86400 in
     config['poll_interval_seconds']"; a user reads the setting and its bound better.
     """
-    match = _SCHEMA_LIMIT.match(error)
+    match = _SCHEMA_KEY.search(error)
     if match is None:
         return error
-    _, bound, limit, key = match.groups()
-    word = "at most" if bound == "maximum" else "at least"
-    value = config.get(key)
-    shown = f"{float(value):g}" if isinstance(value, (int, float, Decimal)) else repr(value)
-    return f"Setting '{key}' is {shown}; it must be {word} {limit}."
+    return range_error(match.group(1), config.get(match.group(1))) or error

@@ -56,7 +56,8 @@ def check_state(value: Any, source: str) -> dict[str, Any]:
     """``value`` when it has the shape of a Singer state the tap can read; raises StateFileError."""
     problem = _problem(value)
     if problem is None:
-        return value
+        state: dict[str, Any] = value
+        return state
     msg = f"The STATE file {source} is not a Singer state the tap can read: {problem}. {REMEDY}"
     raise StateFileError(msg)
 

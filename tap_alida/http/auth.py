@@ -50,7 +50,7 @@ class AlidaAuthenticator(OAuthAuthenticator):
         self.observer: Observer | None = None
 
     @property
-    def oauth_request_body(self) -> dict:
+    def oauth_request_body(self) -> dict[str, str]:
         return {"grant_type": "client_credentials"}
 
     def is_token_valid(self) -> bool:

@@ -222,7 +222,7 @@ class AlidaClient:
             msg = f"Could not {what}: {safe_url(url)} did not answer with JSON."
             raise APIError(msg) from exc
 
-    def iter_collection(self, url: str, *, what: str, page_size: int = 1000) -> Iterator[dict]:
+    def iter_collection(self, url: str, *, what: str, page_size: int = 1000) -> Iterator[Any]:
         """Every item of a §7.1 collection, following ``links[rel=next]`` or offsets."""
         params: dict[str, Any] | None = {"limit": page_size, "offset": 0}
         seen_urls: set[str] = set()

@@ -276,7 +276,14 @@ class ActivityRecordMapper:
 
     # -- converters, one per field: each takes the field's non-empty ``values`` list --
 
-    def _converter(self, f: FieldDefinition) -> Converter:
+    def _converter(self, f: FieldDefinition) -> Converter:  # noqa: C901
+        """The field's converter, built once per export.
+
+        Why one long factory instead of a class per type: each branch returns a
+        closure specialised for one data type (the per-record hot path, see
+        benchmarks/bench.py), and keeping them side by side shows every type's
+        rule in one place.
+        """
         canonical = f.canonical
         if canonical == SET:
             labels = self._label_lookup(f)

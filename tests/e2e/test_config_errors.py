@@ -15,7 +15,10 @@ BASE = {
 }
 BROKEN = [
     ({k: v for k, v in BASE.items() if k != "client_secret"}, "'client_secret' is a required property"),
-    ({**BASE, "poll_interval_seconds": -1}, "Setting 'poll_interval_seconds' must be greater than 0."),
+    (
+        {**BASE, "poll_interval_seconds": -1},
+        "Setting 'poll_interval_seconds' is -1; it must be greater than 0.",
+    ),
 ]
 
 
