@@ -70,3 +70,18 @@ class StoppedError(AlidaError):
 
 class SchemaDriftError(AlidaError):
     """An export's fields differ from the catalog and ``schema_drift`` is ``fail``."""
+
+
+class RunFailedError(AlidaError):
+    """Some streams failed; the others completed (``fail_fast: false``)."""
+
+
+# What fails one stream (one export, one survey) but not the run: the other streams
+# still complete (``fail_fast: false``). Anything else (credentials, the network, a
+# full disk) would fail every stream the same way, so it stops the run at once.
+STREAM_FAILURES: tuple[type[AlidaError], ...] = (
+    ExportFailedError,
+    ExportFileError,
+    SchemaDriftError,
+    NotFoundError,
+)

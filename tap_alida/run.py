@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from singer_sdk import Stream, Tap
 
 from tap_alida.community import Activity, Community
+from tap_alida.errors import RunFailedError
 from tap_alida.export.scheduler import Decision, decide
 from tap_alida.http.client import AlidaClient
 from tap_alida.settings import AlidaSettings
@@ -62,6 +63,7 @@ class Run:
         self.started = dt.datetime.now(dt.UTC)
         self._exports_started = False
         self._decisions: dict[tuple[str, str], Decision] = {}
+        self.failures: dict[str, str] = {}  # stream → why it failed (fail_fast: false)
 
     def decide(self, stream_name: str, activity: Activity, last_export: Mapping[str, Any] | None) -> Decision:
         """Whether ``stream_name`` exports ``activity`` this run (``export.scheduler``), decided once."""
@@ -163,3 +165,28 @@ class Run:
                     activity.id,
                     activity.stream_name,
                 )
+
+    # -- failures: one stream's does not stop the others -----------------------------------
+
+    def stream_failed(self, name: str, error: Exception) -> None:
+        """Log a stream's failure as one ERROR line and go on; the run fails at its end."""
+        logger.error("%s", error)
+        self.failures[name] = str(error)
+        self.finish_stream(name)
+
+    def finish_stream(self, name: str) -> None:
+        """After the last selected stream: fail the run, naming each stream that failed.
+
+        STATE is written first, so every stream that completed keeps its bookmarks.
+        """
+        selected = [stream.name for stream in self._selected()]
+        if not self.failures or not selected or name != selected[-1]:
+            return
+        self.ledger.write()
+        self.client.stop.set()
+        named = "; ".join(f"{stream}: {why}" for stream, why in self.failures.items())
+        msg = (
+            f"{len(self.failures)} of {len(selected)} streams failed (the others completed and kept "
+            f"their STATE): {named}"
+        )
+        raise RunFailedError(msg)

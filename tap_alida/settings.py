@@ -278,6 +278,15 @@ CONFIG_SCHEMA = th.PropertiesList(
         "0: never.",
     ),
     th.Property(
+        "fail_fast",
+        th.BooleanType,
+        default=False,
+        title="Fail fast",
+        description="`false` (default): an export that fails (stuck, failed, a bad file) fails its "
+        "stream only; the other streams complete and keep their STATE, and the run then exits "
+        "non-zero naming each stream that failed. `true`: the first failure stops the run.",
+    ),
+    th.Property(
         "cache_dir",
         th.StringType,
         title="Cache folder",
@@ -398,6 +407,7 @@ class AlidaSettings:
     closed_activities: str
     closed_activity_refresh_days: float
     cache_dir: str | None
+    fail_fast: bool
     probe_activity_id: str | None
 
     @classmethod
@@ -466,6 +476,7 @@ class AlidaSettings:
             closed_activities=str(_setting(config, "closed_activities")),
             closed_activity_refresh_days=float(_setting(config, "closed_activity_refresh_days")),
             cache_dir=config.get("cache_dir") or None,
+            fail_fast=bool(_setting(config, "fail_fast")),
         )
 
 

@@ -91,6 +91,10 @@ class BatchLedger:
                 state[BATCH_STATE_KEY] = entry
         self._tap.state_writer.write_state(self._tap.state)
 
+    def write(self) -> None:
+        """Write STATE now."""
+        self._tap.state_writer.write_state(self._tap.state)
+
     def mark_export(self, stream: Stream, mark: dict[str, Any], activity_id: str | None = None) -> None:
         """Keep the mark of a completed export (``last_export``) and write STATE now."""
         set_last_export(stream, mark, activity_id)

@@ -86,19 +86,15 @@ class ExportRunner:
     def result(self, job: ExportJob[T]) -> T:
         """Wait for a job on the main thread, applying STATE events meanwhile.
 
-        When a job fails, the others are stopped: the run is failing anyway, and a
-        nightly job should not sit polling exports nobody will read.
+        A job's failure is raised here; whether the run stops is the stream's
+        decision (``fail_fast``): the other exports may still be needed.
         """
         while True:
             done, _ = wait([job.future], timeout=DRAIN_EVERY_SECONDS, return_when=FIRST_COMPLETED)
             self.drain()
             if done:
                 break
-        try:
-            return job.future.result()
-        except BaseException:
-            self.stop()
-            raise
+        return job.future.result()
 
     def drain(self) -> None:
         """Apply queued batch events to STATE (main thread only)."""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from singer_sdk import typing as th
 
+from tap_alida.errors import STREAM_FAILURES
 from tap_alida.export.scheduler import Decision, export_mark
 from tap_alida.modelling import drift
 from tap_alida.modelling.records import ACTIVITY_ANSWERS_SCHEMA, ActivityRecordMapper, AnswerMapper
@@ -141,42 +142,53 @@ class ActivityAnswersStream(AlidaStream):
         self.run.start_exports()
         self.begin_table_version()
         runner = self.community.runner
-        skipped = 0
+        skipped = failed = 0
         for activity in self.community.activities:
             decision = self.decision(activity)
             if not decision.export:
                 skipped += 1
                 continue
-            resume = recorded_batch(self, activity.id)
-            with self.read_activity_file(activity, answers_slot(activity.id), resume) as (export, fields):
-                started = time.monotonic()
-                mapper = AnswerMapper(activity.id, fields, activity.label, self.community.tally)
-                count = 0
-                for record in export.items("records.item"):
-                    for row in mapper.rows(record):
-                        count += 1
-                        yield row
-                        if count % DRAIN_EVERY_RECORDS == 0 and runner.has_events:
-                            runner.drain()
-                self.logger.info(
-                    "%s: %d values of %s from %s in %.2f s.",
-                    self.name,
-                    count,
-                    activity.label,
-                    export.batch.describe(),
-                    time.monotonic() - started,
-                )
-                mark = export_mark(export.batch, activity, count, self.run.started)
-                self.run.ledger.mark_export(self, mark, activity.id)
-        if skipped:
+            try:
+                yield from self._activity_rows(activity, runner)
+            except STREAM_FAILURES as exc:
+                if self.run.settings.fail_fast:
+                    raise
+                failed += 1  # its rows stay as loaded; the others go on
+                self.run.stream_failed(f"{self.name} ({activity.label})", exc)
+        if skipped or failed:
             self.logger.info(
-                "%s: %d closed activities skipped; their rows stay as loaded, so no ACTIVATE_VERSION "
-                "this run.",
+                "%s: %d closed activities skipped, %d failed; their rows stay as loaded, so no "
+                "ACTIVATE_VERSION this run.",
                 self.name,
                 skipped,
+                failed,
             )
         else:
             self.activate_version()
+
+    def _activity_rows(self, activity: Activity, runner: Any) -> Iterable[dict[str, Any]]:
+        """One activity's values, then its export mark."""
+        resume = recorded_batch(self, activity.id)
+        with self.read_activity_file(activity, answers_slot(activity.id), resume) as (export, fields):
+            started = time.monotonic()
+            mapper = AnswerMapper(activity.id, fields, activity.label, self.community.tally)
+            count = 0
+            for record in export.items("records.item"):
+                for row in mapper.rows(record):
+                    count += 1
+                    yield row
+                    if count % DRAIN_EVERY_RECORDS == 0 and runner.has_events:
+                        runner.drain()
+            self.logger.info(
+                "%s: %d values of %s from %s in %.2f s.",
+                self.name,
+                count,
+                activity.label,
+                export.batch.describe(),
+                time.monotonic() - started,
+            )
+            mark = export_mark(export.batch, activity, count, self.run.started)
+            self.run.ledger.mark_export(self, mark, activity.id)
 
 
 ACTIVITY_FIELDS_SCHEMA = th.PropertiesList(

@@ -15,7 +15,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.singerlib.catalog import REPLICATION_FULL_TABLE
 
-from tap_alida.errors import AlidaError, ExportFileError
+from tap_alida.errors import STREAM_FAILURES, AlidaError, ExportFileError
 from tap_alida.modelling.types import FieldDefinition, WarnOnce
 from tap_alida.run import ExportNeeds, Run
 from tap_alida.sdk import FastRecordMessages, set_table_version, table_version
@@ -56,18 +56,29 @@ class AlidaStream(FastRecordMessages):
         raise NotImplementedError
 
     def get_records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
-        """The rows of ``records``; a stream that fails stops the run's export workers.
+        """The rows of ``records``; a stream that fails does not stop the others.
 
-        The SDK then ends the sync; workers still polling or downloading other
-        exports would otherwise keep the process alive until they finish.
+        A failure of one export (stuck, failed or cancelled, a bad file, drift under
+        ``schema_drift: fail``: ``errors.STREAM_FAILURES``) is logged
+        as one ERROR line and kept by the run; the other streams complete and keep
+        their STATE, and after the last stream the run fails naming every stream
+        that failed (``Run.finish_stream``). With ``fail_fast``, or any other error,
+        the run stops at once: export workers still polling or downloading would
+        otherwise keep the process alive.
         """
         try:
             yield from self.records(context)
         except GeneratorExit:  # closed early (a dry run's record limit): the run goes on
             raise
+        except STREAM_FAILURES as exc:
+            if self.run.settings.fail_fast:
+                self.run.client.stop.set()
+                raise
+            self.run.stream_failed(self.name, exc)
         except BaseException:
             self.run.client.stop.set()
             raise
+        self.run.finish_stream(self.name)
 
     # -- ACTIVATE_VERSION: deletions reach the warehouse ------------------------------------
 
