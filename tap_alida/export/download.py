@@ -89,88 +89,103 @@ class Download:
         resumed request asks for ``identity``: a 206 that is still encoded, or
         starts elsewhere, is not trusted.
         """
-        batch = self.batch
-        what = f"download the export file of {batch.describe()}"
-        link = self._link(batch)
-        progress = _Progress(batch)
-        received = 0
-        drops = 0
-        fresh_links = FreshLinks()
-        etag: str | None = None
+        self.what = f"download the export file of {self.batch.describe()}"
+        self.link = self._link(self.batch)
+        self.progress = _Progress(self.batch)
+        self.received = self.drops = 0
+        self.fresh_links = FreshLinks()
+        self.etag: str | None = None
         while True:
-            if received:
-                headers = {"Accept-Encoding": "identity", "Range": f"bytes={received}-"}
-                if etag:
-                    headers["If-Range"] = etag
-            else:
-                headers = {"Accept-Encoding": "gzip"}
-            try:
-                response = self.client.open_file(link, what=what, headers=headers)
-            except StorageLinkError as exc:
-                if not fresh_links.refused(received):
-                    msg = (
-                        f"The storage host keeps refusing the file link of {batch.describe()} ({exc}): "
-                        f"{fresh_links.limit} fresh links in a row did not let the download advance "
-                        f"past byte {received} (MAX_FRESH_LINKS_WITHOUT_PROGRESS = {fresh_links.limit}). "
-                        "Check the machine's clock (signed links expire), then rerun the sync."
-                    )
-                    raise ExportFileError(msg) from exc
-                link = self._fresh(batch)
+            response = self._open()
+            if response is None or not self._usable(response, out):
                 continue
-            if received and not _continues(response, received):
-                logger.warning(
-                    "%s: the storage host did not resume at byte %d (HTTP %d); starting the download over.",
-                    batch.describe(),
-                    received,
-                    response.status_code,
+            if self._copy(response, out):
+                self.progress.done(self.received)
+                return
+
+    def _open(self) -> requests.Response | None:
+        """A GET of the file from the last byte on disk; None after a refused link (renewed)."""
+        if self.received:
+            headers = {"Accept-Encoding": "identity", "Range": f"bytes={self.received}-"}
+            if self.etag:
+                headers["If-Range"] = self.etag
+        else:
+            headers = {"Accept-Encoding": "gzip"}
+        try:
+            return self.client.open_file(self.link, what=self.what, headers=headers)
+        except StorageLinkError as exc:
+            if not self.fresh_links.refused(self.received):
+                limit = self.fresh_links.limit
+                msg = (
+                    f"The storage host keeps refusing the file link of {self.batch.describe()} ({exc}): "
+                    f"{limit} fresh links in a row did not let the download advance past byte "
+                    f"{self.received} (MAX_FRESH_LINKS_WITHOUT_PROGRESS = {limit}). Check the machine's "
+                    "clock (signed links expire), then rerun the sync."
                 )
-                out.seek(0)
-                out.truncate()
-                received = 0
-                progress.restarted()
-                if response.status_code != 200:
-                    response.close()
-                    continue
-            if response.status_code == 416:
+                raise ExportFileError(msg) from exc
+            self.link = self._fresh(self.batch)
+            return None
+
+    def _usable(self, response: requests.Response, out: Any) -> bool:
+        """Whether the response continues the file on disk (a resume that is not one starts over)."""
+        if self.received and not _continues(response, self.received):
+            logger.warning(
+                "%s: the storage host did not resume at byte %d (HTTP %d); starting the download over.",
+                self.batch.describe(),
+                self.received,
+                response.status_code,
+            )
+            out.seek(0)
+            out.truncate()
+            self.received = 0
+            self.progress.restarted()
+            if response.status_code != 200:
                 response.close()
-                msg = f"Could not {what}: the storage host answered 416 to a request without Range."
-                raise ExportFileError(msg)
-            if not received:
-                progress.started(response, link)
-                tag = response.headers.get("ETag")
-                etag = tag if tag and not tag.startswith("W/") else None
-            try:
-                for chunk in response.iter_content(CHUNK_BYTES):
-                    self.client.stop.check()
-                    out.write(chunk)
-                    received += len(chunk)
-                    progress.update(received)
-            except (*TRANSIENT_ERRORS, *STREAM_ERRORS) as exc:
-                drops += 1
-                if drops >= self.client.settings.max_attempts:
-                    msg = (
-                        f"The download of {batch.describe()} broke off {drops} times (last after "
-                        f"{received} bytes, {type(exc).__name__}). Nothing from this file was "
-                        "emitted; rerun the sync, or raise 'max_request_attempts'."
-                    )
-                    raise ExportFileError(msg) from exc
-                wait = self.client.retry.backoff(drops)
-                logger.warning(
-                    "The download of %s broke off after %d bytes (%s); resuming from there in "
-                    "%.1f s (retry %d of %d).",
-                    batch.describe(),
-                    received,
-                    type(exc).__name__,
-                    wait,
-                    drops,
-                    self.client.settings.max_attempts - 1,
+                return False
+        if response.status_code == 416:
+            response.close()
+            msg = f"Could not {self.what}: the storage host answered 416 to a request without Range."
+            raise ExportFileError(msg)
+        if not self.received:
+            self.progress.started(response, self.link)
+            tag = response.headers.get("ETag")
+            self.etag = tag if tag and not tag.startswith("W/") else None
+        return True
+
+    def _copy(self, response: requests.Response, out: Any) -> bool:
+        """Write the body to disk; False after a dropped connection (to resume after a backoff)."""
+        try:
+            for chunk in response.iter_content(CHUNK_BYTES):
+                self.client.stop.check()
+                out.write(chunk)
+                self.received += len(chunk)
+                self.progress.update(self.received)
+            return True
+        except (*TRANSIENT_ERRORS, *STREAM_ERRORS) as exc:
+            self.drops += 1
+            attempts = self.client.settings.max_attempts
+            if self.drops >= attempts:
+                msg = (
+                    f"The download of {self.batch.describe()} broke off {self.drops} times (last after "
+                    f"{self.received} bytes, {type(exc).__name__}). Nothing from this file was "
+                    "emitted; rerun the sync, or raise 'max_request_attempts'."
                 )
-                self.client.stop.sleep(wait)
-                continue
-            finally:
-                response.close()
-            progress.done(received)
-            return
+                raise ExportFileError(msg) from exc
+            wait = self.client.retry.backoff(self.drops)
+            logger.warning(
+                "The download of %s broke off after %d bytes (%s); resuming from there in "
+                "%.1f s (retry %d of %d).",
+                self.batch.describe(),
+                self.received,
+                type(exc).__name__,
+                wait,
+                self.drops,
+                attempts - 1,
+            )
+            self.client.stop.sleep(wait)
+            return False
+        finally:
+            response.close()
 
 
 def _continues(response: requests.Response, offset: int) -> bool:

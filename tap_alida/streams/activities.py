@@ -12,7 +12,8 @@ from singer_sdk import typing as th
 from tap_alida.errors import STREAM_FAILURES
 from tap_alida.export.scheduler import Decision, export_mark
 from tap_alida.modelling import drift
-from tap_alida.modelling.records import ACTIVITY_ANSWERS_SCHEMA, ActivityRecordMapper, AnswerMapper
+from tap_alida.modelling.answers import ACTIVITY_ANSWERS_SCHEMA, AnswerMapper
+from tap_alida.modelling.records import ActivityRecordMapper
 from tap_alida.modelling.types import normalize_datetime
 from tap_alida.run import ExportNeeds, Run
 from tap_alida.sdk import replace_schema

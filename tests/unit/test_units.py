@@ -257,7 +257,7 @@ def test_drift_compare_and_resolve_per_mode():
 
 
 def test_answer_rows_type_every_value():
-    from tap_alida.modelling.records import AnswerMapper
+    from tap_alida.modelling.answers import AnswerMapper
 
     fields = [
         _set_field("s", "S", [("o1", "One")]),
