@@ -96,19 +96,7 @@ def run_mode(
     target_err = open(work / f"{mode}-{run}.target.log", "w")  # noqa: SIM115
     target_config = work / f"target-{mode}-{run}.json"
     target_config.write_text(
-        json.dumps(
-            {
-                "host": "127.0.0.1",
-                "port": postgres.port,
-                "user": "postgres",
-                "password": "unused-trust-auth",
-                "database": "postgres",
-                "default_target_schema": schema,
-                "add_record_metadata": True,
-                "activate_version": True,
-                "hard_delete": False,
-            }
-        )
+        json.dumps(postgres.target_config(schema, activate_version=True, hard_delete=False))
     )
     started = time.monotonic()
     if mode == "tap":

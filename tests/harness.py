@@ -162,6 +162,20 @@ class Postgres:
     port: int
     user: str = "postgres"
 
+    def target_config(self, schema: str, **settings: Any) -> dict[str, Any]:
+        """target-postgres settings for this server (trust auth) loading into ``schema``:
+        ``add_record_metadata`` on, as meltano.yml sets it, plus ``settings``."""
+        return {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": self.user,
+            "password": "unused-trust-auth",
+            "database": "postgres",
+            "default_target_schema": schema,
+            "add_record_metadata": True,
+            **settings,
+        }
+
     def sql(self, query: str) -> list[list[str]]:
         """Rows of a query through psql (unaligned, tab-separated)."""
         done = subprocess.run(

@@ -194,15 +194,7 @@ def test_batch_messages_into_postgres(fixture_sandbox, postgres, tmp_path):
     assert "replication_key_value" in run.state["bookmarks"]["member_profile_values"]
     assert not [m for m in run.messages if m["type"] == "ACTIVATE_VERSION"]  # batch files carry no version
 
-    target_config = {
-        "host": "127.0.0.1",
-        "port": postgres.port,
-        "user": "postgres",
-        "password": "unused-trust-auth",
-        "database": "postgres",
-        "default_target_schema": "alida_batch",
-        "add_record_metadata": True,
-    }
+    target_config = postgres.target_config("alida_batch")
     run_loader(
         tmp_path, "target-postgres", target_config, "".join(json.dumps(m) + "\n" for m in run.messages)
     )

@@ -128,19 +128,7 @@ def test_batch_files_in_s3_loaded_by_target_postgres(start_sandbox, s3, postgres
 
     # target-postgres reads the files from the bucket and loads every row.
     target_config = tmp_path / "target-postgres.json"
-    target_config.write_text(
-        json.dumps(
-            {
-                "host": "127.0.0.1",
-                "port": postgres.port,
-                "user": "postgres",
-                "password": "unused-trust-auth",
-                "database": "postgres",
-                "default_target_schema": "alida_s3",
-                "add_record_metadata": True,
-            }
-        )
-    )
+    target_config.write_text(json.dumps(postgres.target_config("alida_s3")))
     loaded = subprocess.run(
         [str(TARGET_VENV / "bin" / "target-postgres"), "--config", str(target_config)],
         input=run.stdout,

@@ -197,16 +197,7 @@ def test_postgres_hard_delete(start_sandbox, postgres, tmp_path):
     sandbox = start_sandbox("--activities", "1", "--members", "5", "--responses", "12", "--seed", "3")
     config = sandbox.config()
     catalog = select_all(discover(tmp_path, config))
-    target = {
-        "host": "127.0.0.1",
-        "port": postgres.port,
-        "user": "postgres",
-        "password": "unused-trust-auth",
-        "database": "postgres",
-        "default_target_schema": "wh_hard",
-        "add_record_metadata": True,
-        "hard_delete": True,
-    }
+    target = postgres.target_config("wh_hard", hard_delete=True)
     first = run_tap(tmp_path, config, catalog=catalog)
     assert first.returncode == 0, first.stderr[-3000:]
     run_loader(tmp_path, "target-postgres", target, first.stdout)
