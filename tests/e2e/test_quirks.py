@@ -125,7 +125,9 @@ def test_json_link_answer_is_followed_without_credentials(start_sandbox, tmp_pat
 
 
 def test_late_status_404_is_waited_out(start_sandbox, tmp_path, clean):
-    sandbox, run = sync(start_sandbox, tmp_path, clean, "--quirks", "late_status")
+    # --job-delay: without it a create can already answer "succeeded" (its file built in
+    # time), and that batch's status is never read, so not every export shows a 200.
+    sandbox, run = sync(start_sandbox, tmp_path, clean, "--quirks", "late_status", "--job-delay", "0.5")
     assert run.returncode == 0, run.stderr[-3000:]
     assert record_sets(run) == clean[1]
     assert "is not visible yet (HTTP 404" in run.stderr
