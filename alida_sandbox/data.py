@@ -354,6 +354,14 @@ class GeneratedCommunity:
             activity.pop("closedOn", None)
         return dict(activity)
 
+    def rename_activity(self, activity_id: str, name: str) -> dict[str, Any]:
+        """A new ``name`` (and ``lastUpdateDate``), as when a survey is renamed in Alida."""
+        activity = self._find(activity_id)
+        with self._build_lock:
+            activity["name"] = name
+            activity["lastUpdateDate"] = iso(dt.datetime.now(dt.UTC))
+        return dict(activity)
+
     def _find(self, activity_id: str) -> dict[str, Any]:
         return next(a for a in self.activities if str(a["id"]).lower() == activity_id.lower())
 

@@ -885,6 +885,7 @@ class Handler(BaseHTTPRequestHandler):
         ("POST", ("activities",), "_sandbox_create_activity"),
         ("POST", ("activities", "*", "close"), "_sandbox_close_activity"),
         ("POST", ("activities", "*", "reopen"), "_sandbox_reopen_activity"),
+        ("POST", ("activities", "*", "rename"), "_sandbox_rename_activity"),
         ("POST", ("activities", "*", "drift"), "_sandbox_drift"),
         ("POST", ("activities", "*", "responses", "delete"), "_sandbox_delete_responses"),
     )
@@ -959,6 +960,17 @@ class Handler(BaseHTTPRequestHandler):
         data = self._generated("Re-opening an activity", activity_id)
         if data is not None:
             self._send_json(200, data.reopen_activity(activity_id))
+
+    def _sandbox_rename_activity(self, activity_id: str) -> None:
+        data = self._generated("Renaming an activity", activity_id)
+        body = self._read_post_json() or {}
+        name = body.get("name") if isinstance(body, dict) else None
+        if data is None:
+            return
+        if not isinstance(name, str) or not name.strip():
+            self._error(400, 'Send JSON {"name": …}.')
+            return
+        self._send_json(200, data.rename_activity(activity_id, name))
 
     def _sandbox_drift(self, activity_id: str) -> None:
         data = self._generated("Drift", activity_id)

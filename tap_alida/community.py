@@ -30,7 +30,7 @@ from tap_alida.export.api import BatchExports
 from tap_alida.export.batch import Batch
 from tap_alida.export.file import ExportFile
 from tap_alida.export.jobs import ExportJob, ExportRunner, Report
-from tap_alida.export.lifecycle import BatchLifecycle
+from tap_alida.export.lifecycle import DISCOVERY, BatchLifecycle
 from tap_alida.export.spool import make_workdir
 from tap_alida.http.client import AlidaClient
 from tap_alida.modelling.layout import ActivityLayout
@@ -97,8 +97,10 @@ class MemberExport:
 class Community:
     """Per-run cache of activities, definitions, batches and files."""
 
-    def __init__(self, client: AlidaClient) -> None:
+    def __init__(self, client: AlidaClient, stream_names: Mapping[str, str] | None = None) -> None:
         self.client = client
+        # activity id (lower case) → stream name, from the catalog in use (catalog_keys)
+        self._pinned_names = dict(stream_names or {})
         self.exports = BatchExports(client)
         self.lifecycle = BatchLifecycle(self.exports, client.settings)
         self._lock = threading.Lock()
@@ -146,11 +148,19 @@ class Community:
         # Names are assigned over every listed activity, oldest first, so a stream
         # keeps its name when other activities come, go or are (de)selected.
         ordered = sorted(by_id.values(), key=lambda a: (str(a.get("createDate") or ""), str(a["id"])))
+        # A stream the catalog in use maps to an activity by id keeps its name, even
+        # when the survey was renamed since (catalog_keys).
+        pinned = {
+            str(a["id"]): self._pinned_names[str(a["id"]).lower()]
+            for a in ordered
+            if str(a["id"]).lower() in self._pinned_names
+        }
         names = assign_names(
             [(str(a["id"]), str(a.get("name") or "")) for a in ordered],
             fallback_prefix="activity",
             reserved=FIXED_STREAMS,
             naming=self.client.settings.stream_naming,
+            pinned=pinned,
         )
         self._listed = [self._activity(a, names) for a in ordered]
         if wanted:
@@ -200,6 +210,12 @@ class Community:
     def activity_by_stream(self, stream_name: str) -> Activity | None:
         return next((a for a in self.activities if a.stream_name == stream_name), None)
 
+    def discovery_batches(self) -> dict[str, dict[str, Any]]:
+        """Activity id → STATE entry of each batch this process created (or re-used) for an
+        activity, for the catalog a discovery writes (``catalog_keys``)."""
+        with self._lock:
+            return {activity_id: batch.to_state() for activity_id, batch in self._batches.items()}
+
     # -- exports ----------------------------------------------------------------------------
 
     @cached_property
@@ -207,17 +223,30 @@ class Community:
         return ExportRunner(self.client.stop)
 
     def start_activity_export(
-        self, activity: Activity, state_streams: tuple[str, ...] = (), resume: Any = None
+        self,
+        activity: Activity,
+        state_streams: tuple[str, ...] = (),
+        resume: Any = None,
+        discovered: Any = None,
     ) -> ExportJob[ExportFile]:
-        """Start (or re-use) the activity's export job: its file, downloaded and checked."""
+        """Start (or re-use) the activity's export job: its file, downloaded and checked.
+
+        Re-used, in this order: the batch this process made for the activity's
+        definition; the batch discovery made (``discovered``, from the catalog)
+        while young; the batch a crashed run left in STATE (``resume``).
+        """
 
         def create() -> Batch:
             return self.exports.create_activity_batch(activity.id, activity.label)
 
         def work(report: Report) -> ExportFile:
-            resumed = self.lifecycle.resumable(resume, activity.label, activity.id)
             with self._lock:
-                resumed = resumed or self._batches.get(activity.id)
+                resumed = self._batches.get(activity.id)
+            resumed = (
+                resumed
+                or self.lifecycle.resumable(discovered, activity.label, activity.id, source=DISCOVERY)
+                or self.lifecycle.resumable(resume, activity.label, activity.id)
+            )
             return self.lifecycle.run(create, resumed, report, self._download)
 
         return self.runner.submit(f"file:{activity.id}", work, state_streams)

@@ -21,12 +21,14 @@ from typing import Any, Protocol
 
 from singer_sdk import Stream, Tap
 
+from tap_alida.catalog_keys import CatalogKeys
 from tap_alida.community import Activity, Community
 from tap_alida.errors import RunFailedError
 from tap_alida.export.scheduler import Decision, decide
 from tap_alida.http.client import AlidaClient
+from tap_alida.modelling.types import parse_datetime
 from tap_alida.settings import AlidaSettings
-from tap_alida.state import BatchLedger, member_since, recorded_batch
+from tap_alida.state import BatchLedger, last_export, member_since, recorded_batch
 from tap_alida.stop import RunStop
 
 logger = logging.getLogger("tap_alida.run")
@@ -54,11 +56,12 @@ class ReadsExports(Protocol):
 class Run:
     """Settings, client, community and STATE ledger of one tap run."""
 
-    def __init__(self, tap: Tap, settings: AlidaSettings) -> None:
+    def __init__(self, tap: Tap, settings: AlidaSettings, catalog_keys: CatalogKeys | None = None) -> None:
         self.tap = tap
         self.settings = settings
+        self.catalog_keys = catalog_keys or CatalogKeys()
         self.client = AlidaClient(settings, RunStop())
-        self.community = Community(self.client)
+        self.community = Community(self.client, self.catalog_keys.stream_names)
         self.ledger = BatchLedger(tap)
         self.started = dt.datetime.now(dt.UTC)
         self._exports_started = False
@@ -92,11 +95,12 @@ class Run:
     def start_exports(self) -> None:
         """Start the export job of every selected stream, once, when the sync begins.
 
-        Jobs resume a batch a crashed run recorded in STATE when it is still
-        usable. Each activity's file is read by every stream that needs it (its
-        own stream, ``activity_answers``) and downloaded once; ``activity_fields``
-        needs only the definitions of activities nobody reads; the member streams
-        share one member export.
+        Jobs re-use the batch discovery created for an activity when the catalog
+        carries one and it is young (``catalog_keys``), else a batch a crashed run
+        recorded in STATE, when it is still usable. Each activity's file is read
+        by every stream that needs it (its own stream, ``activity_answers``) and
+        downloaded once; ``activity_fields`` needs only the definitions of
+        activities nobody reads; the member streams share one member export.
         """
         if self._exports_started:
             return
@@ -115,7 +119,8 @@ class Run:
             if activity.id in readers:
                 slots = tuple(readers[activity.id])
                 community.expect_reads(activity, len(slots))
-                community.start_activity_export(activity, slots, resumes.get(activity.id))
+                discovered = self._discovery_batch(activity, slots)
+                community.start_activity_export(activity, slots, resumes.get(activity.id), discovered)
         self._log_economy()
         self._warn_about_new_activities()
         self._start_member_export([name for name, need in needs.items() if need.member_file])
@@ -123,6 +128,30 @@ class Run:
             for activity in community.activities:
                 if activity.id not in readers:
                     community.start_definition_export(activity)
+
+    def _discovery_batch(self, activity: Activity, slots: Iterable[str]) -> Mapping[str, Any] | None:
+        """The batch discovery made for the activity (``catalog_keys``), unless a stream that
+        reads it has completed an export as new or newer: a catalog used for a second sync
+        must not take the warehouse back to older rows."""
+        entry = self.catalog_keys.batch(activity.id)
+        if entry is None:
+            return None
+        created = parse_datetime(entry.get("server_created"))
+        for slot in slots:
+            name, _, activity_id = slot.partition(":")
+            mark = last_export(self.tap.streams[name], activity_id or None)
+            if not isinstance(mark, Mapping):
+                continue
+            done = parse_datetime(mark.get("created_at"))
+            if mark.get("batch_id") == entry.get("id") or created is None or (done and created <= done):
+                logger.info(
+                    "Not re-using batch %s that discovery made for %s: %s already loaded an export as new.",
+                    entry.get("id"),
+                    activity.label,
+                    name,
+                )
+                return None
+        return entry
 
     def _start_member_export(self, names: Iterable[str]) -> None:
         streams = [self.tap.streams[name] for name in names]

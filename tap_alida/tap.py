@@ -1,11 +1,11 @@
 """tap-alida: survey responses and member profiles from Alida's Batch Data Extract API.
 
-Read from here down: ``TapAlida`` validates settings (``settings``), builds one
-``AlidaClient`` (``client``: token, retries) and one per-run ``Community``
-(``community``: activities, definitions, batches, files), and discovers streams
-(``streams``). Each stream's records come from a batch export (``export``:
-create → poll → download) parsed with ijson (``export_file``) and typed from the
-file's field definitions (``schema``).
+Read from here down: ``TapAlida`` checks settings (``settings``, ``config_schema``)
+and discovers streams (``streams``); everything one run shares lives in ``run.Run``
+(HTTP client, ``community``: activities, definitions, batches, files; STATE in
+``state``). Each stream's records come from a batch export (``export``: create →
+poll → download) read with ijson (``export.file``) and typed from the file's
+field definitions (``modelling``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import logging
 import sys
 import time
 from functools import cached_property
+from pathlib import Path, PurePath
 from typing import IO, Any
 
 import click
@@ -26,6 +27,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_alida import __version__, probe
+from tap_alida.catalog_keys import CatalogKeys, add_keys
 from tap_alida.community import Community
 from tap_alida.errors import AlidaError
 from tap_alida.http.client import AlidaClient
@@ -76,6 +78,13 @@ class TapAlida(CheckedConfigTap):
     # writer, with the same output (benchmarks/bench.py).
     message_writer_class = MsgSpecWriter
 
+    def __init__(self, *args: Any, catalog: Any = None, **kwargs: Any) -> None:
+        """The SDK's, keeping the tap's own catalog keys (``catalog_keys``) before the SDK's
+        parse drops them: activity ids and the batches discovery made."""
+        given = json.loads(Path(catalog).read_text()) if isinstance(catalog, (str, PurePath)) else catalog
+        self.catalog_keys = CatalogKeys.read(given)
+        super().__init__(*args, catalog=catalog, **kwargs)
+
     # -- settings -----------------------------------------------------------------------
 
     def check_config(self, schema_errors: list[str]) -> list[str]:
@@ -95,7 +104,7 @@ class TapAlida(CheckedConfigTap):
     @cached_property
     def run(self) -> Run:
         """What this run knows and shares (client, community, STATE ledger); streams use it."""
-        return Run(self, self.settings)
+        return Run(self, self.settings, self.catalog_keys)
 
     @property
     def client(self) -> AlidaClient:
@@ -219,6 +228,18 @@ class TapAlida(CheckedConfigTap):
         except BaseException:
             self.client.stop.set()  # no export of a failed discovery goes on polling
             raise
+
+    @property
+    def catalog_dict(self) -> dict[str, Any]:
+        """The SDK's catalog plus, on each activity stream, ``alida-activity-id`` and the batch
+        discovery made for it (``catalog_keys``), so that the sync maps streams by id and
+        does not export the same survey again."""
+        catalog: dict[str, Any] = super().catalog_dict
+        activity_ids = {
+            s.name: s.activity.id for s in self.streams.values() if isinstance(s, ActivityResponsesStream)
+        }
+        add_keys(catalog, activity_ids, self.community.discovery_batches())
+        return catalog
 
     def _discover(self) -> list[Stream]:
         warn = WarnOnce(self.logger)

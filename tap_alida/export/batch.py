@@ -27,6 +27,9 @@ class Batch:
     server_created: str | None = None
     since: str | None = None  # member exports: the sinceDatetime sent
     resumed: bool = False
+    # Where a re-used batch comes from, for the log: "the previous run" (STATE) or
+    # "discovery" (the catalog, see catalog_keys).
+    source: str = "the previous run"
 
     def describe(self) -> str:
         return f"{self.label}, batch {self.id}"
@@ -63,8 +66,10 @@ class Batch:
         return None
 
     @classmethod
-    def from_state(cls, entry: Mapping[str, Any], label: str, activity_id: str | None) -> Batch | None:
-        """The batch a previous run recorded, or None when the entry is unusable."""
+    def from_state(
+        cls, entry: Mapping[str, Any], label: str, activity_id: str | None, source: str = "the previous run"
+    ) -> Batch | None:
+        """The batch a previous run (or discovery) recorded, or None when the entry is unusable."""
         try:
             batch_id, kind, created = str(entry["id"]), str(entry["kind"]), float(entry["created_at"])
         except (KeyError, TypeError, ValueError):
@@ -80,4 +85,5 @@ class Batch:
             if isinstance(entry.get("server_created"), str)
             else None,
             resumed=True,
+            source=source,
         )

@@ -4,7 +4,8 @@ The rules (``alida-api.md`` §3, §12b; the tap's own where Alida is silent):
 
 * a batch a crashed run left in STATE is re-used when it was made for this very
   export (kind, activity), is under 24 h old, and its status is not failed or
-  cancelled (nor 404: gone);
+  cancelled (nor 404: gone); so is the batch discovery made for an activity
+  (``catalog_keys``), under the same checks but only while under an hour old;
 * a batch Alida reports ``failed``, or whose file is truncated, is created again,
   up to ``max_export_attempts`` batches; a cancelled one is not (someone meant it);
 * a wait past ``max_wait_to_start_seconds`` / ``max_wait_seconds`` fails the export.
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from tap_alida.catalog_keys import DISCOVERY_BATCH_MAX_AGE_SECONDS
 from tap_alida.errors import BatchFailedError, ExportFailedError, NotFoundError, TruncatedFileError
 from tap_alida.export.api import BatchExports
 from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
@@ -31,6 +33,9 @@ T = TypeVar("T")
 # A batch left in STATE by a crashed run is re-used only while it is this young:
 # Alida documents no file retention, and an old snapshot is not what a rerun wants.
 RESUME_MAX_AGE_SECONDS = 24 * 3600
+PREVIOUS_RUN = "the previous run"
+DISCOVERY = "discovery"
+_MAX_AGE = {PREVIOUS_RUN: RESUME_MAX_AGE_SECONDS, DISCOVERY: DISCOVERY_BATCH_MAX_AGE_SECONDS}
 
 
 class BatchLifecycle:
@@ -40,25 +45,30 @@ class BatchLifecycle:
         self.exports = exports
         self.settings = settings
 
-    def resumable(self, entry: Any, label: str, activity_id: str | None) -> Batch | None:
-        """The batch a crashed run left in STATE, if it may be re-used: made for this very
-        export (kind and activity, see ``Batch.mismatch``) and young enough."""
+    def resumable(
+        self, entry: Any, label: str, activity_id: str | None, source: str = PREVIOUS_RUN
+    ) -> Batch | None:
+        """The batch a crashed run left in STATE (or discovery in the catalog), if it may be
+        re-used: made for this very export (kind and activity, see ``Batch.mismatch``) and
+        young enough."""
         if not isinstance(entry, Mapping):
             return None
-        batch = Batch.from_state(entry, label, activity_id)
+        batch = Batch.from_state(entry, label, activity_id, source)
         if batch is None:
             return None
         reason = Batch.mismatch(entry, MEMBERS if activity_id is None else ACTIVITY, activity_id)
         if reason is not None:
             logger.info(
-                "Not re-using batch %s from STATE for %s: %s; creating a new batch.", batch.id, label, reason
+                "Not re-using batch %s from %s for %s: %s; creating a new batch.",
+                batch.id,
+                source,
+                label,
+                reason,
             )
             return None
         age = time.monotonic() - batch.created_at
-        if age > RESUME_MAX_AGE_SECONDS:
-            logger.info(
-                "Not re-using %s from the previous run: it is %.0f h old.", batch.describe(), age / 3600
-            )
+        if age > _MAX_AGE[source]:
+            logger.info("Not re-using %s from %s: it is %.1f h old.", batch.describe(), source, age / 3600)
             return None
         return batch
 
@@ -86,10 +96,10 @@ class BatchLifecycle:
             except NotFoundError:
                 if not batch.resumed:
                     raise
-                logger.info("%s from the previous run is gone; creating a new batch.", batch.describe())
+                logger.info("%s from %s is gone; creating a new batch.", batch.describe(), batch.source)
             except (BatchFailedError, TruncatedFileError) as exc:
                 if batch.resumed:
-                    logger.info("%s from the previous run is not usable (%s).", batch.describe(), exc)
+                    logger.info("%s from %s is not usable (%s).", batch.describe(), batch.source, exc)
                 elif created >= limit:
                     report(None)  # a rerun starts with a new batch
                     msg = (
@@ -103,15 +113,15 @@ class BatchLifecycle:
                 if not batch.resumed:
                     report(None)
                     raise
-                logger.info("%s from the previous run is not usable (%s).", batch.describe(), exc)
+                logger.info("%s from %s is not usable (%s).", batch.describe(), batch.source, exc)
             batch = None
 
     def _still_usable(self, batch: Batch) -> bool:
-        """Whether a batch recorded by a previous run can still be awaited or downloaded."""
+        """Whether a batch recorded by a previous run (or discovery) can still be awaited or downloaded."""
         try:
             status = self.exports.refresh(batch)
         except NotFoundError:
-            logger.info("%s from the previous run no longer exists.", batch.describe())
+            logger.info("%s from %s no longer exists.", batch.describe(), batch.source)
             return False
         dataset = status.get("datasetId")
         if (
@@ -120,15 +130,15 @@ class BatchLifecycle:
             and str(dataset).lower() != str(batch.activity_id).lower()
         ):
             logger.info(
-                "Not re-using %s from the previous run: Alida says it exports activity %s; creating a "
-                "new batch.",
+                "Not re-using %s from %s: Alida says it exports activity %s; creating a new batch.",
                 batch.describe(),
+                batch.source,
                 dataset,
             )
             return False
         word = status_word(status)
         if classify(word) in (BatchState.FAILED, BatchState.CANCELLED):
-            logger.info("%s from the previous run ended %r; creating a new batch.", batch.describe(), word)
+            logger.info("%s from %s ended %r; creating a new batch.", batch.describe(), batch.source, word)
             return False
-        logger.info("Re-using %s from the previous run (status %s).", batch.describe(), word or "unknown")
+        logger.info("Re-using %s from %s (status %s).", batch.describe(), batch.source, word or "unknown")
         return True

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 MAX_NAME_BYTES = 63
 
@@ -56,6 +56,7 @@ def assign_names(
     reserved: Iterable[str] = (),
     naming: str = "name",
     max_bytes: int = MAX_NAME_BYTES,
+    pinned: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Give each ``(id, text)`` item a unique snake_case name.
 
@@ -66,10 +67,17 @@ def assign_names(
     suffix>``. With ``naming="id"`` (settings ``column_naming``/``stream_naming``)
     the text is ignored and every name is ``<fallback_prefix>_<id>``: it changes
     only when the id does, never when a question or activity is reworded.
+
+    ``pinned`` (id → name) names some items beforehand: the names a catalog in
+    use gave them (``catalog_keys``), kept whatever their text says now.
     """
-    taken = set(reserved)
+    pinned = pinned or {}
+    taken = set(reserved) | set(pinned.values())
     names: dict[str, str] = {}
     for item_id, text in items:
+        if item_id in pinned:
+            names[item_id] = pinned[item_id]
+            continue
         if naming == "id":
             text = f"{fallback_prefix} {item_id}"
         base = truncate(snake_case(text), max_bytes)

@@ -7,6 +7,7 @@ the tap's own logs. The generated community has 6 surveys: 0, 2 and 4 open (0 an
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
@@ -32,6 +33,15 @@ def surveys(sandbox: Any) -> list[dict[str, Any]]:
     return [a for a in sandbox.truth()["activities"] if a["activityType"] == "Survey"]
 
 
+def without_batches(catalog: dict[str, Any]) -> dict[str, Any]:
+    """The catalog without the batches discovery made (they differ from night to night)."""
+    copied = copy.deepcopy(catalog)
+    for stream in copied["streams"]:
+        for entry in stream["metadata"]:
+            entry["metadata"].pop("alida-batch", None)
+    return copied
+
+
 def activation_streams(run: Any) -> set[str]:
     return {m["stream"] for m in run.messages if m["type"] == "ACTIVATE_VERSION"}
 
@@ -43,7 +53,8 @@ def test_four_nights(start_sandbox, tmp_path):
     ids = [a["id"] for a in listed]
     open_ids, closed_ids = ids[0::2], ids[1::2]
 
-    # Night 1: empty state, empty cache: everything is exported, in discovery and in the sync.
+    # Night 1: empty state, empty cache: everything is exported once, in discovery; the
+    # sync re-uses discovery's batches (carried in the catalog) instead of exporting again.
     seq = last_seq(sandbox)
     catalog = select_all(discover(tmp_path, config))
     assert batch_posts(sandbox, seq) == sorted(ids)
@@ -51,7 +62,7 @@ def test_four_nights(start_sandbox, tmp_path):
     seq = last_seq(sandbox)
     night1 = run_tap(tmp_path, config, catalog=catalog)
     assert night1.returncode == 0, night1.stderr[-3000:]
-    assert batch_posts(sandbox, seq) == sorted(ids)
+    assert batch_posts(sandbox, seq) == []
     assert "This run exports 6 activities and skips 0 closed ones." in night1.stderr
 
     # Night 2: discovery exports only the open surveys (closed ones' definitions are
@@ -59,7 +70,7 @@ def test_four_nights(start_sandbox, tmp_path):
     seq = last_seq(sandbox)
     catalog2 = select_all(discover(tmp_path, config))
     assert {s["tap_stream_id"] for s in catalog2["streams"]} == streams
-    assert catalog2 == catalog  # the same schemas, from the cache
+    assert without_batches(catalog2) == without_batches(catalog)  # the same schemas, from the cache
     assert batch_posts(sandbox, seq) == sorted(open_ids)
     seq = last_seq(sandbox)
     night2 = run_tap(tmp_path, config, catalog=catalog, state=night1.state)

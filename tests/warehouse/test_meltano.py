@@ -59,6 +59,15 @@ def test_meltano_run_into_jsonl(sandbox, tmp_path):
     activity_tables = set(counts) - FIXED
     assert len(activity_tables) == 3
     assert sum(counts[t] for t in activity_tables) == expected["activity_responses"] == 90
+    # One export per survey for the whole `meltano run`: the sync re-uses the batches its
+    # discovery made (Meltano passes the tap's catalog keys through).
+    activity_posts = [
+        r["path"]
+        for r in sandbox.requests()
+        if r["method"] == "POST" and r["path"].endswith("/responses/batch")
+    ]
+    assert len(activity_posts) == len(set(activity_posts)) == 3
+    assert "from discovery (status succeeded)" in done.stderr
 
 
 def test_meltano_run_into_duckdb_twice(sandbox, tmp_path):

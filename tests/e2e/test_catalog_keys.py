@@ -1,0 +1,114 @@
+"""The catalog carries each activity stream's activity id and discovery's batch.
+
+Counts come from the sandbox's request log. The sync re-uses the batches its
+discovery made (one export per survey per night, not two), but only once and
+only while young; streams follow their activity by id when a survey is renamed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from harness import FIXED_STREAM_KEYS, discover, run_tap, select_all
+from test_nights import batch_posts, last_seq, surveys
+
+
+def root_metadata(catalog: dict[str, Any], stream: str) -> dict[str, Any]:
+    entry = next(s for s in catalog["streams"] if s["tap_stream_id"] == stream)
+    return next(m["metadata"] for m in entry["metadata"] if m["breadcrumb"] == [])
+
+
+def activity_streams(catalog: dict[str, Any]) -> dict[str, str]:
+    """Activity id → stream name, from the catalog's ``alida-activity-id``."""
+    return {
+        root_metadata(catalog, s["tap_stream_id"])["alida-activity-id"]: s["tap_stream_id"]
+        for s in catalog["streams"]
+        if s["tap_stream_id"] not in FIXED_STREAM_KEYS
+    }
+
+
+def activity_ids_of(run: Any, stream: str) -> set[str]:
+    return {row["activity_id"] for row in run.records[stream]}
+
+
+def test_sync_reuses_the_batches_its_discovery_made_once(start_sandbox, tmp_path):
+    sandbox = start_sandbox("--activities", "3", "--members", "5", "--responses", "6")
+    config = sandbox.config()
+    ids = sorted(a["id"] for a in surveys(sandbox))
+
+    seq = last_seq(sandbox)
+    catalog = select_all(discover(tmp_path, config))
+    assert batch_posts(sandbox, seq) == ids
+    streams = activity_streams(catalog)
+    assert sorted(streams) == ids  # every activity stream names its activity
+    for activity_id, stream in streams.items():
+        batch = root_metadata(catalog, stream)["alida-batch"]
+        assert (batch["kind"], batch["activity_id"]) == ("activity", activity_id)
+    assert all("alida-activity-id" not in root_metadata(catalog, name) for name in FIXED_STREAM_KEYS)
+
+    # The sync right after its discovery: no activity export is created again.
+    seq = last_seq(sandbox)
+    first = run_tap(tmp_path, config, catalog=catalog)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert batch_posts(sandbox, seq) == []
+    assert first.stderr.count("from discovery (status succeeded)") == 3
+    for activity_id, stream in streams.items():
+        assert activity_ids_of(first, stream) == {activity_id}
+        assert len(first.records[stream]) == 6
+    assert {r["activity_id"] for r in first.records["activity_answers"]} == set(ids)
+
+    # The same catalog again (Meltano's cached catalog): the batches were loaded
+    # already, so they are not re-used; the warehouse never goes back in time.
+    # (The closed survey is skipped: it was exported after it closed.)
+    open_ids = sorted(
+        a["activity_id"]
+        for a in first.records["activities"]
+        if a["activity_id"] in ids and a["status"] != "closed"
+    )
+    assert len(open_ids) == 2
+    seq = last_seq(sandbox)
+    second = run_tap(tmp_path, config, catalog=catalog, state=first.state)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert batch_posts(sandbox, seq) == open_ids
+    assert second.stderr.count("already loaded an export as new") == 2
+
+
+def test_an_old_discovery_batch_is_not_reused(start_sandbox, tmp_path):
+    sandbox = start_sandbox("--activities", "2", "--members", "5", "--responses", "4")
+    config = sandbox.config()
+    catalog = select_all(discover(tmp_path, config))
+    for stream in activity_streams(catalog).values():
+        root_metadata(catalog, stream)["alida-batch"]["created_at"] = time.time() - 2 * 3600
+
+    seq = last_seq(sandbox)
+    run = run_tap(tmp_path, config, catalog=catalog)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert batch_posts(sandbox, seq) == sorted(a["id"] for a in surveys(sandbox))
+    assert run.stderr.count("from discovery: it is 2.0 h old.") == 2
+
+
+def test_a_renamed_survey_keeps_its_stream_and_no_stream_takes_another_surveys_rows(start_sandbox, tmp_path):
+    sandbox = start_sandbox("--activities", "3", "--members", "5", "--responses", "5")
+    config = sandbox.config()
+    catalog = select_all(discover(tmp_path, config))
+    streams = activity_streams(catalog)
+    names = {a["id"]: a["name"] for a in surveys(sandbox)}
+    # Two surveys whose streams carry their plain names (no id suffix), then swap
+    # their names. Matched by name, each stream would read the other survey's rows.
+    plain = [i for i, stream in streams.items() if not stream.endswith(i.replace("-", "")[:8])]
+    first, second = plain[:2]
+    assert names[first] != names[second]
+    sandbox.post(f"/_sandbox/activities/{first}/rename", {"name": names[second]})
+    sandbox.post(f"/_sandbox/activities/{second}/rename", {"name": names[first]})
+
+    run = run_tap(tmp_path, config, catalog=catalog)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for activity_id, stream in streams.items():
+        assert activity_ids_of(run, stream) == {activity_id}, stream
+    assert "matches no activity" not in run.stderr
+    assert "is in scope but the catalog has no stream for it" not in run.stderr
+    listed = {row["activity_id"]: row for row in run.records["activities"]}
+    assert listed[first]["name"] == names[second]  # the new name, the old stream
+    assert listed[first]["stream_name"] == streams[first]
+    assert listed[second]["stream_name"] == streams[second]
