@@ -164,6 +164,9 @@ class Options:
     page_max: int = 1000
     storage_host: str | None = None
     retry_after: int = 1
+    # At most this many exports pending or running at once; a create beyond it gets
+    # 429 with Retry-After (what a tenant that caps concurrent exports would answer).
+    max_running_exports: int | None = None
     ranges: bool = True  # False: ignore Range headers (200 with the whole file)
     quirks: frozenset[str] = frozenset()
     faults: Faults = field(default_factory=lambda: Faults(None, 0))
@@ -194,6 +197,7 @@ class Sandbox:
         self.options = options
         self.workdir = workdir
         self.lock = threading.Lock()
+        self.create_lock = threading.Lock()
         self.tokens: dict[str, float] = {}
         self.token_uses: dict[str, int] = {}
         self.issued_tokens: list[str] = []
@@ -283,7 +287,18 @@ class Sandbox:
         finally:
             batch.ready.set()
 
+    def exports_in_progress(self) -> int:
+        """Batches pending or running now (the ones ``max_running_exports`` counts)."""
+        with self.lock:
+            batches = list(self.batches.values())
+        return sum(1 for b in batches if self._state(b) in ("pending", "running"))
+
     def status(self, batch: Batch) -> dict[str, Any]:
+        state = self._state(batch)
+        quirks = self.options.quirks
+        return self._status_body(batch, state, quirks)
+
+    def _state(self, batch: Batch) -> str:
         elapsed = time.monotonic() - batch.created
         delay = self.options.job_delay
         quirks = self.options.quirks
@@ -299,6 +314,9 @@ class Sandbox:
             state = "running"
         else:
             state = "pending"
+        return state
+
+    def _status_body(self, batch: Batch, state: str, quirks: frozenset[str]) -> dict[str, Any]:
         body: dict[str, Any] = {
             "id": batch.id,
             "status": state,
@@ -591,6 +609,27 @@ class Handler(BaseHTTPRequestHandler):
             return True
         return False
 
+    def _create_or_refuse(self, kind: str, activity_id: str | None, since: str | None) -> None:
+        """Create the batch, or answer 429 while ``max_running_exports`` are in progress."""
+        sandbox = self.sandbox
+        limit = sandbox.options.max_running_exports
+        with sandbox.create_lock:  # the count and the create as one step
+            refused = limit is not None and sandbox.exports_in_progress() >= limit
+            batch = None if refused else sandbox.create_batch(kind, activity_id, since)
+        if batch is not None:
+            self._send_batch_created(batch)
+            return
+        self._send_json(
+            429,
+            {
+                "status": 429,
+                "message": f"Too many exports in progress (at most {limit}; sandbox --max-running-exports).",
+                "developerMessage": None,
+                "errorId": str(uuid.uuid4()),
+            },
+            {"Retry-After": str(sandbox.options.retry_after)},
+        )
+
     def _token(self) -> None:
         sandbox = self.sandbox
         raw = self._body().decode("utf-8", "replace")
@@ -681,15 +720,14 @@ class Handler(BaseHTTPRequestHandler):
             elif not sandbox._exportable(activity):
                 self._error(400, f"Activity {rest[1]} ({activity.get('activityType')}) cannot be exported.")
             else:
-                batch = sandbox.create_batch("activity", str(activity["id"]), None)
-                self._send_batch_created(batch)
+                self._create_or_refuse("activity", str(activity["id"]), None)
         elif method == "POST" and rest == ["members", "profiles", "batch"]:
             body = self._read_post_json()
             since = body.get("sinceDatetime") if isinstance(body, dict) else None
             if since is not None and parse_iso(since) is None:
                 self._error(400, f"sinceDatetime {since!r} is not an ISO-8601 date-time.")
                 return
-            self._send_batch_created(sandbox.create_batch("members", None, since))
+            self._create_or_refuse("members", None, since)
         elif method == "GET" and len(rest) == 4 and rest[2] == "batch":
             kind = {("activities", "responses"): "activity", ("members", "profiles"): "members"}.get(
                 (rest[0], rest[1])
@@ -1059,7 +1097,18 @@ def build_parser() -> argparse.ArgumentParser:
         + "; ".join(f"{k}: {v}" for k, v in FAULT_HELP.items()),
     )
     parser.add_argument("--storage-host", default=None, help="host name used in storage links")
-    parser.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds of rate_limit")
+    parser.add_argument(
+        "--retry-after",
+        type=int,
+        default=1,
+        help="Retry-After seconds of rate_limit and --max-running-exports",
+    )
+    parser.add_argument(
+        "--max-running-exports",
+        type=int,
+        default=None,
+        help="answer a create with 429 while this many exports are pending or running",
+    )
     parser.add_argument(
         "--ranges", choices=["honour", "ignore"], default="honour", help="ignore: answer Range with 200"
     )
@@ -1099,6 +1148,7 @@ def main(argv: list[str] | None = None) -> None:
         page_max=args.page_max,
         storage_host=args.storage_host,
         retry_after=args.retry_after,
+        max_running_exports=args.max_running_exports,
         ranges=args.ranges == "honour",
         quirks=args.quirks,
     )

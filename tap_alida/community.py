@@ -102,7 +102,7 @@ class Community:
         # activity id (lower case) → stream name, from the catalog in use (catalog_keys)
         self._pinned_names = dict(stream_names or {})
         self.exports = BatchExports(client)
-        self.lifecycle = BatchLifecycle(self.exports, client.settings)
+        self.lifecycle = BatchLifecycle(self.exports, client.settings, client.stop)
         self._lock = threading.Lock()
         self._activities: list[Activity] | None = None
         self._listed: list[Activity] = []
@@ -247,7 +247,7 @@ class Community:
                 or self.lifecycle.resumable(discovered, activity.label, activity.id, source=DISCOVERY)
                 or self.lifecycle.resumable(resume, activity.label, activity.id)
             )
-            return self.lifecycle.run(create, resumed, report, self._download)
+            return self.lifecycle.run(create, resumed, report, self._download, activity.label)
 
         return self.runner.submit(f"file:{activity.id}", work, state_streams)
 
@@ -269,7 +269,7 @@ class Community:
             return self.definition_from(activity, self.exports.read_definition(batch))
 
         def work(report: Report) -> list[FieldDefinition]:
-            return self.lifecycle.run(create, None, report, read)
+            return self.lifecycle.run(create, None, report, read, activity.label)
 
         return self.runner.submit(f"definition:{activity.id}", work)
 
@@ -297,7 +297,7 @@ class Community:
                     since,
                 )
                 resumed = None
-            return self.lifecycle.run(create, resumed, report, read)
+            return self.lifecycle.run(create, resumed, report, read, "member profiles")
 
         return self.runner.submit("members", work, state_streams)
 

@@ -26,6 +26,15 @@ class APIError(AlidaError):
         self.status = status
 
 
+class RateLimitedError(APIError):
+    """Alida answered a batch create with 429: no more exports at once just now
+    (``export.admission`` waits and creates fewer at once)."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message, status=429)
+        self.retry_after = retry_after
+
+
 class NotFoundError(APIError):
     """A 404 from Alida (unknown activity, batch or file)."""
 

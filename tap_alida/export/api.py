@@ -36,6 +36,7 @@ from tap_alida.errors import (
     ExportFailedError,
     ExportFileError,
     NotFoundError,
+    RateLimitedError,
     StorageLinkError,
     TruncatedFileError,
 )
@@ -45,7 +46,7 @@ from tap_alida.export.file import read_definition_from_stream
 from tap_alida.export.status import BatchState, classify, error_text, status_word
 from tap_alida.http.client import AlidaClient
 from tap_alida.http.links import LINK_KEYS
-from tap_alida.http.policy import STREAM_ERRORS, TRANSIENT_ERRORS
+from tap_alida.http.policy import STREAM_ERRORS, TRANSIENT_ERRORS, error_detail, parse_retry_after
 from tap_alida.http.urls import segment
 from tap_alida.modelling.types import format_datetime
 from tap_alida.settings import AlidaSettings
@@ -107,7 +108,7 @@ class BatchExports:
 
     def _create(self, url: str, body: Any, batch: Batch) -> Batch:
         what = f"create the batch for {batch.label}"
-        response = self.client.request("POST", url, what=what, json=body, headers=RETURN_RESOURCE)
+        response = self._post(url, what, body)
         status, batch_id = created_batch(response)
         if batch_id is None and not response.content and "Location" not in response.headers:
             # An empty answer says nothing, not even whether a batch exists: ask once more.
@@ -119,7 +120,7 @@ class BatchExports:
                 what,
                 response.status_code,
             )
-            response = self.client.request("POST", url, what=what, json=body, headers=RETURN_RESOURCE)
+            response = self._post(url, what, body)
             status, batch_id = created_batch(response)
         if batch_id is None:
             names = ", ".join(sorted(response.headers)) or "none"
@@ -136,6 +137,19 @@ class BatchExports:
         batch.server_created = server_date(response)
         logger.info("Created batch %s for %s.", batch.id, batch.label)
         return batch
+
+    def _post(self, url: str, what: str, body: Any) -> requests.Response:
+        """The create request; a 429 is not retried here but raised as RateLimitedError, so
+        that the run creates fewer exports at once (``admission``) instead of each knocking."""
+        response = self.client.request(
+            "POST", url, what=what, json=body, headers=RETURN_RESOURCE, ok_statuses=(429,)
+        )
+        if response.status_code == 429:
+            detail = error_detail(response)
+            response.close()
+            msg = f"Could not {what}: HTTP 429: {detail}"
+            raise RateLimitedError(msg, parse_retry_after(response.headers.get("Retry-After")))
+        return response
 
     # -- poll -----------------------------------------------------------------------
 

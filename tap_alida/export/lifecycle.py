@@ -20,11 +20,13 @@ from typing import Any, TypeVar
 
 from tap_alida.catalog_keys import DISCOVERY_BATCH_MAX_AGE_SECONDS
 from tap_alida.errors import BatchFailedError, ExportFailedError, NotFoundError, TruncatedFileError
+from tap_alida.export.admission import Admission
 from tap_alida.export.api import BatchExports
 from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
 from tap_alida.export.jobs import Report
 from tap_alida.export.status import BatchState, classify, status_word
 from tap_alida.settings import AlidaSettings
+from tap_alida.stop import RunStop
 
 logger = logging.getLogger("tap_alida.export.lifecycle")
 
@@ -41,9 +43,10 @@ _MAX_AGE = {PREVIOUS_RUN: RESUME_MAX_AGE_SECONDS, DISCOVERY: DISCOVERY_BATCH_MAX
 class BatchLifecycle:
     """Creates, re-uses, awaits and fetches batches through ``BatchExports``."""
 
-    def __init__(self, exports: BatchExports, settings: AlidaSettings) -> None:
+    def __init__(self, exports: BatchExports, settings: AlidaSettings, stop: RunStop) -> None:
         self.exports = exports
         self.settings = settings
+        self.admission = Admission(stop, settings.max_wait_to_start, settings.max_retry_after)
 
     def resumable(
         self, entry: Any, label: str, activity_id: str | None, source: str = PREVIOUS_RUN
@@ -78,9 +81,11 @@ class BatchLifecycle:
         batch: Batch | None,
         report: Report,
         fetch: Callable[[Batch], T],
+        label: str,
     ) -> T:
         """Create (or re-use), await and fetch a batch; make a new one when Alida reports
-        it ``failed`` or its file is truncated, up to ``max_export_attempts`` batches."""
+        it ``failed`` or its file is truncated, up to ``max_export_attempts`` batches.
+        Creates wait for a place when Alida limits exports in progress (``admission``)."""
         limit = self.settings.max_export_attempts
         created = 0
         while True:
@@ -88,10 +93,13 @@ class BatchLifecycle:
                 batch = None
             if batch is None:
                 created += 1
-                batch = create()
+                batch = self.admission.create(create, label)
             report(batch.to_state())
             try:
-                self.exports.wait(batch)
+                try:
+                    self.exports.wait(batch)
+                finally:
+                    self.admission.finished(batch)
                 return fetch(batch)
             except NotFoundError:
                 if not batch.resumed:

@@ -11,6 +11,7 @@ from tap_alida.errors import BatchCancelledError, BatchFailedError, ExportFailed
 from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
 from tap_alida.export.lifecycle import RESUME_MAX_AGE_SECONDS, BatchLifecycle
 from tap_alida.settings import AlidaSettings
+from tap_alida.stop import RunStop
 
 SETTINGS = AlidaSettings.from_config(
     {
@@ -55,12 +56,14 @@ class Creator:
 
 
 def lifecycle(exports: FakeExports) -> BatchLifecycle:
-    return BatchLifecycle(exports, SETTINGS)  # type: ignore[arg-type]
+    return BatchLifecycle(exports, SETTINGS, RunStop())  # type: ignore[arg-type]
 
 
 def run(exports: FakeExports, resumed: Batch | None = None) -> tuple[str, Creator, list[Any]]:
     create, reports = Creator(), []
-    result = lifecycle(exports).run(create, resumed, reports.append, lambda batch: batch.id)
+    result = lifecycle(exports).run(
+        create, resumed, reports.append, lambda batch: batch.id, "activity 'A' (a1)"
+    )
     return result, create, reports
 
 
@@ -89,7 +92,7 @@ def test_a_timeout_forgets_the_batch_and_fails():
     exports = FakeExports({"b1": ExportFailedError("still pending")})
     reports: list[Any] = []
     with pytest.raises(ExportFailedError):
-        lifecycle(exports).run(Creator(), None, reports.append, lambda b: b.id)
+        lifecycle(exports).run(Creator(), None, reports.append, lambda b: b.id, "activity 'A' (a1)")
     assert reports[-1] is None  # the rerun starts with a new batch
 
 
