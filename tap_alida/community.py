@@ -155,10 +155,12 @@ class Community:
             for a in ordered
             if str(a["id"]).lower() in self._pinned_names
         }
+        # Every name the catalog gave an activity stays reserved, also when that activity
+        # is gone: another survey that now has its name must not read into its stream.
         names = assign_names(
             [(str(a["id"]), str(a.get("name") or "")) for a in ordered],
             fallback_prefix="activity",
-            reserved=FIXED_STREAMS,
+            reserved=(*FIXED_STREAMS, *self._pinned_names.values()),
             naming=self.client.settings.stream_naming,
             pinned=pinned,
         )

@@ -101,7 +101,7 @@ CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
         "poll_interval_seconds",
         th.NumberType(exclusive_minimum=0, maximum=MAXIMUMS["poll_interval_seconds"]),
-        default=2,
+        default=1,
         title="Poll interval (seconds)",
         description="Shortest wait between batch status checks. The wait grows with the export's "
         "age (10 % of it, up to `poll_max_interval_seconds`): a finished export is noticed within "

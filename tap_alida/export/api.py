@@ -329,9 +329,10 @@ def poll_wait(elapsed: float, settings: AlidaSettings) -> float:
     """Seconds until the next status check: ``POLL_SHARE_OF_AGE`` of the export's age, at least
     ``poll_interval_seconds`` and at most ``poll_max_interval_seconds``.
 
-    A slow export then costs few GETs (an hour-long one about 30), yet a finished
-    one is noticed within max(poll_interval, 10 % of its age): one that takes 45 s
-    within 4.5 s, where doubling waits (5, 10, 20, 40 s) noticed it only at 75 s.
+    A finished export is noticed within max(poll_interval, 10 % of its age): one
+    that takes 45 s within 4.5 s, where doubling waits (5, 10, 20, 40 s) noticed it
+    only at 75 s. At the defaults (1 s, 60 s) an export costs 5 GETs in its first
+    5 s, 26 in 45 s, 53 in 10 minutes and then one a minute (about 100 in an hour).
     """
     return min(max(settings.poll_interval, POLL_SHARE_OF_AGE * elapsed), settings.poll_max_interval)
 

@@ -82,3 +82,11 @@ def test_pinned_names_win_and_others_avoid_them():
     # A-1 keeps the catalog's name although it was renamed; A-2 now carries the
     # old text but must not take A-1's stream, so it gets a suffix from its id.
     assert names == {"A-1": "old_name", "A-2": "old_name_38e8b6b8", "A-3": "brand_new"}
+
+
+def test_a_name_the_catalog_gave_a_vanished_activity_is_not_handed_to_another():
+    catalog_names = {"a-gone": "old_name"}  # the catalog's stream for an activity no longer listed
+    names = assign_names(
+        [("A-2", "Old name")], fallback_prefix="activity", reserved=catalog_names.values(), pinned={}
+    )
+    assert names == {"A-2": "old_name_38e8b6b8"}
