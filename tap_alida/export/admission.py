@@ -37,6 +37,8 @@ logger = logging.getLogger("tap_alida.export.admission")
 
 # How often a create waiting for a place checks the run's stop signal.
 _WAKE_SECONDS = 0.5
+# How often the run says how many creates are waiting (one line for all of them).
+PROGRESS_EVERY_SECONDS = 60.0
 
 
 class Admission:
@@ -50,6 +52,8 @@ class Admission:
         self.refused = 0  # creates Alida answered with 429, this run
         self._held: set[int] = set()  # id() of batches holding a place
         self._pending = 0  # creates sent and not answered yet (they hold a place too)
+        self._waiting = 0  # creates waiting for a place
+        self._last_progress = time.monotonic()
         self._accepted_in_a_row = 0
         self._changed = threading.Condition()
 
@@ -82,10 +86,28 @@ class Admission:
 
     def _take_place(self) -> None:
         with self._changed:
-            while self.limit is not None and len(self._held) + self._pending >= self.limit:
-                self._changed.wait(_WAKE_SECONDS)
-                self.stop.check()
+            self._waiting += 1
+            try:
+                while self.limit is not None and len(self._held) + self._pending >= self.limit:
+                    self._changed.wait(_WAKE_SECONDS)
+                    self.stop.check()
+                    self._report_progress()
+            finally:
+                self._waiting -= 1
             self._pending += 1
+
+    def _report_progress(self) -> None:
+        """One INFO line a minute for the whole run while creates wait (called with the lock)."""
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_EVERY_SECONDS:
+            return
+        self._last_progress = now
+        logger.info(
+            "%d exports wait to be created: Alida takes at most %s at once (HTTP 429); %d in progress.",
+            self._waiting,
+            self.limit,
+            len(self._held),
+        )
 
     def _give_back(self) -> None:
         with self._changed:
