@@ -332,10 +332,12 @@ def postgres_server() -> Iterator[Postgres]:
     else:
         server.kill()
         raise RuntimeError("PostgreSQL did not start")
-    yield Postgres(port)
-    server.terminate()
-    server.wait(30)
-    shutil.rmtree(directory, ignore_errors=True)
+    try:
+        yield Postgres(port)
+    finally:  # also when the session ends in an error: no server left running
+        server.terminate()
+        server.wait(30)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def project_copy(tmp_path: Path, meltano_yml: str | None = None) -> Path:
