@@ -136,6 +136,14 @@ class Run:
         entry = self.catalog_keys.batch(activity.id)
         if entry is None:
             return None
+        used = self.community.used_batches
+        if used.used(str(entry.get("id"))):
+            logger.info(
+                "Not re-using batch %s that discovery made for %s: a sync on this machine loaded it already.",
+                entry.get("id"),
+                activity.label,
+            )
+            return None
         created = parse_datetime(entry.get("server_created"))
         for slot in slots:
             name, _, activity_id = slot.partition(":")
@@ -151,6 +159,7 @@ class Run:
                     name,
                 )
                 return None
+        used.mark(str(entry.get("id")))
         return entry
 
     def _start_member_export(self, names: Iterable[str]) -> None:

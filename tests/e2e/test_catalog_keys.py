@@ -58,20 +58,28 @@ def test_sync_reuses_the_batches_its_discovery_made_once(start_sandbox, tmp_path
         assert len(first.records[stream]) == 6
     assert {r["activity_id"] for r in first.records["activity_answers"]} == set(ids)
 
-    # The same catalog again (Meltano's cached catalog): the batches were loaded
-    # already, so they are not re-used; the warehouse never goes back in time.
-    # (The closed survey is skipped: it was exported after it closed.)
-    open_ids = sorted(
-        a["activity_id"]
-        for a in first.records["activities"]
-        if a["activity_id"] in ids and a["status"] != "closed"
-    )
+    # The same catalog again (Meltano's cached catalog, a rerun): the batches were
+    # loaded already, so they are not re-used; the warehouse never goes back in time.
+    # This machine remembers it (cache_dir), with or without STATE...
+    listed = first.records["activities"]
+    open_ids = sorted(a["activity_id"] for a in listed if a["activity_id"] in ids and a["status"] != "closed")
     assert len(open_ids) == 2
     seq = last_seq(sandbox)
-    second = run_tap(tmp_path, config, catalog=catalog, state=first.state)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert batch_posts(sandbox, seq) == open_ids
-    assert second.stderr.count("already loaded an export as new") == 2
+    stateless = run_tap(tmp_path, config, catalog=catalog)
+    assert stateless.returncode == 0, stateless.stderr[-3000:]
+    assert batch_posts(sandbox, seq) == ids  # no STATE: the closed survey is exported too
+    assert stateless.stderr.count("a sync on this machine loaded it already") == 3
+    # ...and STATE's marks say it on another machine (another cache_dir). The closed
+    # survey's rows are skipped there (exported after it closed), but its definition is
+    # exported for activity_fields: that machine's definitions cache is empty.
+    seq = last_seq(sandbox)
+    elsewhere = run_tap(
+        tmp_path, config, catalog=catalog, state=first.state, env={"XDG_CACHE_HOME": str(tmp_path / "other")}
+    )
+    assert elsewhere.returncode == 0, elsewhere.stderr[-3000:]
+    assert batch_posts(sandbox, seq) == ids
+    assert elsewhere.stderr.count("already loaded an export as new") == 2
+    assert "This run exports 2 activities and skips 1 closed ones" in elsewhere.stderr
 
 
 def test_an_old_discovery_batch_is_not_reused(start_sandbox, tmp_path):
