@@ -8,9 +8,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from alida_sandbox.data import (
-    parse_iso,
-)
+from alida_sandbox.community import parse_iso
 from alida_sandbox.file_routes import FileRoutes
 from alida_sandbox.options import LATE_STATUS_SECONDS
 from alida_sandbox.state import Batch

@@ -5,10 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from alida_sandbox.data import (
-    GeneratedCommunity,
-    iso,
-)
+from alida_sandbox.community import iso
+from alida_sandbox.generated import GeneratedCommunity
 from alida_sandbox.handler import BaseHandler
 
 

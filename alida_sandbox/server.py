@@ -28,11 +28,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from alida_sandbox.api_routes import ApiRoutes
-from alida_sandbox.data import (
-    CommunityData,
-    FixtureCommunity,
-    GeneratedCommunity,
-)
+from alida_sandbox.community import CommunityData
+from alida_sandbox.fixtures import FixtureCommunity
+from alida_sandbox.generated import GeneratedCommunity
 from alida_sandbox.introspection import SandboxRoutes
 from alida_sandbox.options import FAULT_HELP, QUIRK_HELP, Faults, Options, parse_quirks
 from alida_sandbox.state import Sandbox

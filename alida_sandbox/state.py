@@ -16,12 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from alida_sandbox.data import (
-    CommunityData,
-    MemberOverlay,
-    iso,
-    write_member_file,
-)
+from alida_sandbox.community import CommunityData, MemberOverlay, iso, write_member_file
 from alida_sandbox.options import CHUNK, REQUEST_LOG_LIMIT, Options
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alida_sandbox.data import GeneratedCommunity
+from alida_sandbox.generated import GeneratedCommunity
 
 
 def multi_valued(community: GeneratedCommunity) -> tuple[int, int]:

@@ -6,7 +6,7 @@ import ast
 import datetime as dt
 from pathlib import Path
 
-from alida_sandbox.data import parse_iso
+from alida_sandbox.community import parse_iso
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
