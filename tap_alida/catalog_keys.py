@@ -54,9 +54,9 @@ class CatalogKeys:
             name = entry.get("tap_stream_id") or entry.get("stream")
             if not isinstance(activity_id, str) or not activity_id or not isinstance(name, str):
                 continue
-            if name in keys.stream_names.values():
-                continue  # a hand-edited catalog naming one stream twice: the first wins
-            keys.stream_names.setdefault(activity_id.lower(), name)
+            if name in keys.stream_names.values() or activity_id.lower() in keys.stream_names:
+                continue  # a hand-edited catalog naming one stream or activity twice: the first wins
+            keys.stream_names[activity_id.lower()] = name
             batch = root.get(DISCOVERY_BATCH_KEY)
             if isinstance(batch, Mapping):
                 keys.batches[activity_id.lower()] = batch

@@ -101,7 +101,8 @@ class Community:
     def __init__(self, client: AlidaClient, stream_names: Mapping[str, str] | None = None) -> None:
         self.client = client
         # activity id (lower case) → stream name, from the catalog in use (catalog_keys)
-        self._pinned_names = dict(stream_names or {})
+        # (never a fixed stream's name: a hand-edited catalog must not hide a survey there)
+        self._pinned_names = {k: v for k, v in (stream_names or {}).items() if v not in FIXED_STREAMS}
         self.exports = BatchExports(client)
         self.lifecycle = BatchLifecycle(self.exports, client.settings, client.stop)
         self._lock = threading.Lock()
@@ -245,21 +246,27 @@ class Community:
 
         def work(report: Report) -> ExportFile:
             with self._lock:
-                resumed = self._batches.get(activity.id)
-            resumed = (
-                resumed
-                or self.lifecycle.resumable(discovered, activity.label, activity.id, source=DISCOVERY)
-                or self.lifecycle.resumable(resume, activity.label, activity.id)
-            )
-            return self.lifecycle.run(create, resumed, report, self._download, activity.label)
+                own = self._batches.get(activity.id)
+            label, activity_id = activity.label, activity.id
+            recorded = [
+                self.lifecycle.resumable(discovered, label, activity_id, source=DISCOVERY),
+                self.lifecycle.resumable(resume, label, activity_id),
+            ]
+            # The newest first: a crashed run's batch may be newer than discovery's.
+            reusable = sorted((b for b in recorded if b is not None), key=lambda b: -b.created_at)
+            candidates = [own] if own is not None else reusable
+            return self.lifecycle.run(create, candidates, report, self._download, label)
 
         return self.runner.submit(f"file:{activity.id}", work, state_streams)
 
-    def start_definition_export(self, activity: Activity) -> ExportJob[list[FieldDefinition]] | None:
+    def start_definition_export(
+        self, activity: Activity, discovered: Any = None
+    ) -> ExportJob[list[FieldDefinition]] | None:
         """Start a job that reads only the ``definition`` part of the activity's export.
 
         None when no export is needed: the definition is known from this run or,
-        for a closed survey, from the definitions cache (``definitions``).
+        for a closed survey, from the definitions cache (``definitions``). The batch
+        discovery made (``discovered``, from the catalog) is read when still usable.
         """
         if self.known_definition(activity) is not None:
             return None
@@ -273,7 +280,9 @@ class Community:
             return self.definition_from(activity, self.exports.read_definition(batch))
 
         def work(report: Report) -> list[FieldDefinition]:
-            return self.lifecycle.run(create, None, report, read, activity.label)
+            # Discovery's batch (from the catalog) serves for reading the fields only.
+            batch = self.lifecycle.resumable(discovered, activity.label, activity.id, source=DISCOVERY)
+            return self.lifecycle.run(create, [batch] if batch else [], report, read, activity.label)
 
         return self.runner.submit(f"definition:{activity.id}", work)
 
@@ -301,7 +310,7 @@ class Community:
                     since,
                 )
                 resumed = None
-            return self.lifecycle.run(create, resumed, report, read, "member profiles")
+            return self.lifecycle.run(create, [resumed] if resumed else [], report, read, "member profiles")
 
         return self.runner.submit("members", work, state_streams)
 

@@ -26,6 +26,7 @@ import requests
 
 from tap_alida import __version__
 from tap_alida.errors import AlidaError, APIError, BatchCancelledError, BatchFailedError, ExportFailedError
+from tap_alida.export.admission import Admission
 from tap_alida.export.api import BatchExports, created_batch
 from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
 from tap_alida.export.status import BatchState, classify, status_word
@@ -53,6 +54,9 @@ class Probe:
         self.client = client
         self.settings = client.settings
         self.exports = BatchExports(client)
+        self.admission = Admission(
+            client.stop, self.settings.max_wait_to_start, self.settings.max_retry_after
+        )
         self.calls: list[Call] = []
         self.deviations: list[dict[str, str]] = []
         client.observer = client.authenticator.observer = self._observe
@@ -160,7 +164,8 @@ class Probe:
     def export(self, name: str, kind: str, create: Callable[[], Batch]) -> None:
         with self.call(f"{name}: create") as call:
             try:
-                batch = create()
+                # A 429 is waited out as in a sync (``admission``), not reported as a refusal.
+                batch = self.admission.create(create, name)
             except AlidaError as exc:
                 call.extra["error"] = str(exc)
                 last = call.statuses[-1] if call.statuses else None

@@ -127,7 +127,7 @@ class Run:
         if any(need.definitions for need in needs.values()):
             for activity in community.activities:
                 if activity.id not in readers:
-                    community.start_definition_export(activity)
+                    community.start_definition_export(activity, self.catalog_keys.batch(activity.id))
 
     def _discovery_batch(self, activity: Activity, slots: Iterable[str]) -> Mapping[str, Any] | None:
         """The batch discovery made for the activity (``catalog_keys``), unless a stream that
@@ -147,16 +147,14 @@ class Run:
         created = parse_datetime(entry.get("server_created"))
         for slot in slots:
             name, _, activity_id = slot.partition(":")
-            mark = last_export(self.tap.streams[name], activity_id or None)
-            if not isinstance(mark, Mapping):
-                continue
-            done = parse_datetime(mark.get("created_at"))
-            if mark.get("batch_id") == entry.get("id") or created is None or (done and created <= done):
+            reason = _newer_loaded(entry, created, last_export(self.tap.streams[name], activity_id or None))
+            if reason is not None:
                 logger.info(
-                    "Not re-using batch %s that discovery made for %s: %s already loaded an export as new.",
+                    "Not re-using batch %s that discovery made for %s: %s %s.",
                     entry.get("id"),
                     activity.label,
                     name,
+                    reason,
                 )
                 return None
         used.mark(str(entry.get("id")))
@@ -228,3 +226,20 @@ class Run:
             f"their STATE): {named}"
         )
         raise RunFailedError(msg)
+
+
+def _newer_loaded(entry: Mapping[str, Any], created: dt.datetime | None, mark: Any) -> str | None:
+    """Why a stream whose last completed export is ``mark`` must not load discovery's batch
+    (None: it may). When in doubt it must not: an export costs less than older rows."""
+    if not isinstance(mark, Mapping):
+        return None  # never exported: anything is as new
+    if str(mark.get("batch_id")) == str(entry.get("id")):
+        return "already loaded this very batch"
+    done = parse_datetime(mark.get("created_at"))
+    if done is None:
+        return "keeps no usable time of its last export"
+    if created is None:
+        return "has loaded an export, and discovery's batch carries no server time to compare"
+    if created <= done:
+        return "already loaded an export as new or newer"
+    return None

@@ -6,25 +6,28 @@ answer a create with 429. Retrying each refused create on its own (backoff,
 ``max_request_attempts``) would fail a large run on a tight cap, and keeps
 knocking while nothing has finished. Instead:
 
-* a 429 on a create sets the limit to the number of exports in progress then
-  (at least 1): Alida just said it takes no more;
-* a refused create waits for ``Retry-After`` *and* a free place, then tries again;
-  refusals are not counted as failed attempts, but a create refused for longer
-  than ``max_wait_to_start_seconds`` fails its export (as a batch stuck in
-  ``pending`` does), and a ``Retry-After`` above ``max_retry_after_seconds``
-  fails at once;
-* after ``limit`` creates in a row are accepted, the limit grows by one, so a
-  passing rate limit does not slow the rest of the run: against a fixed cap this
-  costs about one refused create per ``limit`` exports.
+* a 429 on a create sets the limit to the number of this run's exports Alida
+  has accepted and not finished (at least 1): Alida just said it takes no more;
+* a refused create waits (``Retry-After``, and at least a backoff that grows with
+  each refusal of that create: 1, 2, 4 … 30 s) and for a free place, then tries
+  again; refusals are not counted as failed attempts. A create refused while
+  none of this run's exports is in progress (someone else fills the tenant) for
+  longer than ``max_wait_to_start_seconds`` fails its export, as a batch stuck in
+  ``pending`` does; a ``Retry-After`` above ``max_retry_after_seconds`` fails at once;
+* the limit grows again: by one after ``limit`` creates in a row are accepted
+  (against a fixed cap this costs about one refused create per ``limit``
+  exports), and doubles after ``QUIET_SECONDS`` without a refusal, so a passing
+  rate limit slows the run for a minute or two, not for the rest of it.
 
-An export holds its place from its create until Alida reports it finished
-(the download that follows does not count: it is bounded by
-``max_concurrent_exports``).
+An export holds its place from its create (or, for a re-used batch, from when it
+is found still running) until Alida reports it finished; the download that
+follows does not count (``max_concurrent_exports`` bounds downloads).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +42,12 @@ logger = logging.getLogger("tap_alida.export.admission")
 _WAKE_SECONDS = 0.5
 # How often the run says how many creates are waiting (one line for all of them).
 PROGRESS_EVERY_SECONDS = 60.0
+# Without a refusal for this long (or the last Retry-After, if longer), the limit doubles.
+QUIET_SECONDS = 30.0
+# The wait after a create's n-th refusal is at least FIRST × 2^(n-1) seconds, at most
+# CAP, times 0.5-1.0 (jitter): a Retry-After of 0, or none, never makes a busy loop.
+BACKOFF_FIRST_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 30.0
 
 
 class Admission:
@@ -53,27 +62,40 @@ class Admission:
         self._held: set[int] = set()  # id() of batches holding a place
         self._pending = 0  # creates sent and not answered yet (they hold a place too)
         self._waiting = 0  # creates waiting for a place
-        self._last_progress = time.monotonic()
         self._accepted_in_a_row = 0
+        self._calm_since = 0.0  # the last refusal, or the last doubling
+        self._quiet = QUIET_SECONDS
+        self._last_progress = time.monotonic()
         self._changed = threading.Condition()
 
     def create(self, create: Callable[[], Batch], label: str) -> Batch:
         """Run ``create`` when a place is free; after a 429, wait and try again."""
-        refused_since: float | None = None
+        refusals = 0
+        refused_alone_since: float | None = None  # refused while none of ours was in progress
         while True:
             self._take_place()
             try:
                 batch = create()
             except RateLimitedError as exc:
-                self._refused(exc)
-                refused_since = refused_since or time.monotonic()
-                self._wait_after_refusal(exc, label, time.monotonic() - refused_since)
+                ours = self._refused()
+                refusals += 1
+                if ours:
+                    refused_alone_since = None  # our own exports explain the refusal
+                elif refused_alone_since is None:
+                    refused_alone_since = time.monotonic()
+                alone = 0.0 if refused_alone_since is None else time.monotonic() - refused_alone_since
+                self._wait_after_refusal(exc, label, refusals, alone)
                 continue
             except BaseException:
                 self._give_back()
                 raise
             self._accepted(batch)
             return batch
+
+    def hold(self, batch: Batch) -> None:
+        """A re-used batch Alida is still working on holds a place until it finishes."""
+        with self._changed:
+            self._held.add(id(batch))
 
     def finished(self, batch: Batch) -> None:
         """Alida finished the batch (or the run gave up on it): its place is free."""
@@ -88,13 +110,23 @@ class Admission:
         with self._changed:
             self._waiting += 1
             try:
-                while self.limit is not None and len(self._held) + self._pending >= self.limit:
+                while self._full():
                     self._changed.wait(_WAKE_SECONDS)
                     self.stop.check()
                     self._report_progress()
             finally:
                 self._waiting -= 1
             self._pending += 1
+
+    def _full(self) -> bool:
+        """Whether every place is taken (called with the lock); lifts the limit after a quiet time."""
+        if self.limit is None:
+            return False
+        if time.monotonic() - self._calm_since > self._quiet:
+            self.limit *= 2
+            self._calm_since = time.monotonic()  # the next doubling after another quiet time
+            logger.debug("No HTTP 429 for %.0f s; the limit is now %d.", self._quiet, self.limit)
+        return len(self._held) + self._pending >= self.limit
 
     def _report_progress(self) -> None:
         """One INFO line a minute for the whole run while creates wait (called with the lock)."""
@@ -124,40 +156,49 @@ class Admission:
                     self.limit += 1
                     self._accepted_in_a_row = 0
 
-    def _refused(self, exc: RateLimitedError) -> None:
+    def _refused(self) -> int:
+        """Lower the limit to the exports Alida accepted and has not finished; returns that count."""
         with self._changed:
             self._pending -= 1
             self.refused += 1
             self._accepted_in_a_row = 0
-            in_progress = len(self._held) + self._pending
-            limit = max(1, in_progress)
+            self._calm_since = time.monotonic()
+            ours = len(self._held)
             first = self.limit is None
-            self.limit = limit if self.limit is None else min(self.limit, limit)
+            self.limit = max(1, ours)
             self._changed.notify_all()
-        if not first:  # a probe above the cap, or the cap moved: not worth a line each time
-            logger.debug("HTTP 429 on a create with %d in progress; limit now %d.", in_progress, self.limit)
-        else:
+        if first:
             logger.warning(
-                "Alida refused a new export with HTTP 429 while %d were in progress; this run now "
-                "keeps at most %d in progress at once (more again as they are accepted).",
-                in_progress,
-                limit,
+                "Alida refused a new export with HTTP 429 while %d of this run's exports were in "
+                "progress; the run now creates fewer at once and tries again as they finish (one "
+                "INFO line a minute says how many wait).",
+                ours,
             )
+        else:
+            logger.debug("HTTP 429 on a create with %d in progress; limit now %d.", ours, self.limit)
+        return ours
 
-    def _wait_after_refusal(self, exc: RateLimitedError, label: str, refused_for: float) -> None:
-        if exc.retry_after is not None and exc.retry_after > self.max_retry_after:
+    def _wait_after_refusal(self, exc: RateLimitedError, label: str, refusals: int, alone: float) -> None:
+        retry_after = exc.retry_after
+        if retry_after is not None and retry_after > self.max_retry_after:
             msg = (
                 f"Alida refused to start the export of {label} (HTTP 429) and asked to wait "
-                f"{exc.retry_after:.0f} s, more than 'max_retry_after_seconds' "
+                f"{retry_after:.0f} s, more than 'max_retry_after_seconds' "
                 f"({self.max_retry_after:.0f} s). Rerun later or raise that setting."
             )
             raise APIError(msg, status=429)
-        if refused_for > self.max_wait_to_start:
+        if alone > self.max_wait_to_start:
             msg = (
-                f"Alida refused to start the export of {label} for {refused_for:.0f} s (HTTP 429: too "
-                f"many exports at once; 'max_wait_to_start_seconds' = {self.max_wait_to_start:.0f}). "
-                "Other exports may be running on the tenant; rerun later."
+                f"Alida refused to start the export of {label} for {alone:.0f} s (HTTP 429: too many "
+                "exports at once) while none of this run's exports was in progress "
+                f"('max_wait_to_start_seconds' = {self.max_wait_to_start:.0f}). Other exports may be "
+                "running on the tenant; rerun later."
             )
             raise ExportFailedError(msg)
-        logger.debug("Export of %s refused (HTTP 429); trying again.", label)
-        self.stop.sleep(exc.retry_after if exc.retry_after is not None else 1.0)
+        backoff = min(BACKOFF_FIRST_SECONDS * 2.0 ** (refusals - 1), BACKOFF_CAP_SECONDS)
+        backoff *= 0.5 + random.random() / 2
+        wait = max(retry_after or 0.0, backoff)
+        with self._changed:
+            self._quiet = max(QUIET_SECONDS, retry_after or 0.0)
+        logger.debug("Export of %s refused (HTTP 429); trying again in %.1f s.", label, wait)
+        self.stop.sleep(wait)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -9,6 +10,10 @@ from typing import Any
 
 ACTIVITY = "activity"
 MEMBERS = "members"
+
+# A recorded creation time this far ahead of this machine's clock is not believed
+# (a hand-edited entry, or a clock far off): the batch is not re-used.
+FUTURE_TOLERANCE_SECONDS = 300.0
 
 
 @dataclass
@@ -74,6 +79,8 @@ class Batch:
             batch_id, kind, created = str(entry["id"]), str(entry["kind"]), float(entry["created_at"])
         except (KeyError, TypeError, ValueError):
             return None
+        if not math.isfinite(created) or created > time.time() + FUTURE_TOLERANCE_SECONDS:
+            return None  # NaN, or a time ahead of this clock: its age cannot be trusted
         return cls(
             kind=kind,
             id=batch_id,

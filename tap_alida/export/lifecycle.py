@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from tap_alida.catalog_keys import DISCOVERY_BATCH_MAX_AGE_SECONDS
@@ -78,19 +78,20 @@ class BatchLifecycle:
     def run(
         self,
         create: Callable[[], Batch],
-        batch: Batch | None,
+        candidates: Sequence[Batch],
         report: Report,
         fetch: Callable[[Batch], T],
         label: str,
     ) -> T:
-        """Create (or re-use), await and fetch a batch; make a new one when Alida reports
-        it ``failed`` or its file is truncated, up to ``max_export_attempts`` batches.
+        """Await and fetch a batch: the first of ``candidates`` (batches to re-use, best
+        first) that is still usable, else a new one; make a new one when Alida reports it
+        ``failed`` or its file is truncated, up to ``max_export_attempts`` batches.
         Creates wait for a place when Alida limits exports in progress (``admission``)."""
         limit = self.settings.max_export_attempts
         created = 0
+        queue = list(candidates)
         while True:
-            if batch is not None and batch.resumed and not self._still_usable(batch):
-                batch = None
+            batch = self._next_usable(queue)
             if batch is None:
                 created += 1
                 batch = self.admission.create(create, label)
@@ -104,7 +105,7 @@ class BatchLifecycle:
             except NotFoundError:
                 if not batch.resumed:
                     raise
-                logger.info("%s from %s is gone; creating a new batch.", batch.describe(), batch.source)
+                logger.info("%s from %s is gone; not re-using it.", batch.describe(), batch.source)
             except (BatchFailedError, TruncatedFileError) as exc:
                 if batch.resumed:
                     logger.info("%s from %s is not usable (%s).", batch.describe(), batch.source, exc)
@@ -122,15 +123,29 @@ class BatchLifecycle:
                     report(None)
                     raise
                 logger.info("%s from %s is not usable (%s).", batch.describe(), batch.source, exc)
-            batch = None
 
-    def _still_usable(self, batch: Batch) -> bool:
+    def _next_usable(self, queue: list[Batch]) -> Batch | None:
+        """The first candidate that can still be used (taken off ``queue``), or None.
+
+        A re-used batch Alida is still working on holds a place (``admission``)."""
+        while queue:
+            batch = queue.pop(0)
+            if not batch.resumed:
+                return batch  # made by this process (discovery's definition export)
+            status = self._still_usable(batch)
+            if status is not None:
+                if classify(status_word(status)) is not BatchState.SUCCEEDED:
+                    self.admission.hold(batch)
+                return batch
+        return None
+
+    def _still_usable(self, batch: Batch) -> dict[str, Any] | None:
         """Whether a batch recorded by a previous run (or discovery) can still be awaited or downloaded."""
         try:
             status = self.exports.refresh(batch)
         except NotFoundError:
             logger.info("%s from %s no longer exists.", batch.describe(), batch.source)
-            return False
+            return None
         dataset = status.get("datasetId")
         if (
             batch.kind == ACTIVITY
@@ -138,15 +153,15 @@ class BatchLifecycle:
             and str(dataset).lower() != str(batch.activity_id).lower()
         ):
             logger.info(
-                "Not re-using %s from %s: Alida says it exports activity %s; creating a new batch.",
+                "Not re-using %s from %s: Alida says it exports activity %s.",
                 batch.describe(),
                 batch.source,
                 dataset,
             )
-            return False
+            return None
         word = status_word(status)
         if classify(word) in (BatchState.FAILED, BatchState.CANCELLED):
-            logger.info("%s from %s ended %r; creating a new batch.", batch.describe(), batch.source, word)
-            return False
+            logger.info("%s from %s ended %r; not re-using it.", batch.describe(), batch.source, word)
+            return None
         logger.info("Re-using %s from %s (status %s).", batch.describe(), batch.source, word or "unknown")
-        return True
+        return status

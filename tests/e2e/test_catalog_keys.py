@@ -70,15 +70,15 @@ def test_sync_reuses_the_batches_its_discovery_made_once(start_sandbox, tmp_path
     assert batch_posts(sandbox, seq) == ids  # no STATE: the closed survey is exported too
     assert stateless.stderr.count("a sync on this machine loaded it already") == 3
     # ...and STATE's marks say it on another machine (another cache_dir). The closed
-    # survey's rows are skipped there (exported after it closed), but its definition is
-    # exported for activity_fields: that machine's definitions cache is empty.
+    # survey's rows are skipped there (exported after it closed); its definition, which
+    # activity_fields needs and that machine has not cached, is read from discovery's batch.
     seq = last_seq(sandbox)
     elsewhere = run_tap(
         tmp_path, config, catalog=catalog, state=first.state, env={"XDG_CACHE_HOME": str(tmp_path / "other")}
     )
     assert elsewhere.returncode == 0, elsewhere.stderr[-3000:]
-    assert batch_posts(sandbox, seq) == ids
-    assert elsewhere.stderr.count("already loaded an export as new") == 2
+    assert batch_posts(sandbox, seq) == open_ids
+    assert elsewhere.stderr.count("already loaded this very batch") == 2
     assert "This run exports 2 activities and skips 1 closed ones" in elsewhere.stderr
 
 
@@ -120,3 +120,22 @@ def test_a_renamed_survey_keeps_its_stream_and_no_stream_takes_another_surveys_r
     assert listed[first]["name"] == names[second]  # the new name, the old stream
     assert listed[first]["stream_name"] == streams[first]
     assert listed[second]["stream_name"] == streams[second]
+
+
+def test_a_catalog_that_pins_a_survey_on_a_fixed_stream_is_not_believed(start_sandbox, tmp_path):
+    sandbox = start_sandbox("--activities", "2", "--members", "5", "--responses", "4")
+    config = sandbox.config()
+    catalog = select_all(discover(tmp_path, config))
+    streams = activity_streams(catalog)
+    victim = sorted(streams)[0]
+    # A hand-edited catalog: activity_answers, read first, claims the survey's id.
+    answers = next(s for s in catalog["streams"] if s["tap_stream_id"] == "activity_answers")
+    root_metadata(catalog, "activity_answers")["alida-activity-id"] = victim
+    catalog["streams"].remove(answers)
+    catalog["streams"].insert(0, answers)
+
+    run = run_tap(tmp_path, config, catalog=catalog)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert activity_ids_of(run, streams[victim]) == {victim}  # the survey's own stream still reads it
+    assert {r["activity_id"] for r in run.records["activity_answers"]} == set(streams)
+    assert "is in scope but the catalog has no stream for it" not in run.stderr

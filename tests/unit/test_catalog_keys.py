@@ -77,6 +77,15 @@ def test_one_stream_name_claimed_by_two_ids_keeps_the_first():
     assert CatalogKeys.read(edited).stream_names == {"a-1": "survey_one"}
 
 
+def test_one_activity_claimed_by_two_streams_keeps_the_first_entry_whole():
+    edited = catalog()
+    add_keys(edited, {"survey_one": "A-1", "survey_two": "A-1"}, {"A-1": BATCH})
+    edited["streams"][1]["metadata"][1]["metadata"][DISCOVERY_BATCH_KEY] = {**BATCH, "id": "b-2"}
+    keys = CatalogKeys.read(edited)
+    assert keys.stream_names == {"a-1": "survey_one"}
+    assert keys.batch("A-1") == BATCH  # the first entry's batch, with the first entry's name
+
+
 def test_pinned_names_win_and_others_avoid_them():
     items = [("A-1", "Renamed survey"), ("A-2", "Old name"), ("A-3", "Brand new")]
     names = assign_names(items, fallback_prefix="activity", pinned={"A-1": "old_name"})

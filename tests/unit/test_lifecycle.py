@@ -62,7 +62,7 @@ def lifecycle(exports: FakeExports) -> BatchLifecycle:
 def run(exports: FakeExports, resumed: Batch | None = None) -> tuple[str, Creator, list[Any]]:
     create, reports = Creator(), []
     result = lifecycle(exports).run(
-        create, resumed, reports.append, lambda batch: batch.id, "activity 'A' (a1)"
+        create, [resumed] if resumed else [], reports.append, lambda batch: batch.id, "activity 'A' (a1)"
     )
     return result, create, reports
 
@@ -92,7 +92,7 @@ def test_a_timeout_forgets_the_batch_and_fails():
     exports = FakeExports({"b1": ExportFailedError("still pending")})
     reports: list[Any] = []
     with pytest.raises(ExportFailedError):
-        lifecycle(exports).run(Creator(), None, reports.append, lambda b: b.id, "activity 'A' (a1)")
+        lifecycle(exports).run(Creator(), [], reports.append, lambda b: b.id, "activity 'A' (a1)")
     assert reports[-1] is None  # the rerun starts with a new batch
 
 
@@ -132,6 +132,20 @@ def test_recorded_entries_that_may_not_be_reused():
     assert life.resumable(old, "x", "a1") is None
     other = {"id": "b", "kind": ACTIVITY, "created_at": now, "activity_id": "a2"}
     assert life.resumable(other, "x", "a1") is None
+    ahead = {"id": "b", "kind": ACTIVITY, "created_at": now + 3600, "activity_id": "a1"}
+    assert life.resumable(ahead, "x", "a1") is None  # a time ahead of this clock: age unknown
+    nan = {"id": "b", "kind": ACTIVITY, "created_at": float("nan"), "activity_id": "a1"}
+    assert life.resumable(nan, "x", "a1") is None
     members = {"id": "b", "kind": MEMBERS, "created_at": now, "since": None}
     assert life.resumable(members, "x", "a1") is None
     assert life.resumable(members, "member profiles", None) is not None
+
+
+def test_the_next_candidate_is_tried_when_the_first_is_gone():
+    gone, usable = recorded("gone"), recorded("usable", age=120)
+    exports = FakeExports({}, {"gone": NotFoundError("gone", status=404)})
+    create, reports = Creator(), []
+    result = lifecycle(exports).run(
+        create, [gone, usable], reports.append, lambda b: b.id, "activity 'A' (a1)"
+    )
+    assert result == "usable" and create.created == 0
