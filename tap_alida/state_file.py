@@ -7,18 +7,22 @@ Python traceback that names neither the file nor the way out. Here each such
 file is one ``StateFileError`` naming the file, what is wrong and what to do.
 
 Only what the tap reads is checked: ``bookmarks`` is an object of objects,
-``alida_batches`` (activity_answers' batches) is an object, and a bookmark
-value (``replication_key_value``) is an ISO-8601 date-time. Unknown keys pass.
+``alida_batches`` and ``alida_last_exports`` (activity_answers' per-activity
+entries) are objects, and a bookmark value (``replication_key_value``) is an
+ISO-8601 date-time. Unknown keys pass.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import IO, Any
 
 from tap_alida.errors import AlidaError
 from tap_alida.modelling.types import parse_datetime
+
+logger = logging.getLogger("tap_alida.state_file")
 
 REMEDY = (
     "Give the tap the value of the last STATE message of a run (Meltano keeps it: `meltano state "
@@ -53,7 +57,21 @@ def read_state(text: str, source: str) -> dict[str, Any]:
 
 
 def check_state(value: Any, source: str) -> dict[str, Any]:
-    """``value`` when it has the shape of a Singer state the tap can read; raises StateFileError."""
+    """``value`` when it has the shape of a Singer state the tap can read; raises StateFileError.
+
+    ``meltano state get`` prints the state wrapped in ``{"singer_state": …}`` (and the
+    tap's own messages point there): that wrapper is taken off, with one INFO line,
+    rather than read as a state without bookmarks (which would export everything).
+    """
+    if (
+        isinstance(value, Mapping)
+        and "bookmarks" not in value
+        and isinstance(value.get("singer_state"), Mapping)
+    ):
+        logger.info(
+            "The STATE file %s is as `meltano state get` prints it: its 'singer_state' is used.", source
+        )
+        value = value["singer_state"]
     problem = _problem(value)
     if problem is None:
         state: dict[str, Any] = value
@@ -73,9 +91,10 @@ def _problem(value: Any) -> str | None:
     for stream, entry in bookmarks.items():
         if not isinstance(entry, Mapping):
             return f"bookmarks[{stream!r}] is a JSON {_kind(entry)}, not an object"
-        batches = entry.get("alida_batches")
-        if batches is not None and not isinstance(batches, Mapping):
-            return f"bookmarks[{stream!r}]['alida_batches'] is a JSON {_kind(batches)}, not an object"
+        for key in ("alida_batches", "alida_last_exports"):  # per activity id
+            per_activity = entry.get(key)
+            if per_activity is not None and not isinstance(per_activity, Mapping):
+                return f"bookmarks[{stream!r}][{key!r}] is a JSON {_kind(per_activity)}, not an object"
         bookmark = entry.get("replication_key_value")
         if bookmark is not None and parse_datetime(bookmark) is None:
             return (

@@ -279,6 +279,15 @@ def select_all(catalog: dict[str, Any], only: set[str] | None = None) -> dict[st
     return catalog
 
 
+def without_batches(catalog: dict[str, Any]) -> dict[str, Any]:
+    """The catalog without the batches discovery made (they differ from night to night)."""
+    copied = json.loads(json.dumps(catalog))
+    for stream in copied["streams"]:
+        for entry in stream["metadata"]:
+            entry["metadata"].pop("alida-batch", None)
+    return copied
+
+
 def stream_schema(catalog: dict[str, Any], name: str) -> dict[str, Any]:
     return next(s["schema"] for s in catalog["streams"] if s["tap_stream_id"] == name)
 

@@ -6,7 +6,8 @@ is skipped when, and only when, all of these hold (``closed_activities: skip``):
 
 * ``/activities`` lists it as closed with a ``closedOn`` (a future ``closedOn`` is
   a scheduled close: the survey is still open);
-* the stream's last *completed* export of it was created after that ``closedOn``
+* the stream's last *completed* export *of that activity* (the mark names it: a
+  stream name can pass to another survey after a rename) was created after that ``closedOn``
   (both times are Alida's: the ``Date`` of the batch's create answer and the
   listing, so this machine's clock does not matter; a time from this machine is
   trusted only ``CLOCK_MARGIN`` earlier than it says);
@@ -59,6 +60,11 @@ def decide(
         return Decision(True, "closed without a closedOn date")
     if not isinstance(mark, Mapping):
         return Decision(True, "never exported")
+    marked = mark.get("activity_id")
+    if not isinstance(marked, str) or marked.lower() != str(activity.id).lower():
+        # The stream's name now belongs to another survey (a rename and a new discovery),
+        # or the mark predates activity ids: it says nothing about this survey.
+        return Decision(True, "the stream's last export was of another activity (or is unattributed)")
     exported = parse_datetime(mark.get("created_at"))
     if exported is None:
         return Decision(True, "no usable time of its last export")
@@ -80,6 +86,7 @@ def export_mark(batch: Any, activity: Any, records: int, now: dt.datetime) -> di
         "created_at": server or now.isoformat().replace("+00:00", "Z"),
         "server_time": bool(server),
         "batch_id": batch.id,
+        "activity_id": activity.id,
         "activity_status": activity.status,
         "closed_on": activity.closed_on,
         "records": records,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import FIXTURES, run_tap
+from harness import FIXTURES, discover, run_tap, select_all, without_batches
 
 from tap_alida.settings import MAXIMUMS, AlidaSettings
 
@@ -35,6 +37,14 @@ def api_requests(sandbox: Any) -> list[dict[str, Any]]:
         ('{"bookmarks": {"member_profiles": "x"}}', "bookmarks['member_profiles'] is a JSON string"),
         ('{"bookmarks": {"activity_answers": {"alida_batches": [1]}}}', "['alida_batches'] is a JSON array"),
         (
+            '{"bookmarks": {"activity_answers": {"alida_last_exports": [1, 2]}}}',
+            "['alida_last_exports'] is a JSON array",
+        ),
+        (
+            '{"singer_state": {"bookmarks": []}}',
+            "'bookmarks' is a JSON array",
+        ),  # Meltano's wrapper, checked inside
+        (
             '{"bookmarks": {"member_profiles": {"replication_key_value": "yesterday"}}}',
             "'yesterday', not an ISO-8601 date-time",
         ),
@@ -59,6 +69,20 @@ def test_an_empty_state_file_is_an_empty_state(fixture_sandbox, tmp_path):
     run = run_tap(tmp_path, fixture_sandbox.config(activity_ids=[QP]), "--state", str(state))
     assert run.returncode == 0, run.stderr[-3000:]
     assert [r["response_id"] for r in run.records["quick_poll"]] == ["resp-001", "resp-002"]
+
+
+def test_meltano_s_state_get_output_is_read_as_its_singer_state(start_sandbox, tmp_path):
+    """`meltano state get` prints {"singer_state": …}; given as is, the bookmarks still count."""
+    sandbox = start_sandbox("--activities", "2", "--members", "5", "--responses", "4")
+    first = run_tap(tmp_path, sandbox.config())
+    assert first.returncode == 0, first.stderr[-3000:]
+    wrapped = tmp_path / "meltano-state.json"
+    wrapped.write_text(json.dumps({"singer_state": first.state}))
+    second = run_tap(tmp_path, sandbox.config(), "--state", str(wrapped))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "is as `meltano state get` prints it: its 'singer_state' is used." in second.stderr
+    assert "skips 1 closed" in second.stderr  # the closed survey's mark was read
+    assert second.state["bookmarks"]["member_profile_values"]["replication_key_value"]
 
 
 # --------------------------------------------------------------------------- 7. huge settings, long polls
@@ -103,11 +127,22 @@ def test_a_poll_interval_longer_than_the_deadline_stops_at_the_deadline(start_sa
 # --------------------------------------------------------------------------- 8. reserved characters in ids
 
 
+def catalog_without_batches(tmp_path: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """A discovered catalog without discovery's batches: the sync's only candidate is STATE's.
+
+    (Without a catalog, the run's own discovery batch, made seconds ago, is used first.)
+    """
+    folder = tmp_path / "discovery"
+    folder.mkdir(exist_ok=True)
+    return select_all(without_batches(discover(folder, config)))
+
+
 def test_a_batch_id_from_state_is_quoted_in_urls(fixture_sandbox, tmp_path):
     hostile = "a/b?c#d"
     entry = {"id": hostile, "kind": "activity", "created_at": time.time(), "activity_id": QP}
     state = {"bookmarks": {"quick_poll": {"alida_batch": entry}}}
-    run = run_tap(tmp_path, fixture_sandbox.config(activity_ids=[QP]), state=state)
+    config = fixture_sandbox.config(activity_ids=[QP])
+    run = run_tap(tmp_path, config, state=state, catalog=catalog_without_batches(tmp_path, config))
     assert run.returncode == 0, run.stderr[-3000:]
     paths = [r["path"] for r in api_requests(fixture_sandbox)]
     assert "/v2/applications/sandbox/data/activities/responses/batch/a%2Fb%3Fc%23d" in paths
@@ -142,7 +177,8 @@ def test_a_batch_of_another_activity_is_not_reused(
     entry = {"id": product_feedback_batch, "kind": "activity", "created_at": time.time()}
     entry["activity_id"] = recorded_activity
     state = {"bookmarks": {"quick_poll": {"alida_batch": entry}}}
-    run = run_tap(tmp_path, fixture_sandbox.config(activity_ids=[QP]), state=state)
+    config = fixture_sandbox.config(activity_ids=[QP])
+    run = run_tap(tmp_path, config, state=state, catalog=catalog_without_batches(tmp_path, config))
     assert run.returncode == 0, run.stderr[-3000:]
     assert TRACEBACK not in run.stderr
     info = [line for line in run.stderr.splitlines() if "| INFO" in line and message in line]

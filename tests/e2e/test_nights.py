@@ -7,11 +7,10 @@ the tap's own logs. The generated community has 6 surveys: 0, 2 and 4 open (0 an
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import Any
 
-from harness import FIXED_STREAM_KEYS, discover, run_tap, select_all
+from harness import FIXED_STREAM_KEYS, discover, run_tap, select_all, without_batches
 
 ACTIVITY_CREATE = "/responses/batch"
 
@@ -31,15 +30,6 @@ def last_seq(sandbox: Any) -> int:
 
 def surveys(sandbox: Any) -> list[dict[str, Any]]:
     return [a for a in sandbox.truth()["activities"] if a["activityType"] == "Survey"]
-
-
-def without_batches(catalog: dict[str, Any]) -> dict[str, Any]:
-    """The catalog without the batches discovery made (they differ from night to night)."""
-    copied = copy.deepcopy(catalog)
-    for stream in copied["streams"]:
-        for entry in stream["metadata"]:
-            entry["metadata"].pop("alida-batch", None)
-    return copied
 
 
 def activation_streams(run: Any) -> set[str]:
