@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tap_alida.config_schema import CONFIG_SCHEMA, MAXIMUMS
+from tap_alida.modelling.types import parse_datetime
 
 __all__ = ["CONFIG_SCHEMA", "MAXIMUMS", "AlidaSettings"]
 
@@ -149,6 +150,12 @@ class AlidaSettings:
             errors.append("Setting 'activity_ids' contains an empty id.")
         if "probe_activity_id" in config and not str(config["probe_activity_id"]).strip():
             errors.append("Setting 'probe_activity_id' is empty.")
+        start = config.get("start_date")
+        if start not in (None, "") and parse_datetime(start) is None:
+            errors.append(
+                f"Setting 'start_date' is {start!r}; give an ISO-8601 date or date-time such as "
+                "2026-01-01 or 2026-01-01T00:00:00Z."
+            )
         errors += [problem for key in config if (problem := range_error(key, config[key]))]
         for key, allowed in CHOICES.items():
             if key in config and config[key] not in allowed:

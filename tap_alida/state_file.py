@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from tap_alida.errors import AlidaError
+from tap_alida.input_files import json_kind
 from tap_alida.modelling.types import parse_datetime
 
 logger = logging.getLogger("tap_alida.state_file")
@@ -82,36 +83,22 @@ def check_state(value: Any, source: str) -> dict[str, Any]:
 
 def _problem(value: Any) -> str | None:
     if not isinstance(value, Mapping):
-        return f"it holds a JSON {_kind(value)}, not an object"
+        return f"it holds a JSON {json_kind(value)}, not an object"
     bookmarks = value.get("bookmarks", {})
     if bookmarks is None:
         return None
     if not isinstance(bookmarks, Mapping):
-        return f"'bookmarks' is a JSON {_kind(bookmarks)}, not an object of stream name → object"
+        return f"'bookmarks' is a JSON {json_kind(bookmarks)}, not an object of stream name → object"
     for stream, entry in bookmarks.items():
         if not isinstance(entry, Mapping):
-            return f"bookmarks[{stream!r}] is a JSON {_kind(entry)}, not an object"
+            return f"bookmarks[{stream!r}] is a JSON {json_kind(entry)}, not an object"
         for key in ("alida_batches", "alida_last_exports"):  # per activity id
             per_activity = entry.get(key)
             if per_activity is not None and not isinstance(per_activity, Mapping):
-                return f"bookmarks[{stream!r}][{key!r}] is a JSON {_kind(per_activity)}, not an object"
+                return f"bookmarks[{stream!r}][{key!r}] is a JSON {json_kind(per_activity)}, not an object"
         bookmark = entry.get("replication_key_value")
         if bookmark is not None and parse_datetime(bookmark) is None:
             return (
                 f"bookmarks[{stream!r}]['replication_key_value'] is {bookmark!r}, not an ISO-8601 date-time"
             )
     return None
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if value is None:
-        return "null"
-    return "object"

@@ -31,6 +31,7 @@ from tap_alida.catalog_keys import CatalogKeys, add_keys
 from tap_alida.community import Community
 from tap_alida.errors import AlidaError
 from tap_alida.http.client import AlidaClient
+from tap_alida.input_files import check_config_files, read_catalog_stream
 from tap_alida.modelling.privacy import SensitiveValues
 from tap_alida.modelling.types import WarnOnce
 from tap_alida.modelling.width import warn_if_too_wide
@@ -136,14 +137,24 @@ class TapAlida(CheckedConfigTap):
         state: IO[str] | None = None,
         catalog: IO[str] | None = None,
     ) -> None:
-        """The SDK's entry point, with ``--state`` read and checked first (``state_file``).
+        """The SDK's entry point, with ``--state`` and ``--catalog`` read and checked first
+        (``state_file``, ``input_files``).
 
-        A STATE file that is not JSON or not shaped like a Singer state becomes
+        A file that is not JSON or not shaped like a Singer state or catalog becomes
         one error naming the file, instead of a traceback from the SDK's parse.
         """
         if state is not None:
             state = io.StringIO(json.dumps(read_state_stream(state)))
+        if catalog is not None:
+            catalog = io.StringIO(json.dumps(read_catalog_stream(catalog)))
         super().invoke(about=about, about_format=about_format, config=config, state=state, catalog=catalog)
+
+    @classmethod
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:
+        """The SDK's ``--config`` reading, after each file is checked (``input_files``): a
+        missing or broken file is one error naming it, not a traceback."""
+        check_config_files(value)
+        return super().cb_config(ctx, param, value)
 
     def load_state(self, state: dict[str, Any]) -> None:
         """The SDK's, after the same shape check (for a state passed as a dict, not a file)."""

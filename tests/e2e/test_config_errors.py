@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
-from harness import run_tap
+from harness import executable, run_tap
 
 from tap_alida.settings import CONFIG_SCHEMA, unknown_settings
 
@@ -19,6 +21,7 @@ BROKEN = [
         {**BASE, "poll_interval_seconds": -1},
         "Setting 'poll_interval_seconds' is -1; it must be greater than 0.",
     ),
+    ({**BASE, "start_date": "yesterday"}, "Setting 'start_date' is 'yesterday'; give an ISO-8601 date"),
 ]
 
 
@@ -27,7 +30,7 @@ def first_error(stderr: str) -> str:
 
 
 @pytest.mark.parametrize("mode", ["--test", "--discover", "sync"])
-@pytest.mark.parametrize(("config", "problem"), BROKEN, ids=["missing key", "bad value"])
+@pytest.mark.parametrize(("config", "problem"), BROKEN, ids=["missing key", "bad value", "bad date"])
 def test_config_errors_are_named_by_every_entry_point(tmp_path, mode, config, problem):
     run = run_tap(tmp_path, config, *([] if mode == "sync" else [mode]), timeout=60)
     assert run.returncode == 1
@@ -52,3 +55,73 @@ def test_unknown_settings_lists_only_unknown_keys():
     assert unknown_settings({"activity_id": ["x"]}, known) == [
         "Setting 'activity_id' is not a tap-alida setting and is ignored; did you mean 'activity_ids'?"
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (None, "does not exist"),
+        ('{"api_url": ', "is not valid JSON"),
+        ("[1, 2]", "holds a JSON array, not an object"),
+        ('{"client_id": NaN}', "is not valid JSON (NaN is not JSON)"),
+    ],
+    ids=["missing", "truncated", "array", "nan"],
+)
+@pytest.mark.parametrize("mode", ["--discover", "sync"])
+def test_a_broken_config_file_is_one_error_naming_it(tmp_path, text, problem, mode):
+    path = tmp_path / "settings.json"
+    if text is not None:
+        path.write_text(text)
+    done = subprocess.run(
+        [executable("tap-alida"), "--config", str(path), *([] if mode == "sync" else [mode])],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"The config file {path} {problem}" in first_error(done.stderr)
+    assert "config.sample.json" in first_error(done.stderr)
+
+
+STREAM = '{"streams": [{"tap_stream_id": "s", "schema": {}, %s}]}'
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"streams": [', "is not valid JSON"),
+        ("[1, 2]", "is not a Singer catalog: it holds a JSON array, not an object"),
+        ('{"streams": "x"}', "'streams' is missing or not an array"),
+        (
+            '{"streams": [{"tap_stream_id": "s", "schema": {}, "metadata": {"a": 1}}]}',
+            "'metadata' is not an array",
+        ),
+        (
+            '{"streams": [{"tap_stream_id": "s", "schema": {}, "metadata": ["x"]}]}',
+            "a 'metadata' entry is not",
+        ),
+        ('{"streams": [{"schema": {}}]}', "streams[0] has no 'tap_stream_id' string"),
+        (
+            '{"streams": [{"tap_stream_id": "s", "schema": Infinity}]}',
+            "is not valid JSON (Infinity is not JSON)",
+        ),
+    ],
+)
+def test_a_broken_catalog_file_is_one_error_naming_it(fixture_sandbox, tmp_path, text, problem):
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(text)
+    run = run_tap(tmp_path, fixture_sandbox.config(), "--catalog", str(catalog), timeout=60)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr, run.stderr
+    assert f"The catalog file {catalog} {problem}" in first_error(run.stderr) or (
+        f"The catalog file {catalog}" in first_error(run.stderr) and problem in first_error(run.stderr)
+    )
+    assert "tap-alida --discover" in first_error(run.stderr)
+    assert [r for r in fixture_sandbox.requests() if not r["path"].startswith("/_sandbox")] == []
+
+
+def test_a_catalog_without_streams_warns_that_nothing_is_synced(fixture_sandbox, tmp_path):
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text('{"streams": []}')
+    run = run_tap(tmp_path, fixture_sandbox.config(), "--catalog", str(catalog), timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"The catalog file {catalog} has no streams: nothing is synced." in run.stderr

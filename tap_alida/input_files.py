@@ -1,0 +1,130 @@
+"""The config and catalog files the tap is given: read and shape-checked before the SDK sees them.
+
+Why: the SDK reads ``--config`` and ``--catalog`` with a bare ``json.loads`` and
+then walks them assuming the right shapes, so a missing, truncated or
+hand-broken file ends in a Python traceback that names neither the file nor the
+way out. Here each such file is one ``InputFileError`` naming the file, what is
+wrong and what to do (``state_file`` does the same for ``--state``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from tap_alida.errors import AlidaError
+
+logger = logging.getLogger("tap_alida.input_files")
+
+CATALOG_REMEDY = (
+    "Give the tap the catalog `tap-alida --discover` prints (under Meltano: `meltano run "
+    "--refresh-catalog …`, or `meltano invoke --dump=catalog tap-alida`)."
+)
+CONFIG_REMEDY = "Write the settings as one JSON object (see config.sample.json and `tap-alida --about`)."
+
+
+class InputFileError(AlidaError):
+    """A config or catalog file that is missing, not JSON, or not of the expected shape."""
+
+
+def _reject_constant(name: str) -> Any:
+    msg = f"{name} is not JSON"
+    raise ValueError(msg)
+
+
+def _load(text: str) -> Any:
+    """JSON as the spec has it: NaN and Infinity are errors, not numbers."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def check_config_files(paths: Iterable[str]) -> None:
+    """Each ``--config`` file exists, is JSON and holds an object; raises InputFileError."""
+    for path in paths:
+        if path == "ENV":
+            continue
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            msg = f"The config file {path} does not exist. {CONFIG_REMEDY}"
+            raise InputFileError(msg) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            msg = f"The config file {path} could not be read ({type(exc).__name__}). {CONFIG_REMEDY}"
+            raise InputFileError(msg) from None
+        try:
+            value = _load(text)
+        except ValueError as exc:
+            msg = f"The config file {path} is not valid JSON ({exc}). {CONFIG_REMEDY}"
+            raise InputFileError(msg) from None
+        if not isinstance(value, Mapping):
+            msg = f"The config file {path} holds a JSON {json_kind(value)}, not an object. {CONFIG_REMEDY}"
+            raise InputFileError(msg)
+
+
+def read_catalog_stream(stream: IO[str]) -> dict[str, Any]:
+    """The catalog in an open ``--catalog`` file, checked; raises InputFileError."""
+    source = str(getattr(stream, "name", "given with --catalog"))
+    try:
+        text = stream.read()
+    except (UnicodeDecodeError, OSError) as exc:
+        what = type(exc).__name__
+        msg = f"The catalog file {source} could not be read as UTF-8 text ({what}). {CATALOG_REMEDY}"
+        raise InputFileError(msg) from None
+    try:
+        value = _load(text)
+    except ValueError as exc:
+        msg = f"The catalog file {source} is not valid JSON ({exc}). {CATALOG_REMEDY}"
+        raise InputFileError(msg) from None
+    problem = _catalog_problem(value)
+    if problem is not None:
+        msg = f"The catalog file {source} is not a Singer catalog: {problem}. {CATALOG_REMEDY}"
+        raise InputFileError(msg)
+    catalog: dict[str, Any] = value
+    if not catalog["streams"]:
+        logger.warning("The catalog file %s has no streams: nothing is synced. %s", source, CATALOG_REMEDY)
+    return catalog
+
+
+def _catalog_problem(value: Any) -> str | None:
+    if not isinstance(value, Mapping):
+        return f"it holds a JSON {json_kind(value)}, not an object"
+    streams = value.get("streams")
+    if not isinstance(streams, list):
+        return "'streams' is missing or not an array"
+    for n, entry in enumerate(streams):
+        where = f"streams[{n}]"
+        if not isinstance(entry, Mapping):
+            return f"{where} is not an object"
+        if not isinstance(entry.get("tap_stream_id"), str):
+            return f"{where} has no 'tap_stream_id' string"
+        where = f"stream {entry['tap_stream_id']!r}"
+        if not isinstance(entry.get("schema"), Mapping):
+            return f"{where} has no 'schema' object"
+        metadata = entry.get("metadata", [])
+        if not isinstance(metadata, list):
+            return f"{where}: 'metadata' is not an array"
+        for item in metadata:
+            if (
+                not isinstance(item, Mapping)
+                or not isinstance(item.get("breadcrumb"), list)
+                or not isinstance(item.get("metadata"), Mapping)
+            ):
+                return f"{where}: a 'metadata' entry is not {{'breadcrumb': [...], 'metadata': {{...}}}}"
+    return None
+
+
+def json_kind(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if value is None:
+        return "null"
+    return "object"
