@@ -28,7 +28,7 @@ from tap_alida.export.scheduler import Decision, decide
 from tap_alida.http.client import AlidaClient
 from tap_alida.modelling.types import parse_datetime
 from tap_alida.settings import AlidaSettings
-from tap_alida.state import BatchLedger, last_export, member_since, recorded_batch
+from tap_alida.state import BatchLedger, last_export, member_since, recorded_batch, streams_by_activity
 from tap_alida.stop import RunStop
 
 logger = logging.getLogger("tap_alida.run")
@@ -123,6 +123,7 @@ class Run:
                 community.start_activity_export(activity, slots, resumes.get(activity.id), discovered)
         self._log_economy()
         self._warn_about_new_activities()
+        self._warn_about_moved_activities()
         self._start_member_export([name for name, need in needs.items() if need.member_file])
         if any(need.definitions for need in needs.values()):
             for activity in community.activities:
@@ -199,6 +200,23 @@ class Run:
                     "--refresh-catalog …`, or `tap-alida --discover`) and select %r.",
                     activity.name,
                     activity.id,
+                    activity.stream_name,
+                )
+
+    def _warn_about_moved_activities(self) -> None:
+        """A survey whose stream changed since its last load (renamed in Alida, then discovered
+        again) gets one WARNING: its rows so far stay in the old table."""
+        loaded_in = streams_by_activity(self.tap.state)
+        for activity in self.community.activities:
+            old = loaded_in.get(activity.id.lower())
+            if old is not None and old != activity.stream_name:
+                logger.warning(
+                    "Activity %r (%s) was loaded into stream %r until now; its stream is now %r (the "
+                    "survey was renamed and the catalog discovered again). Its earlier rows stay in the "
+                    "old table; 'stream_naming: id' keeps stream names fixed across renames.",
+                    activity.name,
+                    activity.id,
+                    old,
                     activity.stream_name,
                 )
 

@@ -21,7 +21,7 @@ A *slot* names where an entry lives: a stream name, or
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from singer_sdk import Stream, Tap
@@ -126,6 +126,19 @@ class BatchLedger:
                 for activity_id, entry in list(batches.items()):
                     if isinstance(entry, dict) and str(entry.get("id")) == batch_id:
                         self.record((f"{name}:{activity_id}",), None)
+
+
+def streams_by_activity(state: Mapping[str, Any]) -> dict[str, str]:
+    """Activity id (lower case) → the stream whose last completed export was of it, from a
+    STATE's marks (``alida_last_export`` names its activity): where each survey was loaded."""
+    found: dict[str, str] = {}
+    bookmarks = state.get("bookmarks")
+    for stream, entry in bookmarks.items() if isinstance(bookmarks, Mapping) else ():
+        mark = entry.get(EXPORT_MARK_KEY) if isinstance(entry, Mapping) else None
+        activity_id = mark.get("activity_id") if isinstance(mark, Mapping) else None
+        if isinstance(activity_id, str):
+            found[activity_id.lower()] = str(stream)
+    return found
 
 
 def member_since(streams: Iterable[Stream], start_date: str | None) -> str | None:

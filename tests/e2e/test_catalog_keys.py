@@ -139,3 +139,42 @@ def test_a_catalog_that_pins_a_survey_on_a_fixed_stream_is_not_believed(start_sa
     assert activity_ids_of(run, streams[victim]) == {victim}  # the survey's own stream still reads it
     assert {r["activity_id"] for r in run.records["activity_answers"]} == set(streams)
     assert "is in scope but the catalog has no stream for it" not in run.stderr
+
+
+def test_a_rename_then_a_new_discovery_moves_the_stream_and_never_skips_on_another_survey_s_export(
+    start_sandbox, tmp_path
+):
+    """Two surveys named alike: the older one is renamed, and on rediscovery the closed
+    younger one inherits its stream name. That stream's last export was of the renamed
+    survey, so the closed one must be exported (not skipped), and both moves are warned."""
+    sandbox = start_sandbox("--activities", "3", "--members", "5", "--responses", "5")
+    config = sandbox.config()
+    suffixed = "a0c27044-6c18-298d-ac68-f320ea04f4fb"  # the younger "Customer Satisfaction" (seed 1)
+    sandbox.post(f"/_sandbox/activities/{suffixed}/close", {})
+    time.sleep(1.1)  # exports from the next second on are after it closed (whole seconds)
+    catalog = select_all(discover(tmp_path, config))
+    streams = activity_streams(catalog)
+    plain, suffixed = (
+        next(i for i, s in streams.items() if s == name)
+        for name in ("customer_satisfaction", "customer_satisfaction_a0c27044")
+    )
+    first = run_tap(tmp_path, config, catalog=catalog)
+    assert first.returncode == 0, first.stderr[-3000:]
+    closed = {r["activity_id"] for r in first.records["activities"] if r["status"] == "closed"}
+    assert suffixed in closed  # the younger survey is closed and now exported: skipped from now on
+
+    sandbox.post(f"/_sandbox/activities/{plain}/rename", {"name": "Customer Feedback"})
+    catalog2 = select_all(discover(tmp_path, config))
+    streams2 = activity_streams(catalog2)
+    assert streams2[suffixed] == "customer_satisfaction" and streams2[plain] == "customer_feedback"
+    seq = last_seq(sandbox)
+    second = run_tap(tmp_path, config, catalog=catalog2, state=first.state)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert suffixed in batch_posts(sandbox, seq) or "Re-using" in second.stderr
+    assert activity_ids_of(second, "customer_satisfaction") == {suffixed}
+    assert len(second.records["customer_satisfaction"]) == 5
+    assert "the stream's last export was of another activity" in second.stderr
+    moved = [line for line in second.stderr.splitlines() if "was loaded into stream" in line]
+    assert len(moved) == 2
+    assert any(f"({plain}) was loaded into stream 'customer_satisfaction'" in line for line in moved)
+    assert any("its stream is now 'customer_feedback'" in line for line in moved)
