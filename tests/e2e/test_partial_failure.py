@@ -3,7 +3,7 @@ fails naming each stream that failed; ``fail_fast: true`` stops at the first fai
 
 from __future__ import annotations
 
-from harness import FIXTURES, discover, run_tap, select_all
+from harness import FIXED_STREAM_KEYS, FIXTURES, discover, run_tap, select_all
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -57,3 +57,24 @@ def test_fail_fast_stops_at_the_first_failure(start_sandbox, tmp_path):
     lines = errors(run.stderr)
     assert "is still pending after" in lines[0]
     assert not any("streams failed" in line for line in lines)
+
+
+def test_discovery_leaves_out_a_survey_whose_export_is_stuck_and_the_night_goes_on(start_sandbox, tmp_path):
+    sandbox = start_sandbox(
+        "--activities", "3", "--members", "5", "--responses", "4", "--faults", "stuck_job=1"
+    )
+    config = sandbox.config(max_wait_to_start_seconds=2)
+    discovery = run_tap(tmp_path, config, "--discover", timeout=120)
+    assert discovery.returncode == 0, discovery.stderr[-3000:]
+    catalog = select_all(discovery.messages[0])
+    listed = [s["tap_stream_id"] for s in catalog["streams"] if s["tap_stream_id"] not in FIXED_STREAM_KEYS]
+    assert len(listed) == 2  # the survey whose export was stuck is left out
+    errors = [line for line in discovery.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "is left out of the catalog (discover again later)" in errors[0]
+    assert "Traceback" not in discovery.stderr
+
+    run = run_tap(tmp_path, config, catalog=catalog)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "is in scope but the catalog has no stream for it" in run.stderr
+    surveys = {a["id"] for a in sandbox.truth()["activities"] if a["activityType"] == "Survey"}
+    assert {r["activity_id"] for r in run.records["activity_answers"]} == surveys  # its values still arrive
