@@ -163,8 +163,12 @@ def run_demo(project: Path = ROOT, bin_dir: Path = BIN) -> None:
             "MELTANO_ENVIRONMENT": "sandbox",
             "TARGET_DUCKDB_FILEPATH": str(loading),
         }
-        # --full-refresh: each demo starts from a new sandbox, so old bookmarks do not apply.
-        command = [str(bin_dir / "meltano"), "run", "--full-refresh", "tap-alida", "target-duckdb"]
+        # --full-refresh: each demo starts from a new sandbox, so old bookmarks do not apply;
+        # its own state id (…:demo), so the demo's STATE never meets a later run of yours.
+        command = [
+            str(bin_dir / "meltano"), "run", "--full-refresh", "--state-id-suffix", "demo",
+            "tap-alida", "target-duckdb",
+        ]  # fmt: skip
         print("+ meltano", *command[1:], flush=True)
         done = subprocess.run(command, cwd=project, env=env, check=False)
         if done.returncode != 0:

@@ -256,9 +256,14 @@ class TapAlida(CheckedConfigTap):
         warn = WarnOnce(self.logger)
         streams: list[Stream] = []
         activities = self.community.activities
-        self.logger.info("Discovering %d activities.", len(activities))
-        for activity in activities:  # all exports run at once, up to max_concurrent_exports
-            self.community.start_definition_export(activity)
+        # All exports at once (closed surveys' definitions come from the cache instead).
+        exports = [a for a in activities if self.community.start_definition_export(a) is not None]
+        self.logger.info(
+            "Discovering %d activities: %d exported to read their fields, %d from the definitions cache.",
+            len(activities),
+            len(exports),
+            len(activities) - len(exports),
+        )
         for activity in activities:
             try:
                 fields = self.community.definition(activity)

@@ -83,6 +83,13 @@ def test_demo_prints_the_analysis_and_no_warning(tmp_path):
     assert opened.returncode == 0, opened.stderr
     assert "question" in opened.stdout and "option_label" in opened.stdout and "10 rows" in opened.stdout
     assert not (project / "output" / "loading").exists()
+    # The demo's STATE has its own id: a later `meltano run` of yours does not start from it.
+    listed = subprocess.run(
+        [str(project / ".venv" / "bin" / "meltano"), "--environment", "sandbox", "state", "list"],
+        cwd=project, env=clean_env(tmp_path), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert "sandbox:tap-alida-to-target-duckdb:demo" in listed.stdout, listed.stdout + listed.stderr
+    assert not re.search(r"^sandbox:tap-alida-to-target-duckdb$", listed.stdout, re.M), listed.stdout
 
 
 def test_failed_demo_keeps_the_previous_warehouse(tmp_path):
