@@ -21,9 +21,12 @@ SDK parses it. Both are public paths; Meltano passes unknown metadata through.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+logger = logging.getLogger("tap_alida.catalog_keys")
 
 ACTIVITY_ID_KEY = "alida-activity-id"
 DISCOVERY_BATCH_KEY = "alida-batch"
@@ -55,7 +58,15 @@ class CatalogKeys:
             if not isinstance(activity_id, str) or not activity_id or not isinstance(name, str):
                 continue
             if name in keys.stream_names.values() or activity_id.lower() in keys.stream_names:
-                continue  # a hand-edited catalog naming one stream or activity twice: the first wins
+                # A hand-edited catalog naming one stream or activity twice: the first wins.
+                logger.warning(
+                    "The catalog gives activity %s to more than one stream (or stream %r to more than "
+                    "one activity); stream %r is matched by its name instead. Run discovery again.",
+                    activity_id,
+                    name,
+                    name,
+                )
+                continue
             keys.stream_names[activity_id.lower()] = name
             batch = root.get(DISCOVERY_BATCH_KEY)
             if isinstance(batch, Mapping):

@@ -77,13 +77,14 @@ def test_one_stream_name_claimed_by_two_ids_keeps_the_first():
     assert CatalogKeys.read(edited).stream_names == {"a-1": "survey_one"}
 
 
-def test_one_activity_claimed_by_two_streams_keeps_the_first_entry_whole():
+def test_one_activity_claimed_by_two_streams_keeps_the_first_entry_whole(caplog):
     edited = catalog()
     add_keys(edited, {"survey_one": "A-1", "survey_two": "A-1"}, {"A-1": BATCH})
     edited["streams"][1]["metadata"][1]["metadata"][DISCOVERY_BATCH_KEY] = {**BATCH, "id": "b-2"}
     keys = CatalogKeys.read(edited)
     assert keys.stream_names == {"a-1": "survey_one"}
     assert keys.batch("A-1") == BATCH  # the first entry's batch, with the first entry's name
+    assert "gives activity A-1 to more than one stream" in caplog.text
 
 
 def test_pinned_names_win_and_others_avoid_them():
