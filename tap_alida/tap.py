@@ -28,7 +28,7 @@ from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_alida import __version__, probe
 from tap_alida.catalog_keys import CatalogKeys, add_keys
-from tap_alida.community import Community
+from tap_alida.community import Activity, Community
 from tap_alida.errors import STREAM_FAILURES, AlidaError
 from tap_alida.http.client import AlidaClient
 from tap_alida.input_files import check_config_files, read_catalog_stream
@@ -264,21 +264,26 @@ class TapAlida(CheckedConfigTap):
             len(exports),
             len(activities) - len(exports),
         )
+        failed: list[tuple[Activity, AlidaError]] = []
         for activity in activities:
             try:
                 fields = self.community.definition(activity)
             except STREAM_FAILURES as exc:
                 if self.settings.fail_fast:
                     raise
-                # One bad survey does not cost the others their night: it is left out of
-                # the catalog (the sync then names it, and activity_answers tries it again).
-                self.logger.error(
-                    "%s is left out of the catalog (discover again later): %s", activity.label, exc
-                )
+                failed.append((activity, exc))
                 continue
             schema = self.community.layout(activity, fields, warn).schema()
             warn_if_too_wide(activity.stream_name, activity.label, schema, self.settings.set_columns)
             streams.append(ActivityResponsesStream(self.run, activity, schema))
+        if failed and not streams:
+            raise failed[0][1]  # nothing was discovered: the run cannot go on
+        for activity, error in failed:
+            # One bad survey does not cost the others their night: it is left out of the
+            # catalog (the sync then names it, and activity_answers tries it again).
+            self.logger.error(
+                "%s is left out of the catalog (discover again later): %s", activity.label, error
+            )
         streams.append(ActivityAnswersStream(self.run))
         streams.append(ActivityFieldsStream(self.run))
         variables = self.community.member_variables
