@@ -91,9 +91,19 @@ def test_a_failed_export_is_created_again(start_sandbox, tmp_path):
 
 
 def test_stuck_export_gives_up_after_max_wait_to_start(start_sandbox, tmp_path):
+    """Of two surveys, one export is stuck: discovery leaves that survey out (one ERROR) and
+    goes on; with fail_fast it stops."""
     sandbox = start_sandbox("--fixtures", str(FIXTURES), "--faults", "stuck_job=1")
     config = sandbox.config(max_wait_to_start_seconds=0.5)
     run = run_tap(tmp_path, config, "--discover")
+    assert run.returncode == 0, run.stderr[-3000:]
+    errors = [line for line in run.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "is left out of the catalog (discover again later)" in errors[0]
+    assert "still pending" in errors[0] and "max_wait_to_start_seconds" in errors[0]
+    assert len(run.messages[0]["streams"]) == 5 + 1  # the fixed streams and the other survey
+
+    stopped = start_sandbox("--fixtures", str(FIXTURES), "--faults", "stuck_job=1")
+    run = run_tap(tmp_path, stopped.config(max_wait_to_start_seconds=0.5, fail_fast=True), "--discover")
     assert run.returncode != 0
     assert "still pending" in run.stderr and "max_wait_to_start_seconds" in run.stderr
 
