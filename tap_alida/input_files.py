@@ -35,9 +35,37 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(msg)
 
 
-def _load(text: str) -> Any:
-    """JSON as the spec has it: NaN and Infinity are errors, not numbers."""
-    return json.loads(text, parse_constant=_reject_constant)
+def parse_json(
+    text: str,
+    kind: str,
+    source: str,
+    remedy: str,
+    error: type[AlidaError] = InputFileError,
+    *,
+    strict: bool = True,
+) -> Any:
+    """The JSON in ``text`` (the contents of ``kind`` file ``source``), or ``error`` naming the file.
+
+    ``strict``: NaN and Infinity are errors, as the JSON spec has it (Python's
+    parser accepts them; STATE files are read as they always were, not strict).
+    """
+    try:
+        return json.loads(text, parse_constant=_reject_constant) if strict else json.loads(text)
+    except ValueError as exc:
+        msg = f"The {kind} file {source} is not valid JSON ({exc}). {remedy}"
+        raise error(msg) from None
+
+
+def read_stream(
+    stream: IO[str], kind: str, remedy: str, error: type[AlidaError] = InputFileError
+) -> tuple[str, str]:
+    """The text of an open ``--<kind>`` file and its name, or ``error`` naming the file."""
+    source = str(getattr(stream, "name", f"given with --{kind.lower()}"))
+    try:
+        return stream.read(), source
+    except (UnicodeDecodeError, OSError) as exc:
+        msg = f"The {kind} file {source} could not be read as UTF-8 text ({type(exc).__name__}). {remedy}"
+        raise error(msg) from None
 
 
 def check_config_files(paths: Iterable[str]) -> None:
@@ -53,11 +81,7 @@ def check_config_files(paths: Iterable[str]) -> None:
         except (OSError, UnicodeDecodeError) as exc:
             msg = f"The config file {path} could not be read ({type(exc).__name__}). {CONFIG_REMEDY}"
             raise InputFileError(msg) from None
-        try:
-            value = _load(text)
-        except ValueError as exc:
-            msg = f"The config file {path} is not valid JSON ({exc}). {CONFIG_REMEDY}"
-            raise InputFileError(msg) from None
+        value = parse_json(text, "config", path, CONFIG_REMEDY)
         if not isinstance(value, Mapping):
             msg = f"The config file {path} holds a JSON {json_kind(value)}, not an object. {CONFIG_REMEDY}"
             raise InputFileError(msg)
@@ -65,18 +89,8 @@ def check_config_files(paths: Iterable[str]) -> None:
 
 def read_catalog_stream(stream: IO[str]) -> dict[str, Any]:
     """The catalog in an open ``--catalog`` file, checked; raises InputFileError."""
-    source = str(getattr(stream, "name", "given with --catalog"))
-    try:
-        text = stream.read()
-    except (UnicodeDecodeError, OSError) as exc:
-        what = type(exc).__name__
-        msg = f"The catalog file {source} could not be read as UTF-8 text ({what}). {CATALOG_REMEDY}"
-        raise InputFileError(msg) from None
-    try:
-        value = _load(text)
-    except ValueError as exc:
-        msg = f"The catalog file {source} is not valid JSON ({exc}). {CATALOG_REMEDY}"
-        raise InputFileError(msg) from None
+    text, source = read_stream(stream, "catalog", CATALOG_REMEDY)
+    value = parse_json(text, "catalog", source, CATALOG_REMEDY)
     problem = _catalog_problem(value)
     if problem is not None:
         msg = f"The catalog file {source} is not a Singer catalog: {problem}. {CATALOG_REMEDY}"

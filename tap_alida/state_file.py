@@ -14,13 +14,12 @@ ISO-8601 date-time. Unknown keys pass.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import IO, Any
 
 from tap_alida.errors import AlidaError
-from tap_alida.input_files import json_kind
+from tap_alida.input_files import json_kind, parse_json, read_stream
 from tap_alida.modelling.types import parse_datetime
 
 logger = logging.getLogger("tap_alida.state_file")
@@ -38,22 +37,13 @@ class StateFileError(AlidaError):
 
 def read_state_stream(stream: IO[str]) -> dict[str, Any]:
     """The state in an open ``--state`` file, checked; raises StateFileError."""
-    source = str(getattr(stream, "name", "given with --state"))
-    try:
-        text = stream.read()
-    except (UnicodeDecodeError, OSError) as exc:
-        msg = f"The STATE file {source} could not be read as UTF-8 text ({type(exc).__name__}). {REMEDY}"
-        raise StateFileError(msg) from None
+    text, source = read_stream(stream, "STATE", REMEDY, StateFileError)
     return read_state(text, source)
 
 
 def read_state(text: str, source: str) -> dict[str, Any]:
     """The state in ``text`` (the contents of ``source``), checked; raises StateFileError."""
-    try:
-        value = json.loads(text) if text.strip() else {}
-    except ValueError as exc:
-        msg = f"The STATE file {source} is not valid JSON ({exc}). {REMEDY}"
-        raise StateFileError(msg) from None
+    value = parse_json(text, "STATE", source, REMEDY, StateFileError, strict=False) if text.strip() else {}
     return check_state(value, source)
 
 
