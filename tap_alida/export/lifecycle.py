@@ -62,7 +62,7 @@ class BatchLifecycle:
         reason = Batch.mismatch(entry, MEMBERS if activity_id is None else ACTIVITY, activity_id)
         if reason is not None:
             logger.info(
-                "Not re-using batch %s from %s for %s: %s; creating a new batch.",
+                "Not re-using batch %s from %s for %s: %s.",
                 batch.id,
                 source,
                 label,
@@ -140,7 +140,8 @@ class BatchLifecycle:
         return None
 
     def _still_usable(self, batch: Batch) -> dict[str, Any] | None:
-        """Whether a batch recorded by a previous run (or discovery) can still be awaited or downloaded."""
+        """The status of a batch recorded by a previous run (or discovery) when it can still be
+        awaited or downloaded; None when it cannot (gone, another activity's, failed, cancelled)."""
         try:
             status = self.exports.refresh(batch)
         except NotFoundError:
