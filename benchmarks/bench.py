@@ -44,16 +44,17 @@ class Sandbox:
         assert self.process.stdout is not None
         self.url = self.process.stdout.readline().strip()
 
-    def config(self, **extra: Any) -> dict[str, Any]:
+    def credentials(self) -> dict[str, Any]:
+        """What a tap config needs to reach this sandbox (every other setting at its default)."""
         return {
             "api_url": self.url,
             "client_id": "sandbox",
             "client_secret": "sandbox",
             "community_api_key_name": "sandbox",
-            "poll_interval_seconds": 0.2,
-            "poll_max_interval_seconds": 1,
-            **extra,
         }
+
+    def config(self, **extra: Any) -> dict[str, Any]:
+        return {**self.credentials(), "poll_interval_seconds": 0.2, "poll_max_interval_seconds": 1, **extra}
 
     def __enter__(self) -> Sandbox:
         return self

@@ -30,16 +30,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import bench  # the sibling script: benchmarks/ is on sys.path when this one runs
+
 BIN = Path(sys.executable).parent
 
 
-class Sandbox:
-    def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [str(BIN / "tap-alida-sandbox"), "--port", "0", *args], stdout=subprocess.PIPE, text=True
-        )
-        assert self.process.stdout is not None
-        self.url = self.process.stdout.readline().strip()
+class Sandbox(bench.Sandbox):
+    """bench.py's sandbox process, plus its request log (batch POSTs) and its /_sandbox routes."""
 
     def call(self, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -58,10 +55,6 @@ class Sandbox:
 
     def last_seq(self) -> int:
         return max((r["seq"] for r in self.call("/_sandbox/requests")), default=-1)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
 
 
 def tap(work: Path, config: dict[str, Any], *args: str) -> tuple[str, float]:
@@ -95,8 +88,9 @@ def last_state(output: str) -> dict[str, Any]:
 
 
 def posts_per_night(surveys: int, closed: int, mode: str) -> dict[str, int]:
-    sandbox = Sandbox("--activities", str(surveys), "--members", "5", "--responses", "3", "--fields", "6")
-    try:
+    with Sandbox(
+        "--activities", str(surveys), "--members", "5", "--responses", "3", "--fields", "6"
+    ) as sandbox:
         ids = [
             a["id"] for a in sandbox.call("/_sandbox/truth")["activities"] if a["activityType"] == "Survey"
         ]
@@ -105,14 +99,7 @@ def posts_per_night(surveys: int, closed: int, mode: str) -> dict[str, int]:
             sandbox.call(f"/_sandbox/activities/{activity_id}/close", {})
         with tempfile.TemporaryDirectory() as folder:
             work = Path(folder)
-            config = {
-                "api_url": sandbox.url,
-                "client_id": "sandbox",
-                "client_secret": "sandbox",
-                "community_api_key_name": "sandbox",
-                "poll_interval_seconds": 0.2,
-                "closed_activities": mode,
-            }
+            config = {**sandbox.credentials(), "poll_interval_seconds": 0.2, "closed_activities": mode}
             counts = {}
             state: dict[str, Any] = {}
             for night in (1, 2):
@@ -128,36 +115,28 @@ def posts_per_night(surveys: int, closed: int, mode: str) -> dict[str, int]:
                 counts[f"night {night} sync"] = sandbox.activity_posts(seq)
                 state = last_state(output)
             return counts
-    finally:
-        sandbox.stop()
 
 
 def sync_wall_time(surveys: int, delay: float) -> tuple[float, float]:
     """Seconds of (the sync alone, discovery + sync)."""
-    sandbox = Sandbox(
-        "--activities", str(surveys), "--members", "20", "--responses", "20", "--job-delay", str(delay)
-    )
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            work = Path(folder)
-            config = {
-                "api_url": sandbox.url,
-                "client_id": "sandbox",
-                "client_secret": "sandbox",
-                "community_api_key_name": "sandbox",
-            }
-            catalog, discovery = tap(work, config, "--discover")
-            (work / "catalog.json").write_text(selected(catalog, keep_batches=False))
-            _, alone = tap(work, config, "--catalog", str(work / "catalog.json"))
-            # Discovery and sync again, as one `meltano run` (a fresh cache: every survey is
-            # open, so discovery exports each; the sync re-uses those batches).
-            config["cache_dir"] = str(work / "cache2")
-            catalog, discovery = tap(work, config, "--discover")
-            (work / "catalog.json").write_text(selected(catalog))
-            _, sync = tap(work, config, "--catalog", str(work / "catalog.json"))
-            return alone, discovery + sync
-    finally:
-        sandbox.stop()
+    with (
+        Sandbox(
+            "--activities", str(surveys), "--members", "20", "--responses", "20", "--job-delay", str(delay)
+        ) as sandbox,
+        tempfile.TemporaryDirectory() as folder,
+    ):
+        work = Path(folder)
+        config = sandbox.credentials()  # default settings: this is what is timed
+        catalog, discovery = tap(work, config, "--discover")
+        (work / "catalog.json").write_text(selected(catalog, keep_batches=False))
+        _, alone = tap(work, config, "--catalog", str(work / "catalog.json"))
+        # Discovery and sync again, as one `meltano run` (a fresh cache: every survey is
+        # open, so discovery exports each; the sync re-uses those batches).
+        config["cache_dir"] = str(work / "cache2")
+        catalog, discovery = tap(work, config, "--discover")
+        (work / "catalog.json").write_text(selected(catalog))
+        _, sync = tap(work, config, "--catalog", str(work / "catalog.json"))
+        return alone, discovery + sync
 
 
 def main() -> None:
