@@ -89,7 +89,7 @@ class BatchLedger:
                 state.pop(BATCH_STATE_KEY, None)
             else:
                 state[BATCH_STATE_KEY] = entry
-        self._tap.state_writer.write_state(self._tap.state)
+        self.write()
 
     def write(self) -> None:
         """Write STATE now."""
@@ -98,7 +98,7 @@ class BatchLedger:
     def mark_export(self, stream: Stream, mark: dict[str, Any], activity_id: str | None = None) -> None:
         """Keep the mark of a completed export (``last_export``) and write STATE now."""
         set_last_export(stream, mark, activity_id)
-        self._tap.state_writer.write_state(self._tap.state)
+        self.write()
 
     def forget(self, slot: str) -> None:
         """A stream is done with its batch: a rerun must not re-use it."""
