@@ -27,13 +27,13 @@ follows does not count (``max_concurrent_exports`` bounds downloads).
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
 
 from tap_alida.errors import APIError, ExportFailedError, RateLimitedError
 from tap_alida.export.batch import Batch
+from tap_alida.http.policy import jittered_backoff
 from tap_alida.stop import RunStop
 
 logger = logging.getLogger("tap_alida.export.admission")
@@ -44,8 +44,8 @@ _WAKE_SECONDS = 0.5
 PROGRESS_EVERY_SECONDS = 60.0
 # Without a refusal for this long (or the last Retry-After, if longer), the limit doubles.
 QUIET_SECONDS = 30.0
-# The wait after a create's n-th refusal is at least FIRST × 2^(n-1) seconds, at most
-# CAP, times 0.5-1.0 (jitter): a Retry-After of 0, or none, never makes a busy loop.
+# The wait after a create's n-th refusal is at least the run's jittered backoff from FIRST
+# up to CAP (``http.policy``): a Retry-After of 0, or none, never makes a busy loop.
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 30.0
 
@@ -195,8 +195,7 @@ class Admission:
                 "running on the tenant; rerun later."
             )
             raise ExportFailedError(msg)
-        backoff = min(BACKOFF_FIRST_SECONDS * 2.0 ** (refusals - 1), BACKOFF_CAP_SECONDS)
-        backoff *= 0.5 + random.random() / 2
+        backoff = jittered_backoff(refusals, BACKOFF_FIRST_SECONDS, BACKOFF_CAP_SECONDS)
         wait = max(retry_after or 0.0, backoff)
         with self._changed:
             self._quiet = max(QUIET_SECONDS, retry_after or 0.0)

@@ -129,7 +129,7 @@ class RetryPolicy:
         self.max_retry_after = settings.max_retry_after
 
     def backoff(self, attempt: int) -> float:
-        return min(2.0 ** (attempt - 1), 60.0) * (0.5 + random.random() / 2)
+        return jittered_backoff(attempt)
 
     def pause(self, attempt: int, what: str, reason: str, response: requests.Response | None) -> None:
         """Sleep before try ``attempt + 1``, or raise APIError when the tries are used up."""
@@ -160,6 +160,12 @@ class RetryPolicy:
             wait,
         )
         self.stop.sleep(wait)
+
+
+def jittered_backoff(attempt: int, first: float = 1.0, cap: float = 60.0) -> float:
+    """Seconds to wait before try ``attempt + 1``: first × 2^(attempt-1), at most ``cap``,
+    times 0.5-1.0 (jitter, so that threads refused together do not come back together)."""
+    return min(first * 2.0 ** (attempt - 1), cap) * (0.5 + random.random() / 2)
 
 
 def parse_retry_after(value: str | None) -> float | None:
