@@ -13,8 +13,10 @@ Rules that keep this safe:
   bandwidth and CPU here.
 * Every Singer message is written by the main thread. A worker that creates a
   batch queues an event; the main thread applies it to STATE (``drain``) while
-  it waits for a job or every few thousand records, so the batch id reaches
-  STATE within a second of its creation.
+  it waits for a job (every ``DRAIN_EVERY_SECONDS``) or every few thousand
+  records, so the batch id reaches STATE a fraction of a second after the job
+  takes it up. (A batch re-used from discovery is downloaded at once: a kill
+  half a second into that download must find it in STATE.)
 * When the run stops (an error, or the process exits), the run's ``RunStop`` wakes
   every worker out of its poll or backoff sleep.
 """
@@ -44,7 +46,7 @@ BatchListener = Callable[[tuple[str, ...], dict[str, Any] | None], None]
 # A job reports each batch it creates or re-uses through this (None: forget it).
 Report = Callable[[dict[str, Any] | None], None]
 
-DRAIN_EVERY_SECONDS = 0.5
+DRAIN_EVERY_SECONDS = 0.1
 
 
 @dataclass
