@@ -28,7 +28,14 @@ from tap_alida.export.scheduler import Decision, decide
 from tap_alida.http.client import AlidaClient
 from tap_alida.modelling.types import parse_datetime
 from tap_alida.settings import AlidaSettings
-from tap_alida.state import BatchLedger, last_export, member_since, recorded_batch, streams_by_activity
+from tap_alida.state import (
+    BatchLedger,
+    StatePacer,
+    last_export,
+    member_since,
+    recorded_batch,
+    streams_by_activity,
+)
 from tap_alida.stop import RunStop
 
 logger = logging.getLogger("tap_alida.run")
@@ -56,13 +63,19 @@ class ReadsExports(Protocol):
 class Run:
     """Settings, client, community and STATE ledger of one tap run."""
 
-    def __init__(self, tap: Tap, settings: AlidaSettings, catalog_keys: CatalogKeys | None = None) -> None:
+    def __init__(
+        self,
+        tap: Tap,
+        settings: AlidaSettings,
+        catalog_keys: CatalogKeys | None = None,
+        pacer: StatePacer | None = None,
+    ) -> None:
         self.tap = tap
         self.settings = settings
         self.catalog_keys = catalog_keys or CatalogKeys()
         self.client = AlidaClient(settings, RunStop())
         self.community = Community(self.client, self.catalog_keys.stream_names)
-        self.ledger = BatchLedger(tap)
+        self.ledger = BatchLedger(tap, pacer)
         self.started = dt.datetime.now(dt.UTC)
         self._exports_started = False
         self._decisions: dict[tuple[str, str], Decision] = {}
@@ -108,6 +121,7 @@ class Run:
         community = self.community
         community.workdir  # noqa: B018 - made now: dead runs' spool folders are removed at start
         community.runner.listener = self.ledger.record
+        community.runner.on_wait = self.ledger.tick
         needs = {stream.name: stream.export_needs() for stream in self._selected()}
         readers: dict[str, list[str]] = {}  # activity id → STATE slots of the streams reading its file
         resumes: dict[str, Any] = {}
@@ -229,14 +243,15 @@ class Run:
         self.finish_stream(name)
 
     def finish_stream(self, name: str) -> None:
-        """After the last selected stream: fail the run, naming each stream that failed.
-
-        STATE is written first, so every stream that completed keeps its bookmarks.
+        """After the last selected stream: write STATE now (``BatchLedger.finish``), then fail
+        the run, naming each stream that failed; every stream that completed keeps its bookmarks.
         """
         selected = [stream.name for stream in self._selected()]
-        if not self.failures or not selected or name != selected[-1]:
+        if not selected or name != selected[-1]:
             return
-        self.ledger.write()
+        self.ledger.finish()
+        if not self.failures:
+            return
         self.client.stop.set()
         named = "; ".join(f"{stream}: {why}" for stream, why in self.failures.items())
         msg = (

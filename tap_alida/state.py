@@ -21,8 +21,10 @@ A *slot* names where an entry lives: a stream name, or
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+import atexit
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 from singer_sdk import Stream, Tap
 
@@ -48,10 +50,18 @@ def recorded_batch(stream: Stream, activity_id: str | None = None) -> Any:
 
 
 def last_export(stream: Stream, activity_id: str | None = None) -> Any:
-    """The stream's mark of its last completed export (per activity for activity_answers)."""
+    """The stream's mark of its last completed export (per activity for activity_answers).
+
+    ``alida_last_exports`` is keyed by activity id, so its marks do not repeat it: the
+    id is put back here, and every reader sees marks of one shape.
+    """
     if activity_id is None:
         return stream.stream_state.get(EXPORT_MARK_KEY)
-    return (stream.stream_state.get(EXPORT_MARKS_KEY) or {}).get(activity_id)
+    marks = stream.stream_state.get(EXPORT_MARKS_KEY)
+    mark = marks.get(activity_id) if isinstance(marks, Mapping) else None
+    if isinstance(mark, Mapping) and "activity_id" not in mark:
+        return {**mark, "activity_id": activity_id}
+    return mark
 
 
 def set_last_export(stream: Stream, mark: dict[str, Any], activity_id: str | None = None) -> None:
@@ -59,18 +69,123 @@ def set_last_export(stream: Stream, mark: dict[str, Any], activity_id: str | Non
     if activity_id is None:
         stream.stream_state[EXPORT_MARK_KEY] = mark
     else:
-        stream.stream_state.setdefault(EXPORT_MARKS_KEY, {})[activity_id] = mark
+        compact = {k: v for k, v in mark.items() if k != "activity_id"}  # the key says it
+        stream.stream_state.setdefault(EXPORT_MARKS_KEY, {})[activity_id] = compact
+
+
+# -- how often STATE is written ------------------------------------------------------------
+# A STATE message holds every stream's bookmark, so its size grows with the number of
+# surveys; written after every survey it would grow with their square (400 surveys: 365 MB a
+# night). STATE during a run only saves work after a crash, so it is paced:
+
+# Marks and bookmarks: at most this often (the first at once).
+STATE_EVERY_SECONDS = 5.0
+# Mid-run STATE is always allowed up to this many bytes in all; beyond that only while it
+# stays under STATE_SHARE of the RECORD bytes written so far. The final STATE is always written.
+STATE_FLOOR_BYTES = 512 * 1024
+STATE_SHARE = 0.01
+
+
+class OutputCount(Protocol):
+    """Bytes the tap has written, by message type (``sdk.CountingWriter``)."""
+
+    def written(self, message_type: str) -> int: ...
+
+
+class StatePacer:
+    """Decides when a STATE the SDK or the ledger asks for is written (``STATE_EVERY_SECONDS``).
+
+    STATE is never ahead of the data: the pacer only ever writes the tap's state as it
+    is now, later than asked, and the tap puts a mark or bookmark into it only once the
+    rows it stands for are written. A STATE held back is written by a later call, by
+    ``tick`` (the run calls it while it waits for exports and between records), when the
+    last stream ends (``finish``), and at exit in any case.
+    """
+
+    def __init__(
+        self,
+        emit: Callable[[Any], None],
+        output: OutputCount,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._emit = emit
+        self._output = output
+        self._clock = clock
+        self._pending: Mapping[str, Any] | None = None
+        self._due: float | None = None
+        self._last_emit: float | None = None
+        self._last_size = 0
+        self._final = False
+        self.written = 0  # STATE messages written, for tests and logs
+        atexit.register(self.flush)
+
+    def write(self, state: Mapping[str, Any], *, urgent: bool = False, now: bool = True) -> None:
+        """Ask for a STATE; ``urgent``: it holds a new batch id, due at once (within the
+        budget) so that the id is in STATE before its file is downloaded and a rerun
+        after a crash re-uses the batch. ``now=False``: the caller ticks once after a
+        burst of changes (the ledger applying every queued batch event), one STATE for all."""
+        self._pending = state
+        clock = self._clock()
+        if self._final or self._last_emit is None or urgent:
+            due = clock
+        else:
+            due = self._last_emit + STATE_EVERY_SECONDS
+        self._due = due if self._due is None else min(self._due, due)
+        if now:
+            self.tick()
+
+    def tick(self) -> None:
+        """Write the STATE held back when it is due and the STATE budget allows it."""
+        if self._pending is None or self._due is None or self._clock() < self._due:
+            return
+        if not self._final and not self._within_budget():
+            self._due = self._clock() + STATE_EVERY_SECONDS  # ask again later
+            return
+        self.flush()
+
+    def _within_budget(self) -> bool:
+        so_far = self._output.written("STATE")
+        allowed = max(STATE_FLOOR_BYTES, STATE_SHARE * self._output.written("RECORD"))
+        return so_far + self._last_size <= allowed
+
+    def flush(self) -> None:
+        """Write the STATE held back, if any, now."""
+        if self._pending is None:
+            return
+        state, self._pending, self._due = self._pending, None, None
+        before = self._output.written("STATE")
+        self._emit(without_empty_bookmarks(state))
+        self._last_size = self._output.written("STATE") - before or self._last_size
+        self._last_emit = self._clock()
+        self.written += 1
+
+    def finish(self) -> None:
+        """The last stream is done: from now on every STATE is written at once."""
+        self._final = True
+        self.flush()
+
+
+def without_empty_bookmarks(state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``state`` without the empty ``{}`` the SDK keeps for streams that hold nothing: with
+    a stream per survey they would be a line per survey in every STATE, saying nothing."""
+    bookmarks = state.get("bookmarks")
+    if not isinstance(bookmarks, Mapping) or all(bookmarks.values()):
+        return state
+    return {**state, "bookmarks": {name: entry for name, entry in bookmarks.items() if entry}}
 
 
 class BatchLedger:
-    """Puts batches in flight into STATE and takes them out, emitting STATE at once.
+    """Puts batches in flight into STATE and takes them out, and asks for STATE when they change.
 
-    Why at once: a batch id must reach the target's state store before the
-    process can die, or a rerun pays for the same export again.
+    A new batch id is urgent: it must reach the target's state store before its
+    file is downloaded, or a rerun after a crash pays for the same export again.
+    Marks and forgotten batches are paced (``StatePacer``). Batch events are
+    applied in bursts (``ExportRunner.drain``), followed by one ``tick``.
     """
 
-    def __init__(self, tap: Tap) -> None:
+    def __init__(self, tap: Tap, pacer: StatePacer | None = None) -> None:
         self._tap = tap
+        self._pacer = pacer
 
     def record(self, slots: tuple[str, ...], entry: dict[str, Any] | None) -> None:
         """Set (or, with None, remove) the entry of each slot, then write STATE."""
@@ -89,11 +204,27 @@ class BatchLedger:
                 state.pop(BATCH_STATE_KEY, None)
             else:
                 state[BATCH_STATE_KEY] = entry
-        self.write()
+        self.write(urgent=entry is not None, now=False)
 
-    def write(self) -> None:
-        """Write STATE now."""
-        self._tap.state_writer.write_state(self._tap.state)
+    def write(self, *, urgent: bool = False, now: bool = True) -> None:
+        """Ask for STATE (paced; ``urgent``: it holds a new batch id; ``now=False``: the
+        caller ticks after a burst)."""
+        if self._pacer is None:
+            self._tap.state_writer.write_state(self._tap.state)
+        else:
+            self._pacer.write(self._tap.state, urgent=urgent, now=now)
+
+    def tick(self) -> None:
+        """Write a STATE held back, when it is due (``StatePacer.tick``)."""
+        if self._pacer is not None:
+            self._pacer.tick()
+
+    def finish(self) -> None:
+        """The run's last stream is done: write STATE now and every later STATE at once."""
+        if self._pacer is not None:
+            self._pacer.finish()
+        else:
+            self.write()
 
     def mark_export(self, stream: Stream, mark: dict[str, Any], activity_id: str | None = None) -> None:
         """Keep the mark of a completed export (``last_export``) and write STATE now."""

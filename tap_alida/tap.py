@@ -22,7 +22,6 @@ from typing import IO, Any
 
 import click
 from singer_sdk import Stream
-from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.tap_base import CliTestOptionValue
 
@@ -36,8 +35,9 @@ from tap_alida.modelling.privacy import SensitiveValues
 from tap_alida.modelling.types import WarnOnce
 from tap_alida.modelling.width import warn_if_too_wide
 from tap_alida.run import Run
-from tap_alida.sdk import CheckedConfigTap
+from tap_alida.sdk import CheckedConfigTap, CountingWriter, PacedStateWriter
 from tap_alida.settings import CONFIG_SCHEMA, AlidaSettings, plain_schema_error, unknown_settings
+from tap_alida.state import StatePacer
 from tap_alida.state_file import check_state, read_state_stream
 from tap_alida.streams import (
     ActivitiesStream,
@@ -76,8 +76,9 @@ class TapAlida(CheckedConfigTap):
     config_jsonschema = copy.deepcopy(CONFIG_SCHEMA)
     dynamic_catalog = True
     # msgspec encodes a RECORD several times faster than the default simplejson
-    # writer, with the same output (benchmarks/bench.py).
-    message_writer_class = MsgSpecWriter
+    # writer, with the same output (benchmarks/bench.py); it also counts bytes per
+    # message type, for the STATE pace.
+    message_writer_class = CountingWriter
 
     def __init__(self, *args: Any, catalog: Any = None, **kwargs: Any) -> None:
         """The SDK's, keeping the tap's own catalog keys (``catalog_keys``) before the SDK's
@@ -105,7 +106,19 @@ class TapAlida(CheckedConfigTap):
     @cached_property
     def run(self) -> Run:
         """What this run knows and shares (client, community, STATE ledger); streams use it."""
-        return Run(self, self.settings, self.catalog_keys)
+        return Run(self, self.settings, self.catalog_keys, self.state_pacer)
+
+    @cached_property
+    def state_pacer(self) -> StatePacer:
+        """When STATE is written (``state.StatePacer``): every STATE passes through it."""
+        writer = self.message_writer
+        assert isinstance(writer, CountingWriter)
+        return StatePacer(super().state_writer.write_state, writer)
+
+    @property
+    def state_writer(self) -> PacedStateWriter:
+        """The SDK's STATE writer, paced: the SDK writes STATE after every stream."""
+        return PacedStateWriter(super().state_writer, self.state_pacer.write)
 
     @property
     def client(self) -> AlidaClient:

@@ -66,6 +66,8 @@ class ExportRunner:
         self._events: queue.SimpleQueue[tuple[tuple[str, ...], dict[str, Any] | None]] = queue.SimpleQueue()
         self.jobs: dict[str, ExportJob[Any]] = {}
         self.listener: BatchListener | None = None
+        # Called on the main thread while it waits for a job (a STATE held back may be due).
+        self.on_wait: Callable[[], None] | None = None
 
     def submit(
         self,
@@ -94,6 +96,8 @@ class ExportRunner:
         while True:
             done, _ = wait([job.future], timeout=DRAIN_EVERY_SECONDS, return_when=FIRST_COMPLETED)
             self.drain()
+            if self.on_wait is not None:
+                self.on_wait()
             if done:
                 break
         return job.future.result()

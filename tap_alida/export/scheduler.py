@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tap_alida.modelling.types import parse_datetime
+from tap_alida.modelling.types import format_datetime, parse_datetime
 
 # A mark whose time came from this machine (no Date header) is moved back by this
 # much before it is compared with Alida's closedOn.
@@ -68,7 +68,7 @@ def decide(
     exported = parse_datetime(mark.get("created_at"))
     if exported is None:
         return Decision(True, "no usable time of its last export")
-    if not mark.get("server_time"):
+    if mark.get("server_time") is False:  # a mark written before marks folded the margin in
         exported -= CLOCK_MARGIN
     if exported <= closed_on:
         return Decision(True, "closed since its last export")
@@ -80,14 +80,12 @@ def decide(
 
 
 def export_mark(batch: Any, activity: Any, records: int, now: dt.datetime) -> dict[str, Any]:
-    """What STATE keeps of a completed export: when Alida created it, the activity as listed."""
-    server = batch.server_created
-    return {
-        "created_at": server or now.isoformat().replace("+00:00", "Z"),
-        "server_time": bool(server),
-        "batch_id": batch.id,
-        "activity_id": activity.id,
-        "activity_status": activity.status,
-        "closed_on": activity.closed_on,
-        "records": records,
-    }
+    """What STATE keeps of a completed export: when Alida created it, of which activity, its records.
+
+    Only what a later run needs (``decide``, the ``activities`` stream): STATE is written
+    many times per run and holds a mark per survey and stream, so every byte here is paid
+    for per survey, per STATE message. A time from this machine's clock (no ``Date``
+    header) is stored ``CLOCK_MARGIN`` earlier, so that ``decide`` can trust every mark alike.
+    """
+    created = batch.server_created or format_datetime((now - CLOCK_MARGIN).replace(microsecond=0))
+    return {"created_at": created, "activity_id": activity.id, "records": records}

@@ -77,8 +77,9 @@ class ActivityResponsesStream(AlidaStream):
             for record in export.items("records.item"):
                 count += 1
                 yield mapper.map(record)
-                if count % DRAIN_EVERY_RECORDS == 0 and runner.has_events:
+                if count % DRAIN_EVERY_RECORDS == 0:
                     runner.drain()
+                    self.run.ledger.tick()
             elapsed = time.monotonic() - started
             self.logger.info(
                 "%s: %d records from %s in %.2f s (%.0f records/s).",
@@ -178,8 +179,9 @@ class ActivityAnswersStream(AlidaStream):
                 for row in mapper.rows(record):
                     count += 1
                     yield row
-                    if count % DRAIN_EVERY_RECORDS == 0 and runner.has_events:
+                    if count % DRAIN_EVERY_RECORDS == 0:
                         runner.drain()
+                        self.run.ledger.tick()
             self.logger.info(
                 "%s: %d values of %s from %s in %.2f s.",
                 self.name,

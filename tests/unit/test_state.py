@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from tap_alida.state import BATCH_STATE_KEY, BATCHES_STATE_KEY, BatchLedger, answers_slot, member_since
+from tap_alida.state import (
+    BATCH_STATE_KEY,
+    BATCHES_STATE_KEY,
+    STATE_EVERY_SECONDS,
+    STATE_FLOOR_BYTES,
+    STATE_SHARE,
+    BatchLedger,
+    StatePacer,
+    answers_slot,
+    member_since,
+)
 
 
 class FakeStream:
@@ -73,3 +83,89 @@ def test_member_since_is_the_older_bookmark_or_a_full_export():
     full_table = FakeStream("member_profiles", replication_key=None)
     assert member_since([values, full_table], "2026-01-01T00:00:00Z") is None  # full rows need a full export
     assert member_since([], None) is None
+
+
+# --------------------------------------------------------------------------- the STATE pace
+
+
+class Output:
+    """Bytes written by message type, as ``sdk.CountingWriter`` counts them."""
+
+    def __init__(self) -> None:
+        self.bytes = {"STATE": 0, "RECORD": 0}
+
+    def written(self, message_type: str) -> int:
+        return self.bytes.get(message_type, 0)
+
+
+def paced(size: int = 100) -> tuple[StatePacer, list[Any], Output, list[float]]:
+    """A pacer on a hand-moved clock whose every STATE is ``size`` bytes."""
+    emitted: list[Any] = []
+    output = Output()
+    now = [0.0]
+
+    def emit(state: Any) -> None:
+        emitted.append(state)
+        output.bytes["STATE"] += size
+
+    return StatePacer(emit, output, clock=lambda: now[0]), emitted, output, now
+
+
+def test_the_first_state_goes_at_once_later_ones_at_most_every_few_seconds():
+    pacer, emitted, _, now = paced()
+    pacer.write({"bookmarks": {"s": {"n": 1}}})
+    assert emitted == [{"bookmarks": {"s": {"n": 1}}}]
+    now[0] = 1.0
+    pacer.write({"bookmarks": {"s": {"n": 2}}})
+    pacer.tick()
+    assert len(emitted) == 1  # held back
+    now[0] = STATE_EVERY_SECONDS
+    pacer.tick()
+    assert emitted[-1] == {"bookmarks": {"s": {"n": 2}}} and len(emitted) == 2
+    pacer.tick()
+    assert len(emitted) == 2  # nothing new: nothing written
+
+
+def test_a_new_batch_id_goes_at_once_and_a_burst_makes_one_state():
+    pacer, emitted, _, now = paced()
+    pacer.write({"bookmarks": {}})
+    now[0] = 0.5
+    for n in range(3):
+        pacer.write({"bookmarks": {"s": {"alida_batch": {"id": str(n)}}}}, urgent=True, now=False)
+    assert len(emitted) == 1
+    pacer.tick()
+    assert len(emitted) == 2 and emitted[-1]["bookmarks"]["s"]["alida_batch"]["id"] == "2"
+
+
+def test_beyond_the_floor_mid_run_state_stays_a_small_share_of_the_records():
+    pacer, emitted, output, now = paced(size=STATE_FLOOR_BYTES // 2)
+    pacer.write({"bookmarks": {"s": {"n": 0}}})
+    pacer.write({"bookmarks": {"s": {"n": 1}}}, urgent=True)
+    assert len(emitted) == 2  # the floor is used up
+    pacer.write({"bookmarks": {"s": {"n": 2}}}, urgent=True)
+    assert len(emitted) == 2  # over budget: held back
+    output.bytes["RECORD"] = int(3 * (STATE_FLOOR_BYTES // 2) / STATE_SHARE)
+    now[0] = STATE_EVERY_SECONDS
+    pacer.tick()
+    assert len(emitted) == 3 and emitted[-1]["bookmarks"]["s"]["n"] == 2
+
+
+def test_finish_writes_now_and_from_then_on_every_state_at_once():
+    pacer, emitted, _, _clock = paced(size=STATE_FLOOR_BYTES)
+    pacer.write({"bookmarks": {"s": {"n": 0}}})
+    pacer.write({"bookmarks": {"s": {"n": 1}}})
+    assert len(emitted) == 1
+    pacer.finish()  # over the budget too: the last STATE is always written
+    assert emitted[-1]["bookmarks"]["s"]["n"] == 1
+    pacer.write({"bookmarks": {"s": {"n": 2}}})
+    assert emitted[-1]["bookmarks"]["s"]["n"] == 2
+
+
+def test_flush_writes_what_is_held_back_and_empty_bookmarks_are_left_out():
+    pacer, emitted, _, _clock = paced()
+    pacer.write({"bookmarks": {"a": {"n": 0}}})
+    pacer.write({"bookmarks": {"a": {"n": 1}, "survey_1": {}, "survey_2": {}}})
+    pacer.flush()
+    assert emitted[-1] == {"bookmarks": {"a": {"n": 1}}}
+    pacer.flush()
+    assert len(emitted) == 2
