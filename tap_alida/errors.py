@@ -81,6 +81,10 @@ class SchemaDriftError(AlidaError):
     """An export's fields differ from the catalog and ``schema_drift`` is ``fail``."""
 
 
+class BatchStorageError(AlidaError):
+    """BATCH files could not be written (``batch_config.storage``): every stream would fail alike."""
+
+
 class RunFailedError(AlidaError):
     """Some streams failed; the others completed (``fail_fast: false``)."""
 

@@ -89,9 +89,8 @@ class ActivityResponsesStream(AlidaStream):
                 elapsed,
                 count / max(elapsed, 1e-9),
             )
-            self.run.ledger.mark_export(
-                self, export_mark(export.batch, self.activity, count, self.run.started)
-            )
+            mark = export_mark(export.batch, self.activity, count, self.run.started)
+            self.when_written(lambda: self.run.ledger.mark_export(self, mark))
         self.activate_version()
 
     def _evolve_schema(self, schema: dict[str, Any]) -> None:
@@ -191,7 +190,7 @@ class ActivityAnswersStream(AlidaStream):
                 time.monotonic() - started,
             )
             mark = export_mark(export.batch, activity, count, self.run.started)
-            self.run.ledger.mark_export(self, mark, activity.id)
+            self.when_written(lambda: self.run.ledger.mark_export(self, mark, activity.id))
 
 
 ACTIVITY_FIELDS_SCHEMA = th.PropertiesList(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -15,7 +15,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.singerlib.catalog import REPLICATION_FULL_TABLE
 
-from tap_alida.errors import STREAM_FAILURES, AlidaError, ExportFileError
+from tap_alida.errors import STREAM_FAILURES, AlidaError, BatchStorageError, ExportFileError
 from tap_alida.modelling.types import FieldDefinition, WarnOnce
 from tap_alida.run import ExportNeeds, Run
 from tap_alida.sdk import FastRecordMessages, set_table_version, table_version
@@ -42,6 +42,53 @@ class AlidaStream(FastRecordMessages):
         super().__init__(run.tap, schema=schema, name=name)
         self.run = run
         self.warn = WarnOnce(self.logger)
+        self._after_written: list[Callable[[], None]] = []
+
+    # -- STATE is never ahead of the data ----------------------------------------------------
+
+    @cached_property
+    def writes_batch_files(self) -> bool:
+        """BATCH mode (``batch_config``): rows go to files the SDK writes after this stream's
+        records are read, not to stdout as each is yielded."""
+        return bool(self.get_batch_config(self.config))
+
+    def when_written(self, apply: Callable[[], None]) -> None:
+        """Run ``apply`` (a mark or bookmark into STATE) once the rows yielded so far are written.
+
+        With RECORD messages they are: the SDK writes each record before asking for the
+        next. With BATCH messages the SDK writes the last file only after the records
+        are read, so ``apply`` waits until the stream's last BATCH message is out
+        (``get_batches``); a run that cannot write its files never advances STATE.
+        """
+        if self.writes_batch_files:
+            self._after_written.append(apply)
+        else:
+            apply()
+
+    def get_batches(self, batch_config: Any, context: Mapping[str, Any] | None = None) -> Iterable[Any]:
+        """The SDK's batch files; after the last one's BATCH message, what ``when_written`` held.
+
+        The SDK writes each BATCH message before asking for the next manifest, so the
+        code after the loop runs once every file of the stream is written and announced.
+        A file that cannot be written stops the run with one error naming the storage.
+        """
+        self._after_written.clear()
+        try:
+            yield from super().get_batches(batch_config, context)
+        except OSError as exc:
+            self.run.client.stop.set()
+            root = getattr(getattr(batch_config, "storage", None), "root", "?")
+            msg = (
+                f"Could not write the BATCH files of stream {self.name!r} to {root} ({exc}). Check "
+                "batch_config.storage.root (a folder or bucket the tap can write to, and the target "
+                "can read) and its credentials; STATE was not advanced past the last written file."
+            )
+            raise BatchStorageError(msg) from exc
+        applied, self._after_written = self._after_written, []
+        for apply in applied:
+            apply()
+        if applied:
+            self.run.ledger.write()
 
     def export_needs(self) -> ExportNeeds:
         """What this stream reads in a sync (``Run.start_exports`` creates it all at once)."""

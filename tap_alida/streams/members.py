@@ -159,7 +159,7 @@ class MemberStream(AlidaStream):
         state = self.get_context_state(context)
         state.pop("progress_markers", None)
         if self.replication_key:
-            self._advance_bookmark(state, export)
+            self.when_written(lambda: self._advance_bookmark(state, export))
         self.run.ledger.forget(self.name)
 
     def _advance_bookmark(self, state: dict[str, Any], export: MemberExport) -> None:
