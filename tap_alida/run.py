@@ -160,7 +160,8 @@ class Run:
             )
             return None
         created = parse_datetime(entry.get("server_created"))
-        for slot in slots:
+        # The activity's own stream first: its mark keeps the batch id (``state.last_export``).
+        for slot in sorted(slots, key=lambda slot: ":" in slot):
             name, _, activity_id = slot.partition(":")
             reason = _newer_loaded(entry, created, last_export(self.tap.streams[name], activity_id or None))
             if reason is not None:

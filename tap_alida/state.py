@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from singer_sdk import Stream, Tap
 
+from tap_alida.export.batch import ACTIVITY
 from tap_alida.modelling.types import format_datetime, parse_datetime
 
 BATCH_STATE_KEY = "alida_batch"
@@ -43,17 +44,26 @@ def answers_slot(activity_id: str) -> str:
 
 
 def recorded_batch(stream: Stream, activity_id: str | None = None) -> Any:
-    """The batch entry a previous run left for ``stream`` (per activity for activity_answers)."""
+    """The batch entry a previous run left for ``stream`` (per activity for activity_answers).
+
+    ``alida_batches`` is keyed by activity id and holds activity batches only, so its
+    entries do not repeat ``kind`` and ``activity_id``: they are put back here.
+    """
     if activity_id is None:
         return stream.stream_state.get(BATCH_STATE_KEY)
-    return (stream.stream_state.get(BATCHES_STATE_KEY) or {}).get(activity_id)
+    batches = stream.stream_state.get(BATCHES_STATE_KEY)
+    entry = batches.get(activity_id) if isinstance(batches, Mapping) else None
+    if isinstance(entry, Mapping):
+        return {"kind": ACTIVITY, "activity_id": activity_id, **entry}
+    return entry
 
 
 def last_export(stream: Stream, activity_id: str | None = None) -> Any:
     """The stream's mark of its last completed export (per activity for activity_answers).
 
     ``alida_last_exports`` is keyed by activity id, so its marks do not repeat it: the
-    id is put back here, and every reader sees marks of one shape.
+    id is put back here. Its marks keep no batch id (the activity's own stream does):
+    a later run compares export times, and a survey's mark is paid for in every STATE.
     """
     if activity_id is None:
         return stream.stream_state.get(EXPORT_MARK_KEY)
@@ -69,7 +79,8 @@ def set_last_export(stream: Stream, mark: dict[str, Any], activity_id: str | Non
     if activity_id is None:
         stream.stream_state[EXPORT_MARK_KEY] = mark
     else:
-        compact = {k: v for k, v in mark.items() if k != "activity_id"}  # the key says it
+        # The key says which activity; the activity's own stream keeps the batch id.
+        compact = {k: v for k, v in mark.items() if k not in ("activity_id", "batch_id")}
         stream.stream_state.setdefault(EXPORT_MARKS_KEY, {})[activity_id] = compact
 
 
@@ -82,7 +93,7 @@ def set_last_export(stream: Stream, mark: dict[str, Any], activity_id: str | Non
 STATE_EVERY_SECONDS = 5.0
 # Mid-run STATE is always allowed up to this many bytes in all; beyond that only while it
 # stays under STATE_SHARE of the RECORD bytes written so far. The final STATE is always written.
-STATE_FLOOR_BYTES = 512 * 1024
+STATE_FLOOR_BYTES = 256 * 1024
 STATE_SHARE = 0.01
 
 
@@ -196,8 +207,11 @@ class BatchLedger:
                 batches = state.setdefault(BATCHES_STATE_KEY, {})
                 if entry is None:
                     batches.pop(activity_id, None)
-                else:
-                    batches[activity_id] = entry
+                else:  # what the key says is not repeated (``recorded_batch`` puts it back)
+                    redundant = {"kind": ACTIVITY, "activity_id": activity_id}
+                    batches[activity_id] = {
+                        k: v for k, v in entry.items() if not (k in redundant and redundant[k] == v)
+                    }
                 if not batches:
                     state.pop(BATCHES_STATE_KEY, None)
             elif entry is None:

@@ -80,7 +80,8 @@ def decide(
 
 
 def export_mark(batch: Any, activity: Any, records: int, now: dt.datetime) -> dict[str, Any]:
-    """What STATE keeps of a completed export: when Alida created it, of which activity, its records.
+    """What STATE keeps of a completed export: when Alida created it, of which activity, its batch
+    and records.
 
     Only what a later run needs (``decide``, the ``activities`` stream): STATE is written
     many times per run and holds a mark per survey and stream, so every byte here is paid
@@ -88,4 +89,4 @@ def export_mark(batch: Any, activity: Any, records: int, now: dt.datetime) -> di
     header) is stored ``CLOCK_MARGIN`` earlier, so that ``decide`` can trust every mark alike.
     """
     created = batch.server_created or format_datetime((now - CLOCK_MARGIN).replace(microsecond=0))
-    return {"created_at": created, "activity_id": activity.id, "records": records}
+    return {"created_at": created, "activity_id": activity.id, "batch_id": batch.id, "records": records}

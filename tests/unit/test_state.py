@@ -14,6 +14,7 @@ from tap_alida.state import (
     StatePacer,
     answers_slot,
     member_since,
+    recorded_batch,
 )
 
 
@@ -51,7 +52,9 @@ def test_the_ledger_records_and_forgets_per_slot_and_writes_state_each_time():
     entry = {"id": "b1", "kind": "activity", "activity_id": "a1"}
     ledger.record(("survey", answers_slot("a1")), entry)
     assert survey.stream_state[BATCH_STATE_KEY] == entry
-    assert answers.stream_state[BATCHES_STATE_KEY] == {"a1": entry}
+    # per activity: what the key says (kind, activity) is not repeated, and is put back on reading
+    assert answers.stream_state[BATCHES_STATE_KEY] == {"a1": {"id": "b1"}}
+    assert recorded_batch(answers, "a1") == entry  # type: ignore[arg-type]
     assert len(tap.state_writer.written) == 1
     ledger.forget("survey")
     assert BATCH_STATE_KEY not in survey.stream_state
