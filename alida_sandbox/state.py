@@ -211,7 +211,13 @@ class Sandbox:
     def truth(self, since: str | None) -> dict[str, Any]:
         activities = []
         for a in self.data.activities:
-            entry = {"id": a["id"], "name": a.get("name"), "activityType": a.get("activityType")}
+            entry = {
+                "id": a["id"],
+                "name": a.get("name"),
+                "activityType": a.get("activityType"),
+                "status": a.get("status"),
+                "closedOn": a.get("closedOn"),
+            }
             if self._exportable(a):
                 entry.update(self.data.activity_truth(str(a["id"]), self.workdir))
             activities.append(entry)

@@ -37,7 +37,6 @@ from tap_alida.modelling.layout import ActivityLayout
 from tap_alida.modelling.naming import assign_names
 from tap_alida.modelling.tally import Tally
 from tap_alida.modelling.types import FieldDefinition, WarnOnce, parse_definition
-from tap_alida.used_batches import UsedBatches
 
 logger = logging.getLogger("tap_alida.community")
 
@@ -111,7 +110,6 @@ class Community:
         self._definitions: dict[str, list[FieldDefinition]] = {}
         settings = client.settings
         self.definitions_cache = DefinitionsCache(settings.cache_dir, settings.base_url, settings.community)
-        self.used_batches = UsedBatches(self.definitions_cache.folder / "used-batches")
         # Downloads (disk, bandwidth, CPU) are bounded; creating and awaiting exports is not.
         self._download_slots = threading.BoundedSemaphore(settings.max_concurrent_exports)
         self._batches: dict[str, Batch] = {}

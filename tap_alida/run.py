@@ -26,7 +26,7 @@ from tap_alida.community import Activity, Community
 from tap_alida.errors import RunFailedError
 from tap_alida.export.scheduler import Decision, decide
 from tap_alida.http.client import AlidaClient
-from tap_alida.modelling.types import parse_datetime
+from tap_alida.modelling.types import format_datetime, parse_datetime
 from tap_alida.settings import AlidaSettings
 from tap_alida.state import (
     BatchLedger,
@@ -128,13 +128,14 @@ class Run:
         for need in needs.values():
             for activity_id, slot, recorded in need.activity_files:
                 readers.setdefault(activity_id, []).append(slot)
-                resumes[activity_id] = resumes.get(activity_id) or recorded
+                resumes.setdefault(activity_id, []).append(recorded)
         for activity in community.activities:
             if activity.id in readers:
                 slots = tuple(readers[activity.id])
                 community.expect_reads(activity, len(slots))
                 discovered = self._discovery_batch(activity, slots)
-                community.start_activity_export(activity, slots, resumes.get(activity.id), discovered)
+                resume = self._resumable(activity, resumes[activity.id])
+                community.start_activity_export(activity, slots, resume, discovered)
         self._log_economy()
         self._warn_about_new_activities()
         self._warn_about_moved_activities()
@@ -144,20 +145,56 @@ class Run:
                 if activity.id not in readers:
                     community.start_definition_export(activity, self.catalog_keys.batch(activity.id))
 
-    def _discovery_batch(self, activity: Activity, slots: Iterable[str]) -> Mapping[str, Any] | None:
-        """The batch discovery made for the activity (``catalog_keys``), unless a stream that
-        reads it has completed an export as new or newer: a catalog used for a second sync
-        must not take the warehouse back to older rows."""
-        entry = self.catalog_keys.batch(activity.id)
-        if entry is None:
-            return None
-        used = self.community.used_batches
-        if used.used(str(entry.get("id"))):
+    def _marks_of(self, activity: Activity) -> list[Mapping[str, Any]]:
+        """Every mark STATE keeps of the activity's completed exports, in any stream."""
+        streams = self.tap.streams
+        marks = []
+        own = streams.get(activity.stream_name)
+        if own is not None:
+            marks.append(last_export(own))
+        if "activity_answers" in streams:
+            marks.append(last_export(streams["activity_answers"], activity.id))
+        return [
+            m
+            for m in marks
+            if isinstance(m, Mapping) and str(m.get("activity_id", "")).lower() == activity.id.lower()
+        ]
+
+    def _resumable(self, activity: Activity, entries: Iterable[Any]) -> Any:
+        """The batch a crashed run left in STATE for the activity, if a stream may load it: only
+        when it is newer than every export of the activity any stream has loaded since (a
+        stream deselected in the run that crashed may hold an older batch than its sibling
+        loaded later; loading it would take rows back and move the mark backwards)."""
+        newest = max(
+            (d for m in self._marks_of(activity) if (d := parse_datetime(m.get("created_at")))),
+            default=None,
+        )
+        for entry in entries:
+            if not isinstance(entry, Mapping):
+                continue
+            made = _batch_time(entry)
+            if newest is None or (made is not None and made > newest):
+                return entry
             logger.info(
-                "Not re-using batch %s that discovery made for %s: a sync on this machine loaded it already.",
+                "Not re-using batch %s from the previous run for %s: a stream has loaded a newer "
+                "export of it since (%s).",
                 entry.get("id"),
                 activity.label,
+                format_datetime(newest),
             )
+        return None
+
+    def _discovery_batch(self, activity: Activity, slots: Iterable[str]) -> Mapping[str, Any] | None:
+        """The batch discovery made for the activity (``catalog_keys``), when STATE proves that
+        every stream reading it has loaded only older exports of it.
+
+        STATE is the one authority on what was loaded: a catalog used for a second sync
+        (Meltano's cached catalog, a rerun, a second machine, ``--full-refresh``) must not
+        take the warehouse back to older rows, and without STATE nothing says it would
+        not, so the sync exports afresh (the first night costs one export more per survey).
+        """
+        entry = self.catalog_keys.batch(activity.id)
+        if entry is None:
             return None
         created = parse_datetime(entry.get("server_created"))
         # The activity's own stream first: its mark keeps the batch id (``state.last_export``).
@@ -173,7 +210,6 @@ class Run:
                     reason,
                 )
                 return None
-        used.mark(str(entry.get("id")))
         return entry
 
     def _start_member_export(self, names: Iterable[str]) -> None:
@@ -266,7 +302,7 @@ def _newer_loaded(entry: Mapping[str, Any], created: dt.datetime | None, mark: A
     """Why a stream whose last completed export is ``mark`` must not load discovery's batch
     (None: it may). When in doubt it must not: an export costs less than older rows."""
     if not isinstance(mark, Mapping):
-        return None  # never exported: anything is as new
+        return "has no export of it in STATE to show that the batch is not older than what it loaded"
     if str(mark.get("batch_id")) == str(entry.get("id")):
         return "already loaded this very batch"
     done = parse_datetime(mark.get("created_at"))
@@ -277,3 +313,14 @@ def _newer_loaded(entry: Mapping[str, Any], created: dt.datetime | None, mark: A
     if created <= done:
         return "already loaded an export as new or newer"
     return None
+
+
+def _batch_time(entry: Mapping[str, Any]) -> dt.datetime | None:
+    """When a recorded batch was created: Alida's time when STATE has it, else this machine's."""
+    server = parse_datetime(entry.get("server_created"))
+    if server is not None:
+        return server
+    try:
+        return dt.datetime.fromtimestamp(float(entry["created_at"]), dt.UTC)
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
+        return None

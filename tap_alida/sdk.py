@@ -126,7 +126,7 @@ class CountingWriter(MsgSpecWriter):
         data = self.format_message(message)
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
-        kind = str(message.type)
+        kind = str(getattr(message.type, "value", message.type))  # an enum: str() would name the class
         self._bytes[kind] = self._bytes.get(kind, 0) + len(data)
 
     def written(self, message_type: str) -> int:

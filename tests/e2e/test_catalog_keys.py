@@ -1,8 +1,9 @@
 """The catalog carries each activity stream's activity id and discovery's batch.
 
 Counts come from the sandbox's request log. The sync re-uses the batches its
-discovery made (one export per survey per night, not two), but only once and
-only while young; streams follow their activity by id when a survey is renamed.
+discovery made (one export per survey per night, not two), but only when STATE
+shows they are newer than what was loaded, only once and only while young;
+streams follow their activity by id when a survey is renamed.
 """
 
 from __future__ import annotations
@@ -47,53 +48,69 @@ def test_sync_reuses_the_batches_its_discovery_made_once(start_sandbox, tmp_path
         assert (batch["kind"], batch["activity_id"]) == ("activity", activity_id)
     assert all("alida-activity-id" not in root_metadata(catalog, name) for name in FIXED_STREAM_KEYS)
 
-    # The sync right after its discovery: no activity export is created again.
+    # The first sync has no STATE: nothing shows that discovery's batches are not older
+    # than rows some earlier sync loaded, so every survey is exported again.
     seq = last_seq(sandbox)
     first = run_tap(tmp_path, config, catalog=catalog)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert batch_posts(sandbox, seq) == []
-    assert first.stderr.count("from discovery (status succeeded)") == 3
+    assert batch_posts(sandbox, seq) == ids
+    assert first.stderr.count("has no export of it in STATE") == 3
     for activity_id, stream in streams.items():
         assert activity_ids_of(first, stream) == {activity_id}
         assert len(first.records[stream]) == 6
     assert {r["activity_id"] for r in first.records["activity_answers"]} == set(ids)
 
-    # The same catalog again (Meltano's cached catalog, a rerun): the batches were
-    # loaded already, so they are not re-used; the warehouse never goes back in time.
-    # This machine remembers it (cache_dir), with or without STATE...
+    # The next night: discovery exports the open surveys (the closed one's definition is
+    # cached), and the sync, whose STATE shows only older exports, re-uses those batches:
+    # one export per open survey per night, not two.
     listed = first.records["activities"]
     open_ids = sorted(a["activity_id"] for a in listed if a["activity_id"] in ids and a["status"] != "closed")
     assert len(open_ids) == 2
+    time.sleep(1.1)  # Alida's clock has whole seconds: tonight's batches are newer than last night's
     seq = last_seq(sandbox)
-    stateless = run_tap(tmp_path, config, catalog=catalog)
+    tonight = select_all(discover(tmp_path, config))
+    assert batch_posts(sandbox, seq) == open_ids
+    seq = last_seq(sandbox)
+    second = run_tap(tmp_path, config, catalog=tonight, state=first.state)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert batch_posts(sandbox, seq) == []
+    assert second.stderr.count("from discovery (status succeeded)") == 2
+    assert "This run exports 2 activities and skips 1 closed ones" in second.stderr
+
+    # The same catalog again (Meltano's cached catalog, a rerun): STATE says those batches
+    # were loaded already, so they are not re-used; the warehouse never goes back in time.
+    seq = last_seq(sandbox)
+    again = run_tap(tmp_path, config, catalog=tonight, state=second.state)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert batch_posts(sandbox, seq) == open_ids
+    assert again.stderr.count("already loaded this very batch") == 2
+    # ...and without STATE (another machine, --full-refresh) nothing is re-used either.
+    seq = last_seq(sandbox)
+    stateless = run_tap(tmp_path, config, catalog=tonight, env={"XDG_CACHE_HOME": str(tmp_path / "other")})
     assert stateless.returncode == 0, stateless.stderr[-3000:]
     assert batch_posts(sandbox, seq) == ids  # no STATE: the closed survey is exported too
-    assert stateless.stderr.count("a sync on this machine loaded it already") == 3
-    # ...and STATE's marks say it on another machine (another cache_dir). The closed
-    # survey's rows are skipped there (exported after it closed); its definition, which
-    # activity_fields needs and that machine has not cached, is read from discovery's batch.
-    seq = last_seq(sandbox)
-    elsewhere = run_tap(
-        tmp_path, config, catalog=catalog, state=first.state, env={"XDG_CACHE_HOME": str(tmp_path / "other")}
-    )
-    assert elsewhere.returncode == 0, elsewhere.stderr[-3000:]
-    assert batch_posts(sandbox, seq) == open_ids
-    assert elsewhere.stderr.count("already loaded this very batch") == 2
-    assert "This run exports 2 activities and skips 1 closed ones" in elsewhere.stderr
+    assert stateless.stderr.count("has no export of it in STATE") == len(open_ids)  # the batches it has
 
 
 def test_an_old_discovery_batch_is_not_reused(start_sandbox, tmp_path):
     sandbox = start_sandbox("--activities", "2", "--members", "5", "--responses", "4")
     config = sandbox.config()
-    catalog = select_all(discover(tmp_path, config))
+    first = run_tap(tmp_path, config, catalog=select_all(discover(tmp_path, config)))
+    assert first.returncode == 0, first.stderr[-3000:]
+    time.sleep(1.1)
+    catalog = select_all(discover(tmp_path, config))  # batches newer than STATE's marks...
     for stream in activity_streams(catalog).values():
-        root_metadata(catalog, stream)["alida-batch"]["created_at"] = time.time() - 2 * 3600
+        if "alida-batch" in root_metadata(catalog, stream):  # (not the closed one: its definition is cached)
+            root_metadata(catalog, stream)["alida-batch"]["created_at"] = time.time() - 2 * 3600  # ...but old
 
+    ids = {a["id"] for a in surveys(sandbox)}
+    listed = first.records["activities"]
+    open_ids = sorted(a["activity_id"] for a in listed if a["activity_id"] in ids and a["status"] != "closed")
     seq = last_seq(sandbox)
-    run = run_tap(tmp_path, config, catalog=catalog)
+    run = run_tap(tmp_path, config, catalog=catalog, state=first.state)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert batch_posts(sandbox, seq) == sorted(a["id"] for a in surveys(sandbox))
-    assert run.stderr.count("from discovery: it is 2.0 h old.") == 2
+    assert batch_posts(sandbox, seq) == open_ids  # the closed survey is skipped
+    assert run.stderr.count("from discovery: it is 2.0 h old.") == len(open_ids)
 
 
 def test_a_renamed_survey_keeps_its_stream_and_no_stream_takes_another_surveys_rows(start_sandbox, tmp_path):

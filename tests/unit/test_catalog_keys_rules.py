@@ -8,7 +8,6 @@ from typing import Any
 
 from tap_alida.catalog_keys import ACTIVITY_ID_KEY, DISCOVERY_BATCH_KEY, CatalogKeys, add_keys
 from tap_alida.modelling.naming import assign_names
-from tap_alida.used_batches import UsedBatches
 
 BATCH = {"id": "b-1", "kind": "activity", "created_at": 1795847267.6, "activity_id": "A-1"}
 
@@ -101,19 +100,3 @@ def test_a_name_the_catalog_gave_a_vanished_activity_is_not_handed_to_another():
         [("A-2", "Old name")], fallback_prefix="activity", reserved=catalog_names.values(), pinned={}
     )
     assert names == {"A-2": "old_name_38e8b6b8"}
-
-
-def test_used_batches_are_remembered_and_an_unwritable_folder_only_warns(tmp_path, caplog):
-    used = UsedBatches(tmp_path / "used")
-    assert not used.used("b-1")
-    used.mark("b-1")
-    assert used.used("b-1") and not used.used("b-2")
-    assert UsedBatches(tmp_path / "used").used("b-1")  # another process, same machine
-
-    (tmp_path / "file").write_text("not a folder")
-    blocked = UsedBatches(tmp_path / "file" / "used")
-    blocked.mark("b-1")
-    blocked.mark("b-2")
-    assert not blocked.used("b-1")
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and "Set 'cache_dir' to a writable folder" in warnings[0]

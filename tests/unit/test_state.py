@@ -172,3 +172,18 @@ def test_flush_writes_what_is_held_back_and_empty_bookmarks_are_left_out():
     assert emitted[-1] == {"bookmarks": {"a": {"n": 1}}}
     pacer.flush()
     assert len(emitted) == 2
+
+
+def test_the_message_writer_counts_bytes_by_message_type(capsysbinary):
+    import singer_sdk.singerlib as singer
+
+    from tap_alida.sdk import CountingWriter
+
+    writer = CountingWriter()
+    writer.write_message(singer.StateMessage(value={"bookmarks": {"s": {"n": 1}}}))
+    writer.write_message(singer.RecordMessage(stream="s", record={"id": 1}))
+    writer.write_message(singer.RecordMessage(stream="s", record={"id": 2}))
+    out = capsysbinary.readouterr().out.splitlines(keepends=True)
+    assert writer.written("STATE") == len(out[0]) > 0
+    assert writer.written("RECORD") == len(out[1]) + len(out[2])
+    assert writer.written("BATCH") == 0

@@ -59,15 +59,31 @@ def test_meltano_run_into_jsonl(sandbox, tmp_path):
     activity_tables = set(counts) - FIXED
     assert len(activity_tables) == 3
     assert sum(counts[t] for t in activity_tables) == expected["activity_responses"] == 90
-    # One export per survey for the whole `meltano run`: the sync re-uses the batches its
-    # discovery made (Meltano passes the tap's catalog keys through).
-    activity_posts = [
-        r["path"]
-        for r in sandbox.requests()
-        if r["method"] == "POST" and r["path"].endswith("/responses/batch")
+
+    def activity_posts(after: int) -> list[str]:
+        return [
+            r["path"]
+            for r in sandbox.requests()
+            if r["seq"] > after and r["method"] == "POST" and r["path"].endswith("/responses/batch")
+        ]
+
+    # The first night has no STATE: its sync exports again what its discovery exported
+    # (nothing shows discovery's batches are not older than rows loaded before).
+    assert len(activity_posts(-1)) == 6 and len(set(activity_posts(-1))) == 3
+    # The next night, with the STATE Meltano kept: one export per open survey for the whole
+    # `meltano run`, the sync re-uses the batches its discovery made (Meltano passes the
+    # tap's catalog keys through); the closed survey is skipped (its definition is cached).
+    seq = max(r["seq"] for r in sandbox.requests())
+    again = meltano(tmp_path, sandbox, "run", "tap-alida", "target-jsonl")
+    assert again.returncode == 0, again.stderr[-3000:]
+    opened = [
+        a for a in sandbox.truth()["activities"] if a["activityType"] == "Survey" and a["status"] == "open"
     ]
-    assert len(activity_posts) == len(set(activity_posts)) == 3
-    assert "from discovery (status succeeded)" in done.stderr
+    assert len(opened) == 2
+    assert sorted(activity_posts(seq)) == sorted(
+        f"/v2/applications/sandbox/data/activities/{a['id']}/responses/batch" for a in opened
+    )
+    assert again.stderr.count("from discovery (status succeeded)") == 2
 
 
 def test_meltano_run_into_duckdb_twice(sandbox, tmp_path):
