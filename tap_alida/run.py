@@ -24,7 +24,7 @@ from singer_sdk import Stream, Tap
 from tap_alida.catalog_keys import CatalogKeys
 from tap_alida.community import Activity, Community
 from tap_alida.errors import RunFailedError
-from tap_alida.export.scheduler import Decision, decide
+from tap_alida.export.scheduler import Decision, decide, row_version
 from tap_alida.http.client import AlidaClient
 from tap_alida.modelling.types import format_datetime, parse_datetime
 from tap_alida.settings import AlidaSettings
@@ -48,7 +48,7 @@ class ExportNeeds:
     # (activity id, STATE slot, batch entry a previous run recorded there)
     activity_files: list[tuple[str, str, Any]] = field(default_factory=list)
     member_file: bool = False
-    definitions: bool = False  # field definitions of every activity in scope
+    definitions: tuple[str, ...] = ()  # activity ids whose field definitions the stream reads
 
 
 class ReadsExports(Protocol):
@@ -77,12 +77,24 @@ class Run:
         self.community = Community(self.client, self.catalog_keys.stream_names)
         self.ledger = BatchLedger(tap, pacer)
         self.started = dt.datetime.now(dt.UTC)
+        # This run's table version (ms): every full-table stream stamps its RECORDs with it
+        # and activates it at its end; rows of several surveys: ``scheduler.row_version``.
+        self.table_version = int(self.started.timestamp() * 1000)
         self._exports_started = False
         self._decisions: dict[tuple[str, str], Decision] = {}
         self.failures: dict[str, str] = {}  # stream → why it failed (fail_fast: false)
 
-    def decide(self, stream_name: str, activity: Activity, last_export: Mapping[str, Any] | None) -> Decision:
-        """Whether ``stream_name`` exports ``activity`` this run (``export.scheduler``), decided once."""
+    def decide(
+        self,
+        stream_name: str,
+        activity: Activity,
+        last_export: Mapping[str, Any] | None,
+        *,
+        several_surveys: bool = False,
+    ) -> Decision:
+        """Whether ``stream_name`` exports ``activity`` this run (``export.scheduler``), decided once.
+
+        ``several_surveys``: the stream holds every survey's rows (``row_version``)."""
         key = (stream_name, activity.id)
         if key not in self._decisions:
             settings = self.settings
@@ -92,8 +104,18 @@ class Run:
                 closed_activities=settings.closed_activities,
                 refresh_days=settings.closed_activity_refresh_days,
                 now=self.started,
+                version_floor=self.table_version if several_surveys else None,
             )
         return self._decisions[key]
+
+    def row_version(self, activity: Activity) -> int:
+        """The version of ``activity``'s rows in a stream of several surveys (``scheduler.row_version``)."""
+        return row_version(
+            activity,
+            self.table_version,
+            refresh_days=self.settings.closed_activity_refresh_days,
+            now=self.started,
+        )
 
     def _selected(self) -> list[Any]:
         return [s for s in self.tap.streams.values() if s.selected]
@@ -140,10 +162,10 @@ class Run:
         self._warn_about_new_activities()
         self._warn_about_moved_activities()
         self._start_member_export([name for name, need in needs.items() if need.member_file])
-        if any(need.definitions for need in needs.values()):
-            for activity in community.activities:
-                if activity.id not in readers:
-                    community.start_definition_export(activity, self.catalog_keys.batch(activity.id))
+        definitions = {activity_id for need in needs.values() for activity_id in need.definitions}
+        for activity in community.activities:
+            if activity.id in definitions and activity.id not in readers:
+                community.start_definition_export(activity, self.catalog_keys.batch(activity.id))
 
     def _marks_of(self, activity: Activity) -> list[Mapping[str, Any]]:
         """Every mark STATE keeps of the activity's completed exports, in any stream."""

@@ -49,8 +49,14 @@ def decide(
     closed_activities: str,
     refresh_days: float,
     now: dt.datetime,
+    version_floor: int | None = None,
 ) -> Decision:
-    """Whether a stream must export ``activity`` this run, given its last completed export."""
+    """Whether a stream must export ``activity`` this run, given its last completed export.
+
+    ``version_floor`` (streams that hold several surveys' rows, ``row_version``): a
+    survey is skipped only while the rows it loaded carry a version above this run's
+    ACTIVATE_VERSION, so that the message that deletes other surveys' stale rows keeps them.
+    """
     if closed_activities != "skip":
         return Decision(True, "closed_activities is 'export'")
     if not activity.is_closed:
@@ -74,6 +80,12 @@ def decide(
         return Decision(True, "closed since its last export")
     if refresh_days > 0 and now - exported > dt.timedelta(days=refresh_days):
         return Decision(True, f"last export older than {refresh_days:g} days (closed_activity_refresh_days)")
+    if version_floor is not None:
+        version = mark.get("version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            return Decision(True, "its rows were loaded without a row version (before tap-alida kept one)")
+        if version <= version_floor:
+            return Decision(True, "its rows' version has expired (closed_activity_refresh_days)")
     return Decision(
         False, f"closed {activity.closed_on}, exported {mark.get('created_at')}", str(mark.get("created_at"))
     )
@@ -90,3 +102,27 @@ def export_mark(batch: Any, activity: Any, records: int, now: dt.datetime) -> di
     """
     created = batch.server_created or format_datetime((now - CLOCK_MARGIN).replace(microsecond=0))
     return {"created_at": created, "activity_id": activity.id, "batch_id": batch.id, "records": records}
+
+
+# Rows of a closed survey loaded with closed_activity_refresh_days = 0 (never refreshed)
+# stay valid this long: in effect for ever.
+FOREVER = dt.timedelta(days=100 * 365)
+
+
+def row_version(activity: Any, run_version: int, *, refresh_days: float, now: dt.datetime) -> int:
+    """The table version of a survey's rows in a stream that holds several surveys' rows.
+
+    Singer's ACTIVATE_VERSION is one number per stream: a target deletes every row of
+    an older version. ``activity_answers`` and ``activity_fields`` skip closed surveys
+    already loaded, yet must delete the rows that left the other surveys' exports. So
+    each row's version is the time until which it stays valid without being loaded
+    again: this run's version (its start, in ms) for an open survey, and that plus
+    ``closed_activity_refresh_days`` for a closed one, which ``decide`` skips only
+    while that time is ahead (``version_floor``). The run then activates its own
+    version: rows that left an export are deleted, a skipped survey's rows are kept.
+    """
+    closed_on = parse_datetime(getattr(activity, "closed_on", None))
+    if not activity.is_closed or closed_on is None or closed_on > now:
+        return run_version
+    valid = dt.timedelta(days=refresh_days) if refresh_days > 0 else FOREVER
+    return run_version + int(valid.total_seconds() * 1000)

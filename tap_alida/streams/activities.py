@@ -3,18 +3,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from singer_sdk import typing as th
 
 from tap_alida.errors import STREAM_FAILURES
-from tap_alida.export.scheduler import Decision, export_mark
+from tap_alida.export.scheduler import CLOCK_MARGIN, Decision, export_mark
 from tap_alida.modelling import drift
 from tap_alida.modelling.answers import ACTIVITY_ANSWERS_SCHEMA, AnswerMapper
 from tap_alida.modelling.records import ActivityRecordMapper
-from tap_alida.modelling.types import normalize_datetime
+from tap_alida.modelling.types import format_datetime, normalize_datetime
 from tap_alida.run import ExportNeeds, Run
 from tap_alida.sdk import replace_schema
 from tap_alida.state import answers_slot, last_export, recorded_batch
@@ -120,7 +122,7 @@ class ActivityAnswersStream(AlidaStream):
         super().__init__(run, schema=schema or ACTIVITY_ANSWERS_SCHEMA, name="activity_answers")
 
     def decision(self, activity: Activity) -> Decision:
-        return self.run.decide(self.name, activity, last_export(self, activity.id))
+        return self.run.decide(self.name, activity, last_export(self, activity.id), several_surveys=True)
 
     def export_needs(self) -> ExportNeeds:
         return ExportNeeds(
@@ -134,11 +136,12 @@ class ActivityAnswersStream(AlidaStream):
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         """Every activity's values; skipped closed surveys keep their rows as loaded.
 
-        ACTIVATE_VERSION is emitted only after a run that exported every activity
-        in scope: on a run that skipped one, it would delete that activity's rows.
-        Deletions in skipped surveys arrive on the runs that export them again
-        (``closed_activity_refresh_days``, ``closed_activities: export``, or a full
-        refresh).
+        Each survey's rows carry the version until which they stay valid
+        (``scheduler.row_version``), and the stream then activates the run's version:
+        rows that left an export this run are deleted, a skipped survey's are kept
+        (it is skipped only while they are valid). A run in which a survey failed
+        activates nothing: that survey's rows stay, and the next complete run deletes
+        what this one would have.
         """
         self.run.start_exports()
         self.begin_table_version()
@@ -156,21 +159,23 @@ class ActivityAnswersStream(AlidaStream):
                     raise
                 failed += 1  # its rows stay as loaded; the others go on
                 self.run.stream_failed(f"{self.name} ({activity.label})", exc)
-        if skipped or failed:
+        if failed:
             self.logger.info(
-                "%s: %d closed activities skipped, %d failed; their rows stay as loaded, so no "
-                "ACTIVATE_VERSION this run.",
+                "%s: %d activities failed; their rows stay as loaded, so no ACTIVATE_VERSION this run.",
                 self.name,
-                skipped,
                 failed,
             )
-        else:
-            self.activate_version()
+            return
+        if skipped:
+            self.logger.info("%s: %d closed activities skipped; their rows stay valid.", self.name, skipped)
+        self.activate_version()
 
     def _activity_rows(self, activity: Activity, runner: Any) -> Iterable[dict[str, Any]]:
         """One activity's values, then its export mark."""
         resume = recorded_batch(self, activity.id)
+        version = self.run.row_version(activity)
         with self.read_activity_file(activity, answers_slot(activity.id), resume) as (export, fields):
+            self.begin_table_version(version)
             started = time.monotonic()
             mapper = AnswerMapper(activity.id, fields, activity.label, self.community.tally)
             count = 0
@@ -189,7 +194,7 @@ class ActivityAnswersStream(AlidaStream):
                 export.batch.describe(),
                 time.monotonic() - started,
             )
-            mark = export_mark(export.batch, activity, count, self.run.started)
+            mark = {**export_mark(export.batch, activity, count, self.run.started), "version": version}
             self.when_written(lambda: self.run.ledger.mark_export(self, mark, activity.id))
 
 
@@ -232,16 +237,40 @@ class ActivityFieldsStream(AlidaStream):
     def __init__(self, run: Run, schema: dict[str, Any] | None = None) -> None:
         super().__init__(run, schema=schema or ACTIVITY_FIELDS_SCHEMA, name="activity_fields")
 
+    def decision(self, activity: Activity) -> Decision:
+        return self.run.decide(self.name, activity, last_export(self, activity.id), several_surveys=True)
+
     def export_needs(self) -> ExportNeeds:
-        return ExportNeeds(definitions=True)
+        """The definitions of the surveys it loads this run: a closed survey already loaded,
+        whose rows are still valid, needs none (no export, and no cache either)."""
+        return ExportNeeds(
+            definitions=tuple(a.id for a in self.run.community.activities if self.decision(a).export)
+        )
 
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
+        """Each survey's fields, with the row versions of ``activity_answers`` (same rules):
+        a closed survey loaded while closed is skipped while its rows are valid."""
         self.run.start_exports()
         self.begin_table_version()
+        skipped = 0
         for activity in self.community.activities:
+            if not self.decision(activity).export:
+                skipped += 1
+                continue
+            version = self.run.row_version(activity)
             fields = self.community.definition(activity)
             layout = self.community.layout(activity, fields, self.warn)
-            yield from layout.field_rows(activity.id, activity.stream_name)
+            self.begin_table_version(version)
+            count = 0
+            for row in layout.field_rows(activity.id, activity.stream_name):
+                count += 1
+                yield row
+            # The definition is as of now: a closed survey's cannot change while it stays closed.
+            now = dt.datetime.now(dt.UTC).replace(microsecond=0) - CLOCK_MARGIN
+            mark = {"created_at": format_datetime(now), "records": count, "version": version}
+            self.when_written(partial(self.run.ledger.mark_export, self, mark, activity.id))
+        if skipped:
+            self.logger.info("%s: %d closed activities skipped; their rows stay valid.", self.name, skipped)
         self.activate_version()
 
 

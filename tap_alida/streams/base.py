@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property
@@ -150,16 +149,17 @@ class AlidaStream(FastRecordMessages):
             and not self.get_batch_config(self.config)
         )
 
-    def begin_table_version(self) -> None:
-        """Stamp this sync's RECORDs with a new table version (milliseconds, always rising)."""
-        if self._activates_version and table_version(self) is None:
-            set_table_version(self, int(time.time() * 1000))
+    def begin_table_version(self, version: int | None = None) -> None:
+        """Stamp the RECORDs that follow with a table version: the run's (its start in ms,
+        always rising), or ``version`` (a survey's rows in a stream of several surveys)."""
+        if self._activates_version:
+            set_table_version(self, self.run.table_version if version is None else version)
 
     def activate_version(self) -> None:
         """After the last record of a complete full-table read: rows of older versions left the export."""
-        version = table_version(self)
-        if not self._activates_version or version is None:
+        if not self._activates_version or table_version(self) is None:
             return
+        version = self.run.table_version
         for stream_map in self.stream_maps:
             if isinstance(stream_map, RemoveRecordTransform):
                 continue
