@@ -22,6 +22,7 @@ A *slot* names where an entry lives: a stream name, or
 from __future__ import annotations
 
 import atexit
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
@@ -93,8 +94,8 @@ def set_last_export(stream: Stream, mark: dict[str, Any], activity_id: str | Non
 STATE_EVERY_SECONDS = 5.0
 # Mid-run STATE is always allowed up to this many bytes in all; beyond that only while it
 # stays under STATE_SHARE of the RECORD bytes written so far. The final STATE is always written.
-STATE_FLOOR_BYTES = 256 * 1024
-STATE_SHARE = 0.01
+STATE_FLOOR_BYTES = 128 * 1024
+STATE_SHARE = 0.005
 
 
 class OutputCount(Protocol):
@@ -110,7 +111,8 @@ class StatePacer:
     is now, later than asked, and the tap puts a mark or bookmark into it only once the
     rows it stands for are written. A STATE held back is written by a later call, by
     ``tick`` (the run calls it while it waits for exports and between records), when the
-    last stream ends (``finish``), and at exit in any case.
+    last stream ends (``finish``), and at exit in any case (the last STATE of a run,
+    failed or not, is the tap's state as it is then).
     """
 
     def __init__(
@@ -136,11 +138,10 @@ class StatePacer:
         after a crash re-uses the batch. ``now=False``: the caller ticks once after a
         burst of changes (the ledger applying every queued batch event), one STATE for all."""
         self._pending = state
-        clock = self._clock()
-        if self._final or self._last_emit is None or urgent:
-            due = clock
-        else:
-            due = self._last_emit + STATE_EVERY_SECONDS
+        if self._final:
+            return  # after the last stream: one STATE at exit, however often the SDK asks
+        at_once = self._last_emit is None or urgent
+        due = self._clock() if at_once else self._last_emit + STATE_EVERY_SECONDS  # type: ignore[operator]
         self._due = due if self._due is None else min(self._due, due)
         if now:
             self.tick()
@@ -149,15 +150,21 @@ class StatePacer:
         """Write the STATE held back when it is due and the STATE budget allows it."""
         if self._pending is None or self._due is None or self._clock() < self._due:
             return
-        if not self._final and not self._within_budget():
+        if not self._final and not self._within_budget(self._pending):
             self._due = self._clock() + STATE_EVERY_SECONDS  # ask again later
             return
         self.flush()
 
-    def _within_budget(self) -> bool:
-        so_far = self._output.written("STATE")
+    def _within_budget(self, state: Mapping[str, Any]) -> bool:
+        """Whether writing ``state`` keeps mid-run STATE within its budget. Its size is
+        measured (a few ms for a thousand surveys, at most once per ``STATE_EVERY_SECONDS``):
+        the state grows as surveys complete, so the last STATE's size would understate it."""
         allowed = max(STATE_FLOOR_BYTES, STATE_SHARE * self._output.written("RECORD"))
-        return so_far + self._last_size <= allowed
+        so_far = self._output.written("STATE")
+        if so_far + self._last_size > allowed:
+            return False
+        size = len(json.dumps(without_empty_bookmarks(state), separators=(",", ":"), default=str))
+        return so_far + size <= allowed
 
     def flush(self) -> None:
         """Write the STATE held back, if any, now."""
@@ -171,7 +178,8 @@ class StatePacer:
         self.written += 1
 
     def finish(self) -> None:
-        """The last stream is done: from now on every STATE is written at once."""
+        """The last stream is done: write STATE now; what the SDK asks for after it (the
+        end of that stream, its progress markers) is written once, at exit."""
         self._final = True
         self.flush()
 

@@ -194,7 +194,7 @@ class ActivityAnswersStream(AlidaStream):
                 export.batch.describe(),
                 time.monotonic() - started,
             )
-            mark = {**export_mark(export.batch, activity, count, self.run.started), "version": version}
+            mark = {**export_mark(export.batch, activity, count, self.run.started), **self.versioned(version)}
             self.when_written(lambda: self.run.ledger.mark_export(self, mark, activity.id))
 
 
@@ -267,7 +267,7 @@ class ActivityFieldsStream(AlidaStream):
                 yield row
             # The definition is as of now: a closed survey's cannot change while it stays closed.
             now = dt.datetime.now(dt.UTC).replace(microsecond=0) - CLOCK_MARGIN
-            mark = {"created_at": format_datetime(now), "records": count, "version": version}
+            mark = {"created_at": format_datetime(now), "records": count, **self.versioned(version)}
             self.when_written(partial(self.run.ledger.mark_export, self, mark, activity.id))
         if skipped:
             self.logger.info("%s: %d closed activities skipped; their rows stay valid.", self.name, skipped)

@@ -155,6 +155,12 @@ class AlidaStream(FastRecordMessages):
         if self._activates_version:
             set_table_version(self, self.run.table_version if version is None else version)
 
+    def versioned(self, version: int) -> dict[str, int]:
+        """The row version a mark keeps, when the rows carry one: rows loaded without it (BATCH
+        files, ``emit_activate_version_messages: false``) are not skipped by a later run that
+        activates versions, which would delete them (``scheduler.decide``)."""
+        return {"version": version} if self._activates_version else {}
+
     def activate_version(self) -> None:
         """After the last record of a complete full-table read: rows of older versions left the export."""
         if not self._activates_version or table_version(self) is None:

@@ -153,7 +153,7 @@ def test_beyond_the_floor_mid_run_state_stays_a_small_share_of_the_records():
     assert len(emitted) == 3 and emitted[-1]["bookmarks"]["s"]["n"] == 2
 
 
-def test_finish_writes_now_and_from_then_on_every_state_at_once():
+def test_finish_writes_now_and_what_comes_after_it_once_at_exit():
     pacer, emitted, _, _clock = paced(size=STATE_FLOOR_BYTES)
     pacer.write({"bookmarks": {"s": {"n": 0}}})
     pacer.write({"bookmarks": {"s": {"n": 1}}})
@@ -161,7 +161,11 @@ def test_finish_writes_now_and_from_then_on_every_state_at_once():
     pacer.finish()  # over the budget too: the last STATE is always written
     assert emitted[-1]["bookmarks"]["s"]["n"] == 1
     pacer.write({"bookmarks": {"s": {"n": 2}}})
-    assert emitted[-1]["bookmarks"]["s"]["n"] == 2
+    pacer.write({"bookmarks": {"s": {"n": 3}}})
+    pacer.tick()
+    assert len(emitted) == 2
+    pacer.flush()  # (registered with atexit)
+    assert len(emitted) == 3 and emitted[-1]["bookmarks"]["s"]["n"] == 3
 
 
 def test_flush_writes_what_is_held_back_and_empty_bookmarks_are_left_out():
