@@ -6,6 +6,7 @@
     python3 dev.py test --fast   # the unit tier only (no sockets, no subprocesses): seconds
     python3 dev.py test --pythons   # the unit tier on every Python the classifiers declare
     python3 dev.py docs   # rewrite README's settings table and meltano-hub/ from `tap-alida --about`
+    python3 dev.py soak [--nights N] [--seed S]   # a long random simulation of nights (prints its seed)
 
 Only the standard library is used here: this script creates the environment.
 """
@@ -405,8 +406,33 @@ def test() -> None:
     run(BIN / "pytest", *sys.argv[2:])
 
 
+def soak() -> None:
+    """A long random simulation of nights (``tests/e2e/test_simulation.py``): prints its seed.
+
+    ``--nights N`` (default 2000) sequences of up to 10 nights each come to about N nights;
+    ``--seed S`` replays a run (Hypothesis shrinks a failure to a short sequence and prints it).
+    """
+    ensure_environment()
+    args = sys.argv[2:]
+    nights = int(args[args.index("--nights") + 1]) if "--nights" in args else 2000
+    seed = args[args.index("--seed") + 1] if "--seed" in args else str(int.from_bytes(os.urandom(4), "big"))
+    steps = 10
+    print(f"soak: about {nights} nights, seed {seed} (replay: python3 dev.py soak --seed {seed})", flush=True)
+    env = {
+        **ENV,
+        "TAP_ALIDA_SIMULATION_RANDOM": "1",
+        "TAP_ALIDA_SIMULATION_EXAMPLES": str(max(1, nights // steps)),
+        "TAP_ALIDA_SIMULATION_STEPS": str(steps),
+    }
+    command = [str(BIN / "pytest"), "-x", "-q", "-s", "-p", "no:cacheprovider", f"--hypothesis-seed={seed}"]
+    print("+ pytest tests/e2e/test_simulation.py", flush=True)
+    done = subprocess.run([*command, "tests/e2e/test_simulation.py"], cwd=ROOT, env=env, check=False)
+    print(f"soak: seed {seed}, exit {done.returncode}", flush=True)
+    sys.exit(done.returncode)
+
+
 if __name__ == "__main__":
-    commands = {"demo": demo, "test": test, "docs": docs}
+    commands = {"demo": demo, "test": test, "docs": docs, "soak": soak}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(f"usage: python3 dev.py {{{'|'.join(commands)}}}")
     if shutil.which("git") is None:

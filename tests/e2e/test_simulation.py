@@ -64,7 +64,7 @@ class Nights(RuleBasedStateMachine):
             self.sandbox.stop()
             shutil.rmtree(self.work, ignore_errors=True)
             NIGHTS_RUN.append(self.nights)
-            print(f"simulation: {self.nights} nights in this sequence", flush=True)
+            print(f"simulation: {self.nights} nights in this sequence, {sum(NIGHTS_RUN)} in all", flush=True)
 
     # -- helpers -----------------------------------------------------------------------------
 
