@@ -115,6 +115,7 @@ class Run:
             self.table_version,
             refresh_days=self.settings.closed_activity_refresh_days,
             now=self.started,
+            closed_activities=self.settings.closed_activities,
         )
 
     def _selected(self) -> list[Any]:

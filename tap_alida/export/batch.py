@@ -48,7 +48,9 @@ class Batch:
         copied between projects, must not load one survey's file as another's.
         """
         created = time.time() - (time.monotonic() - self.created_at)
-        entry: dict[str, Any] = {"id": self.id, "kind": self.kind, "created_at": round(created, 3)}
+        # Whole seconds: a target may parse a JSON fraction as a Decimal it cannot write back
+        # (target-postgres failed so on a mid-run STATE), and a second is precise enough here.
+        entry: dict[str, Any] = {"id": self.id, "kind": self.kind, "created_at": int(created)}
         if self.server_created:
             entry["server_created"] = self.server_created
         if self.kind == MEMBERS:

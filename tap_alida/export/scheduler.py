@@ -109,7 +109,9 @@ def export_mark(batch: Any, activity: Any, records: int, now: dt.datetime) -> di
 FOREVER = dt.timedelta(days=100 * 365)
 
 
-def row_version(activity: Any, run_version: int, *, refresh_days: float, now: dt.datetime) -> int:
+def row_version(
+    activity: Any, run_version: int, *, refresh_days: float, now: dt.datetime, closed_activities: str = "skip"
+) -> int:
     """The table version of a survey's rows in a stream that holds several surveys' rows.
 
     Singer's ACTIVATE_VERSION is one number per stream: a target deletes every row of
@@ -120,9 +122,14 @@ def row_version(activity: Any, run_version: int, *, refresh_days: float, now: dt
     ``closed_activity_refresh_days`` for a closed one, which ``decide`` skips only
     while that time is ahead (``version_floor``). The run then activates its own
     version: rows that left an export are deleted, a skipped survey's rows are kept.
+    With ``closed_activities: export`` nothing is skipped, so no row needs more.
+
+    The one case a longer validity delays: a survey loaded while closed, re-opened,
+    then some of those responses deleted; the rows stay until that load's validity ends
+    (at most ``closed_activity_refresh_days`` after it).
     """
     closed_on = parse_datetime(getattr(activity, "closed_on", None))
-    if not activity.is_closed or closed_on is None or closed_on > now:
+    if closed_activities != "skip" or not activity.is_closed or closed_on is None or closed_on > now:
         return run_version
     valid = dt.timedelta(days=refresh_days) if refresh_days > 0 else FOREVER
     return run_version + int(valid.total_seconds() * 1000)
