@@ -32,13 +32,24 @@
 
 {% macro alida_absent(stream, relation) -%}
     {%- if execute -%}
+        {%- set present = [] -%}
+        {%- for name in ['activities', 'activity_fields', 'activity_answers', 'member_profiles', 'member_profile_values'] -%}
+            {%- set other = adapter.get_relation(database=relation.database, schema=relation.schema,
+                                                 identifier=alida.alida_table_name(name)) -%}
+            {%- if other is not none -%}{%- do present.append(name) -%}{%- endif -%}
+        {%- endfor -%}
+        {%- if not present -%}
+            {{ exceptions.raise_compiler_error("alida: no table of tap-alida in " ~ relation.database ~ "." ~ relation.schema
+               ~ ": set the var alida_schema (or DBT_ALIDA_SCHEMA) to the schema the tap loaded.") }}
+        {%- endif -%}
         {{ log("alida: " ~ relation ~ " does not exist (stream " ~ stream ~ " not selected or not loaded yet): "
                ~ this.identifier ~ " is built empty.", info=True) }}
     {%- endif -%}
 {%- endmacro %}
 
 {#- A staging select: `columns` is a list of [name, type] or [name, type, alias]; each is
-    cast to its type, so both engines and every loader give the same shapes. -#}
+    cast to its type, so both engines and every loader give the same shapes. Type `json`:
+    JSON text of an array, however the loader stored it (DuckDB JSON, PostgreSQL jsonb[]). -#}
 {% macro alida_staging(stream, columns) -%}
     {%- set declared = source('alida', stream) -%}
     {%- set found = alida.alida_existing(declared) -%}
@@ -46,13 +57,21 @@
         {{ alida.alida_absent(stream, declared) }}
         select
         {%- for column in columns %}
-            cast(null as {{ column[1] }}) as {{ column[2] if column | length > 2 else column[0] }}{{ "," if not loop.last }}
+            cast(null as {{ 'varchar' if column[1] == 'json' else column[1] }}) as {{ column[2] if column | length > 2 else column[0] }}{{ "," if not loop.last }}
         {%- endfor %}
         where 1 = 0
     {%- else -%}
+        {%- set types = {} -%}
+        {%- if execute -%}
+            {%- for c in adapter.get_columns_in_relation(found) -%}{%- do types.update({c.name | lower: c.dtype}) -%}{%- endfor -%}
+        {%- endif %}
         select
         {%- for column in columns %}
-            cast({{ adapter.quote(column[0]) }} as {{ column[1] }}) as {{ column[2] if column | length > 2 else column[0] }}{{ "," if not loop.last }}
+            {%- if column[1] == 'json' %}
+            {{ alida.alida_json_as_text(adapter.quote(column[0]), types.get(column[0], '')) }}
+            {%- else %}
+            cast({{ adapter.quote(column[0]) }} as {{ column[1] }})
+            {%- endif %} as {{ column[2] if column | length > 2 else column[0] }}{{ "," if not loop.last }}
         {%- endfor %}
         from {{ declared }}
         {% if execute %}{{ alida.alida_live_filter(found) }}{% endif %}

@@ -50,3 +50,25 @@
 {% macro alida_ratio(numerator, denominator) -%}
     cast({{ numerator }} as double precision) / nullif(cast({{ denominator }} as double precision), 0)
 {%- endmacro %}
+
+{#- JSON text of a column holding a JSON array: target-duckdb stores JSON, target-postgres an
+    SQL array of jsonb (jsonb[]), another loader may store json/jsonb or text. -#}
+{% macro alida_json_as_text(expression, dtype) -%}
+    {{ return(adapter.dispatch('alida_json_as_text', 'alida')(expression, dtype)) }}
+{%- endmacro %}
+
+{% macro default__alida_json_as_text(expression, dtype) -%}
+    {%- if dtype | upper == 'ARRAY' or dtype.startswith('_') or dtype.endswith('[]') -%}
+        cast(array_to_json({{ expression }}) as varchar)
+    {%- else -%}
+        cast({{ expression }} as varchar)
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro duckdb__alida_json_as_text(expression, dtype) -%}
+    {%- if dtype | upper in ('JSON', 'VARCHAR', 'TEXT', '') -%}
+        cast({{ expression }} as varchar)
+    {%- else -%}
+        cast(to_json({{ expression }}) as varchar)
+    {%- endif -%}
+{%- endmacro %}

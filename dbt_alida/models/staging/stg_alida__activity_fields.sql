@@ -7,5 +7,5 @@
     ['name', 'varchar'],
     ['data_type', 'varchar'],
     ['visibility', 'varchar'],
-    ['options', 'varchar'],
+    ['options', 'json'],
 ]) }}
