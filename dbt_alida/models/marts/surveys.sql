@@ -17,7 +17,7 @@ ids as (
 ),
 
 responses as (
-    select activity_id, count(*) as responses
+    select activity_id, count(*) as responses, avg(answered_share) as avg_answered_share
     from {{ ref('responses') }}
     group by activity_id
 )
@@ -30,7 +30,8 @@ select
     a.create_date,
     a.closed_on,
     coalesce(f.questions, 0) as questions,
-    coalesce(r.responses, 0) as responses
+    coalesce(r.responses, 0) as responses,
+    r.avg_answered_share
 from ids
 left join fields f on f.activity_id = ids.activity_id
 left join activities a on a.activity_id = ids.activity_id
