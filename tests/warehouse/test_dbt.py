@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -23,10 +24,11 @@ from typing import Any
 
 import duckdb
 import pytest
-from harness import ROOT, Sandbox, clean_env, run_meltano
+from harness import ROOT, Sandbox, clean_env, discover, run_loader, run_meltano, run_tap, select_all
 from test_warehouse import change_community
 
 DBT_DUCKDB = ROOT / ".meltano" / "utilities" / "dbt-duckdb" / "venv" / "bin" / "dbt"
+DBT_POSTGRES = ROOT / ".meltano" / "utilities" / "dbt-postgres" / "venv" / "bin" / "dbt"
 PACKAGE = ROOT / "dbt_alida"
 MODELS = {
     "surveys", "questions", "options", "responses", "answers", "question_summary",
@@ -66,10 +68,10 @@ def assert_green(output: str) -> dict[str, Any]:
 
 
 def dbt(
-    tmp_path: Path, *args: str, project: Path = PACKAGE, env: dict[str, str]
+    tmp_path: Path, *args: str, project: Path = PACKAGE, env: dict[str, str], executable: Path = DBT_DUCKDB
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(DBT_DUCKDB), *args, "--project-dir", str(project), "--profiles-dir", str(project / "profiles")],
+        [str(executable), *args, "--project-dir", str(project), "--profiles-dir", str(project / "profiles")],
         cwd=tmp_path,
         env=clean_env(tmp_path, **dbt_env(tmp_path, **env)),
         capture_output=True,
@@ -285,3 +287,50 @@ def test_postgres_dbt_build_and_an_incremental_night_equals_a_fresh_load(start_s
         "where question = 'Which of these features do you use?'"
     )
     assert len(added) == 1 and int(added[0][0]) > 10
+
+
+def test_dbt_build_on_a_batch_load_of_some_streams_into_postgres(start_sandbox, postgres, tmp_path):
+    """BATCH messages (no RECORD) of the survey streams and activity_fields only (no
+    activity_answers, no activities, no member streams), loaded by target-postgres: dbt build
+    passes, responses equal the survey tables' rows, the models without a source are empty."""
+    sandbox = start_sandbox("--activities", "2", "--members", "10", "--responses", "15", "--seed", "5")
+    batches = tmp_path / "batches"
+    batches.mkdir()
+    catalog = discover(tmp_path, sandbox.config())
+    surveys = {s["tap_stream_id"] for s in catalog["streams"]} - {
+        "activity_answers", "activities", "member_profiles", "member_profile_values", "activity_fields",
+    }  # fmt: skip
+    assert len(surveys) == 2
+    catalog = select_all(catalog, only={*surveys, "activity_fields"})
+    config = sandbox.config(
+        batch_config={
+            "encoding": {"format": "jsonl", "compression": "gzip"},
+            "storage": {"root": f"file://{batches}", "prefix": "alida-"},
+        }
+    )
+    run = run_tap(tmp_path, config, catalog=catalog)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not run.records and any(m["type"] == "BATCH" for m in run.messages)
+    messages = "".join(json.dumps(m) + "\n" for m in run.messages)
+    run_loader(tmp_path, "target-postgres", postgres.target_config("wh_batch"), messages)
+    env = {
+        "DBT_POSTGRES_PORT": str(postgres.port),
+        "DBT_POSTGRES_PASSWORD": "unused-trust-auth",
+        "DBT_POSTGRES_SOURCE_SCHEMA": "wh_batch",
+        "DBT_POSTGRES_SCHEMA": "wh_batch_models",
+    }
+    done = dbt(tmp_path, "build", "--target", "postgres", env=env, executable=DBT_POSTGRES)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert_green(output)
+    for table in ("activity_answers", "activities", "member_profiles", "member_profile_values"):
+        assert len(re.findall(rf'alida: \S*"{table}" does not exist', output)) == 1, output[-4000:]
+    assert postgres.sql("select count(*) from wh_batch_models.responses") == [["30"]]
+    assert postgres.sql("select count(*) from wh_batch_models.members") == [["0"]]
+    assert postgres.sql("select count(*) from wh_batch_models.surveys") == [["2"]]
+    positions = postgres.sql(
+        "select string_agg(option_label, ',' order by option_position) from wh_batch_models.options o "
+        "join wh_batch_models.questions q using (question_key) "
+        "where q.question = 'Preferred contact channel' group by q.activity_id"
+    )
+    assert positions == [["Email,Phone,SMS,Post,Fax"]] * 2
