@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Set-up commands for a fresh machine that has only Python 3.11+.
 
-    python3 dev.py demo   # build .venv, start the sandbox, meltano run tap-alida target-duckdb, show the data
+    python3 dev.py demo   # build .venv, start the sandbox, meltano run tap-alida target-duckdb
+                          # dbt-duckdb:build, show the data (read from dbt_alida's models)
     python3 dev.py test   # build .venv, install Meltano plugins, lint, type-check, run every test
     python3 dev.py test --fast   # the unit tier only (no sockets, no subprocesses): seconds
     python3 dev.py test --pythons   # the unit tier on every Python the classifiers declare
@@ -71,8 +72,9 @@ DEMO_SETTINGS = {
     "TAP_ALIDA_POLL_INTERVAL_SECONDS": "1",
 }
 
-# Run by the venv's python after the load (this script imports only the standard library).
-ANALYSIS = '''
+# Run by the venv's python after `meltano run … dbt-duckdb:build`: it only reads the dbt
+# package's models (dbt_alida/, docs/dbt.md), which dbt built in schema analytics.
+ANALYSIS = """
 import sys
 
 import duckdb
@@ -84,43 +86,40 @@ def q(sql):
     return db.execute(sql).fetchall()
 
 
-print(f"\\n{'table':<40} rows")
-for (t,) in q("select table_name from information_schema.tables where table_schema = 'alida' order by 1"):
-    print(f"{t:<40} {q(f'select count(*) from alida.{t}')[0][0]}")
+for schema, what in (("alida", "loaded by target-duckdb"), ("analytics", "built by dbt_alida")):
+    print(f"\\n{schema + ' (' + what + ')':<40} rows")
+    tables = f"select table_name from information_schema.tables where table_schema = '{schema}' order by 1"
+    for (t,) in q(tables):
+        print(f"{t:<40} {q(f'select count(*) from {schema}.{t}')[0][0]}")
 
-# activity_answers: one row per value; activity_fields: the data dictionary.
-ANSWERS = """(select f.stream_name as survey, f.name as question, a.*
-    from alida.activity_answers a join alida.activity_fields f using (activity_id, field_id))"""
-surveys = q("select distinct activity_id, stream_name from alida.activity_fields order by stream_name")
-print("\\nPer survey (SQL over alida.activity_answers joined to alida.activity_fields):\\n")
-print(f"{'survey':<36} {'responses':>9} {'answered recommend':>18} {'avg recommend':>13} {'avg spend':>9}")
-for activity_id, survey in surveys:
-    responses = q(f"select count(*) from alida.{survey}")[0][0]
-    answered, score = q(
-        f"select count(distinct response_id), avg(value_number) from {ANSWERS} "
-        f"where activity_id = '{activity_id}' and question = 'How likely are you to recommend us?'"
-    )[0]
-    (spend,) = q(
-        f"select avg(value_number) from {ANSWERS} "
-        f"where activity_id = '{activity_id}' and question = 'Monthly spend (€)'"
-    )[0]
-    share = f"{answered / responses:.0%}" if responses else "-"
-    print(f"{survey:<36} {responses:>9} {share:>18} {score or 0:>13.1f} {spend or 0:>9.2f}")
-
-print("\\n'Preferred contact channel', answers by option label:\\n")
-print(f"{'survey':<36} {'option':<10} {'answers':>7} {'share':>7}")
-for survey, label, n, pct in q(
-    f"select survey, option_label, n, round(100.0 * n / sum(n) over (partition by survey), 1) "
-    f"from (select survey, option_label, count(*) as n from {ANSWERS} "
-    f"where question = 'Preferred contact channel' group by survey, option_label) "
-    f"order by survey, n desc, option_label"
+print("\\nPer survey (analytics.surveys):\\n")
+print(f"{'survey':<36} {'responses':>9} {'questions':>9} {'answered':>8}")
+for survey, responses, questions, share in q(
+    "select stream_name, responses, questions, avg_answered_share from analytics.surveys order by 1"
 ):
-    print(f"{survey:<36} {label:<10} {n:>7} {pct:>6}%")
-'''
+    print(f"{survey:<36} {responses:>9} {questions:>9} {share or 0:>8.0%}")
+
+print("\\n'Preferred contact channel' in survey order (analytics.option_summary):\\n")
+print(f"{'survey':<36} {'option':<10} {'visibility':<10} {'responses':>9} {'share':>6}")
+for survey, label, visibility, n, share in q(
+    "select stream_name, option_label, option_visibility, option_respondents, option_share "
+    "from analytics.option_summary where question = 'Preferred contact channel' "
+    "order by stream_name, option_position"
+):
+    print(f"{survey:<36} {label:<10} {visibility:<10} {n:>9} {share or 0:>6.1%}")
+
+print("\\nNPS, 'How likely are you to recommend us?' (analytics.nps):\\n")
+print(f"{'survey':<36} {'respondents':>11} {'promoters':>9} {'passives':>8} {'detractors':>10} {'NPS':>6}")
+for survey, n, promoters, passives, detractors, nps in q(
+    "select stream_name, respondents, promoters, passives, detractors, nps from analytics.nps order by 1"
+):
+    print(f"{survey:<36} {n:>11} {promoters:>9} {passives:>8} {detractors:>10} {nps:>6.1f}")
+"""
 
 
 def run_demo(project: Path = ROOT, bin_dir: Path = BIN) -> None:
-    """Sandbox → meltano run tap-alida target-duckdb → rows per table and a small analysis.
+    """Sandbox → meltano run tap-alida target-duckdb dbt-duckdb:build → rows per table and a
+    small analysis read from the dbt package's models.
 
     Loads into a new file and replaces ``output/warehouse.duckdb`` only after the run
     succeeded: a failed demo leaves the previous warehouse as it was.
@@ -163,12 +162,13 @@ def run_demo(project: Path = ROOT, bin_dir: Path = BIN) -> None:
             "TAP_ALIDA_API_URL": url,
             "MELTANO_ENVIRONMENT": "sandbox",
             "TARGET_DUCKDB_FILEPATH": str(loading),
+            "DBT_DUCKDB_PATH": str(loading),  # dbt_alida builds its models in the same file
         }
         # --full-refresh: each demo starts from a new sandbox, so old bookmarks do not apply;
         # its own state id (…:demo), so the demo's STATE never meets a later run of yours.
         command = [
             str(bin_dir / "meltano"), "run", "--full-refresh", "--state-id-suffix", "demo",
-            "tap-alida", "target-duckdb",
+            "tap-alida", "target-duckdb", "dbt-duckdb:build",
         ]  # fmt: skip
         print("+ meltano", *command[1:], flush=True)
         done = subprocess.run(command, cwd=project, env=env, check=False)
@@ -182,7 +182,7 @@ def run_demo(project: Path = ROOT, bin_dir: Path = BIN) -> None:
         sandbox.terminate()
         sandbox.wait(timeout=10)
     shown = database.relative_to(project)
-    print(f"\nLoaded into {shown} (DuckDB, schema alida):", flush=True)
+    print(f"\nLoaded into {shown} (DuckDB: schema alida; dbt_alida's models: analytics):", flush=True)
     analysis = subprocess.run(
         [str(bin_dir / "python"), "-c", ANALYSIS, str(database)], cwd=project, env=ENV, check=False
     )
@@ -191,9 +191,8 @@ def run_demo(project: Path = ROOT, bin_dir: Path = BIN) -> None:
     print(
         f"\nThe warehouse is {database}. Open it with:\n\n"
         f"  .venv/bin/python -c \"import duckdb; db = duckdb.connect('{shown}', read_only=True); "
-        "db.sql('select f.name as question, a.option_label, a.value_number, a.value_string "
-        "from alida.activity_answers a join alida.activity_fields f using (activity_id, field_id) "
-        "limit 10').show()\"\n",
+        "db.sql('select stream_name, question, option_label, value_number, value_string "
+        "from analytics.answers limit 10').show()\"\n",
         flush=True,
     )
 

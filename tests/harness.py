@@ -363,6 +363,9 @@ def project_copy(tmp_path: Path, meltano_yml: str | None = None) -> Path:
     text = meltano_yml if meltano_yml is not None else (ROOT / "meltano.yml").read_text()
     (project / "meltano.yml").write_text(text.replace("executable: tap-alida\n", f"executable: {tap}\n", 1))
     shutil.copy(ROOT / "config.sample.json", project)
+    # The dbt package the dbt utilities build (--project-dir dbt_alida), without dbt's own files.
+    ignored = shutil.ignore_patterns("target", "logs", "dbt_packages")
+    shutil.copytree(ROOT / "dbt_alida", project / "dbt_alida", ignore=ignored)
     (project / "output").mkdir()  # as in a checkout (output/.gitkeep)
     (project / ".meltano").symlink_to(ROOT / ".meltano")
     (project / ".venv").symlink_to(BIN.parent)

@@ -1,5 +1,6 @@
-"""`python3 dev.py demo`: the analysis prints, the log is quiet, .env cannot break it,
-and a failed run keeps the previous warehouse.
+"""`python3 dev.py demo`: the load and `dbt build` succeed, the analysis (read from dbt_alida's
+models) prints, the log is quiet, .env cannot break it, and a failed run keeps the previous
+warehouse.
 
 The demo runs in a temporary copy of the project (meltano.yml, the installed
 plugins of `.meltano`, and a `.env` holding a wrong secret, as a user's real
@@ -59,19 +60,30 @@ def test_demo_prints_the_analysis_and_no_warning(tmp_path):
     print(f"demo wall time: {seconds:.1f} s")
     assert "WARNING" not in output.upper(), [line for line in output.splitlines() if "WARN" in line.upper()]
     assert "Traceback" not in output
-    # Rows per table, then the analysis.
+    # Rows per table (loaded, then modelled), then the analysis read from dbt_alida's models.
     assert re.search(r"^activity_answers\s+\d{4,}$", done.stdout, re.M), done.stdout
     assert re.search(r"^member_profiles\s+200$", done.stdout, re.M), done.stdout
-    assert "Per survey (SQL over alida.activity_answers joined to alida.activity_fields)" in done.stdout
-    survey_rows = re.findall(r"^(\w+)\s+500\s+(\d+)%\s+(\d+\.\d)\s+(\d+\.\d\d)$", done.stdout, re.M)
+    assert re.search(r"^members\s+200$", done.stdout, re.M), done.stdout
+    assert re.search(r"^responses\s+1500$", done.stdout, re.M), done.stdout
+    built = re.search(r"Done\. PASS=(\d+) WARN=0 ERROR=0 SKIP=0 (?:NO-OP=0 )?TOTAL=(\d+)", output)
+    assert built is not None and built.group(1) == built.group(2), output[-3000:]
+    assert "Per survey (analytics.surveys):" in done.stdout
+    survey_rows = re.findall(r"^(\w+)\s+500\s+(\d+)\s+(\d+)%$", done.stdout, re.M)
     assert len(survey_rows) == 3, done.stdout
-    for _, share, score, spend in survey_rows:
-        assert 80 <= int(share) <= 95  # about 88 % answer each question in the sandbox
-        assert 3.0 <= float(score) <= 7.0  # scores 0-10, uniform
-        assert 150 <= float(spend) <= 350  # 0-500 €, uniform
-    assert "'Preferred contact channel', answers by option label:" in done.stdout
-    labels = set(re.findall(r"^\w+\s+(Email|Phone|SMS|Post|Fax)\s+\d+\s+[\d.]+%$", done.stdout, re.M))
-    assert {"Email", "Phone", "SMS"} <= labels, done.stdout
+    for _, questions, share in survey_rows:
+        assert int(questions) == 12
+        assert 75 <= int(share) <= 95  # about 88 % answer each question in the sandbox
+    assert "'Preferred contact channel' in survey order (analytics.option_summary):" in done.stdout
+    options = re.findall(r"^(\w+)\s+(Email|Phone|SMS|Post|Fax)\s+(\w+)\s+\d+\s+[\d.]+%$", done.stdout, re.M)
+    assert len(options) == 15, done.stdout
+    for survey in {s for s, _, _ in options}:  # survey order (as defined), not alphabetical
+        assert [label for s, label, _ in options if s == survey] == ["Email", "Phone", "SMS", "Post", "Fax"]
+    assert "NPS, 'How likely are you to recommend us?' (analytics.nps):" in done.stdout
+    nps_rows = re.findall(r"^(\w+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(-?\d+\.\d)$", done.stdout, re.M)
+    assert len(nps_rows) == 3, done.stdout
+    for _, n, promoters, passives, detractors, score in nps_rows:
+        assert int(n) == int(promoters) + int(passives) + int(detractors) > 400
+        assert -70 <= float(score) <= -10  # scores 0-10, uniform: about -45
     # Where the data is and how to open it; the command works as printed.
     database = project / "output" / "warehouse.duckdb"
     assert f"The warehouse is {database}." in done.stdout
