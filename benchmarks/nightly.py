@@ -1,7 +1,8 @@
 """What a nightly run costs a tenant and how long it takes (figures, not a test).
 
 1. Batch POSTs per night for a community of N surveys of which C are closed:
-   night 1 (empty state) and night 2 (night 1's state) with ``closed_activities``
+   night 1 (empty state), night 2 (night 1's state) and night 3 (night 2's state in a fresh
+   container: an empty ``cache_dir``) with ``closed_activities``
    ``export`` (every survey every night, the tap before closed surveys were
    skipped) and ``skip`` (the default), counted from the sandbox's request log.
    Discovery and sync are counted separately, as ``meltano run`` does both.
@@ -102,7 +103,9 @@ def posts_per_night(surveys: int, closed: int, mode: str) -> dict[str, int]:
             config = {**sandbox.credentials(), "poll_interval_seconds": 0.2, "closed_activities": mode}
             counts = {}
             state: dict[str, Any] = {}
-            for night in (1, 2):
+            for night in (1, 2, 3):
+                if night == 3:  # a fresh container: an empty cache_dir, STATE from the orchestrator
+                    config = {**config, "cache_dir": str(work / "fresh-container")}
                 seq = sandbox.last_seq()
                 catalog, _ = tap(work, config, "--discover")
                 counts[f"night {night} discovery"] = sandbox.activity_posts(seq)
@@ -153,11 +156,14 @@ def main() -> None:
 
     if args.only != "wall":
         print(f"Batch POSTs per night, {args.surveys} surveys of which {args.closed} closed:\n")
-        print("| closed_activities | night 1 discovery | night 1 sync | night 2 discovery | night 2 sync |")
-        print("|---|---|---|---|---|")
+        print(
+            "| closed_activities | night 1 discovery | night 1 sync | night 2 discovery | night 2 sync "
+            "| night 3 discovery (fresh container) | night 3 sync (fresh container) |"
+        )
+        print("|---|---|---|---|---|---|---|")
         for mode in ("export", "skip"):
             c = posts_per_night(args.surveys, args.closed, mode)
-            row = [c["night 1 discovery"], c["night 1 sync"], c["night 2 discovery"], c["night 2 sync"]]
+            row = [c[f"night {n} {part}"] for n in (1, 2, 3) for part in ("discovery", "sync")]
             print(f"| {mode} | " + " | ".join(str(n) for n in row) + " |")
     if args.only == "posts":
         return

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-# Differ between any two loads by construction: the batch a row came from, and what the
-# activities stream says about earlier runs (a fresh load has none).
-SKIPPED_COLUMNS = frozenset({"batch_id", "last_exported_at", "last_export_records"})
+# Differ between any two loads by construction: the export a row came from (its batch, and
+# for member rows the lastSyncDate of its member export: an incremental member export loads
+# only changed members, so unchanged rows keep an earlier one), and what the activities
+# stream says about earlier runs (a fresh load has none).
+SKIPPED_COLUMNS = frozenset({"batch_id", "last_sync_date", "last_exported_at", "last_export_records"})
 
 
 class Warehouse:
