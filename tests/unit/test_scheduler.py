@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tap_alida.export.scheduler import decide
+from tap_alida.export.scheduler import decide, row_version
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 FOREIGN = "the stream's last export was of another activity (or is unattributed)"
@@ -73,3 +73,32 @@ def test_refresh_days_and_the_export_setting():
     assert run(Listed(closed_on="2026-10-01T00:00:00Z"), old, days=30)[0] is True
     assert run(Listed(closed_on="2026-10-01T00:00:00Z"), old, days=0)[0] is False  # 0: never refreshed
     assert run(Listed(), mark(), mode="export") == (True, "closed_activities is 'export'")
+
+
+# --------------------------------------------------------------------------- row versions
+
+
+RUN = 1_800_000_000_000  # a run's version: its start in ms
+DAY_MS = 86_400_000
+
+
+def test_rows_of_a_closed_survey_stay_valid_for_the_refresh_days_open_ones_for_this_run():
+    assert row_version(Listed(status="open"), RUN, refresh_days=30, now=NOW) == RUN
+    assert row_version(Listed(), RUN, refresh_days=30, now=NOW) == RUN + 30 * DAY_MS
+    assert row_version(Listed(closed_on="2099-01-01T00:00:00Z"), RUN, refresh_days=30, now=NOW) == RUN
+    assert row_version(Listed(), RUN, refresh_days=0, now=NOW) > RUN + 36_000 * DAY_MS  # never refreshed
+    # with closed_activities: export nothing is skipped, so no row needs to outlive the run
+    assert row_version(Listed(), RUN, refresh_days=30, now=NOW, closed_activities="export") == RUN
+
+
+def test_a_stream_of_several_surveys_skips_only_while_the_rows_are_valid():
+    def skip(last: object) -> tuple[bool, str]:
+        decision = decide(
+            Listed(), last, closed_activities="skip", refresh_days=30, now=NOW, version_floor=RUN
+        )  # type: ignore[arg-type]
+        return decision.export, decision.why
+
+    assert skip(mark(version=RUN + 1))[0] is False
+    assert skip(mark(version=RUN)) == (True, "its rows' version has expired (closed_activity_refresh_days)")
+    assert skip(mark()) == (True, "its rows were loaded without a row version (before tap-alida kept one)")
+    assert skip(mark(version=True))[0] is True  # not a version
