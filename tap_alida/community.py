@@ -211,7 +211,12 @@ class Community:
         return dict(activity)
 
     def activity_by_stream(self, stream_name: str) -> Activity | None:
-        return next((a for a in self.activities if a.stream_name == stream_name), None)
+        """The activity in scope whose stream this is (a lookup: called once per catalog stream)."""
+        return self._by_stream.get(stream_name)
+
+    @cached_property
+    def _by_stream(self) -> dict[str, Activity]:
+        return {a.stream_name: a for a in reversed(self.activities)}  # the first one wins, as before
 
     def discovery_batches(self) -> dict[str, dict[str, Any]]:
         """Activity id → STATE entry of each batch this process created (or re-used) for an

@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 from singer_sdk import Stream, Tap
@@ -120,6 +121,11 @@ class Run:
 
     def _selected(self) -> list[Any]:
         return [s for s in self.tap.streams.values() if s.selected]
+
+    @cached_property
+    def _selected_names(self) -> list[str]:
+        """The selected streams in sync order (worked out once: asked after every stream)."""
+        return [stream.name for stream in self._selected()]
 
     def _member_readers(self) -> list[Stream]:
         return [s for s in self._selected() if s.export_needs().member_file]
@@ -306,7 +312,7 @@ class Run:
         """After the last selected stream: write STATE now (``BatchLedger.finish``), then fail
         the run, naming each stream that failed; every stream that completed keeps its bookmarks.
         """
-        selected = [stream.name for stream in self._selected()]
+        selected = self._selected_names
         if not selected or name != selected[-1]:
             return
         self.ledger.finish()
