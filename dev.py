@@ -92,7 +92,11 @@ ANSWERS = """(select f.stream_name as survey, f.name as question, a.*
     from alida.activity_answers a join alida.activity_fields f using (activity_id, field_id))"""
 surveys = q("select distinct activity_id, stream_name from alida.activity_fields order by stream_name")
 print("\\nPer survey (SQL over alida.activity_answers joined to alida.activity_fields):\\n")
-print(f"{'survey':<36} {'responses':>9} {'answered recommend':>18} {'avg recommend':>13} {'avg spend':>9}")
+print("'Recommend': How likely are you to recommend us? (0-10). 'Spend': Monthly spend (€).\\n")
+print(
+    f"{'survey':<36} {'responses':>9} {'answered recommend':>18} "
+    f"{'average recommend':>17} {'average spend €':>15}"
+)
 for activity_id, survey in surveys:
     responses = q(f"select count(*) from alida.{survey}")[0][0]
     answered, score = q(
@@ -104,7 +108,7 @@ for activity_id, survey in surveys:
         f"where activity_id = '{activity_id}' and question = 'Monthly spend (€)'"
     )[0]
     share = f"{answered / responses:.0%}" if responses else "-"
-    print(f"{survey:<36} {responses:>9} {share:>18} {score or 0:>13.1f} {spend or 0:>9.2f}")
+    print(f"{survey:<36} {responses:>9} {share:>18} {score or 0:>17.1f} {spend or 0:>15.2f}")
 
 print("\\n'Preferred contact channel', answers by option label:\\n")
 print(f"{'survey':<36} {'option':<10} {'answers':>7} {'share':>7}")
@@ -129,7 +133,6 @@ def run_demo(project: Path = ROOT, bin_dir: Path = BIN) -> None:
             str(bin_dir / "tap-alida-sandbox"),
             "--port",
             "0",
-            "--clean",  # no deliberate anomalies: a clean demo logs no WARNING
             "--activities",
             "3",
             "--members",

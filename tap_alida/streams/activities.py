@@ -181,10 +181,9 @@ class ActivityAnswersStream(AlidaStream):
                     if count % DRAIN_EVERY_RECORDS == 0 and runner.has_events:
                         runner.drain()
             self.logger.info(
-                "%s: %d values of %s from %s in %.2f s.",
+                "%s: %d values from %s in %.2f s.",  # describe() names the activity once
                 self.name,
                 count,
-                activity.label,
                 export.batch.describe(),
                 time.monotonic() - started,
             )

@@ -63,6 +63,13 @@ def test_demo_prints_the_analysis_and_no_warning(tmp_path):
     assert re.search(r"^activity_answers\s+\d{4,}$", done.stdout, re.M), done.stdout
     assert re.search(r"^member_profiles\s+200$", done.stdout, re.M), done.stdout
     assert "Per survey (SQL over alida.activity_answers joined to alida.activity_fields)" in done.stdout
+    header = re.search(
+        r"^survey\s+responses\s+answered recommend\s+average recommend\s+average spend €$", done.stdout, re.M
+    )
+    assert header, done.stdout  # words, not abbreviations; the legend names the two questions
+    assert (
+        "'Recommend': How likely are you to recommend us? (0-10). 'Spend': Monthly spend (€)." in done.stdout
+    )
     survey_rows = re.findall(r"^(\w+)\s+500\s+(\d+)%\s+(\d+\.\d)\s+(\d+\.\d\d)$", done.stdout, re.M)
     assert len(survey_rows) == 3, done.stdout
     for _, share, score, spend in survey_rows:
