@@ -153,21 +153,28 @@ def test_own_project_has_one_extractor_and_runs_on_the_sandbox(own_project, star
 
     assert lines("member_profiles") == truth["members"]["members"]
     assert lines("activity_answers") == sum(a["values"] for a in truth["activities"] if "values" in a)
+    # The README's probe command, as written, in the same project (here: on the sandbox).
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    probe = re.search(r"`(meltano invoke tap-alida\s+--probe > probe-report.json)`", readme)
+    assert probe is not None
+    done = bash(re.sub(r"\s+", " ", probe.group(1)), project, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((project / "probe-report.json").read_text())
+    assert report["blocking"] == 0 and report["calls"][0]["call"] == "token"
     assert git_status() == before
 
 
 def test_tenant_block_uses_the_region_the_user_set(own_project):
     """Run as written (after the sandbox block): `config print` says eu1 and no api_url, and
-    `--test` calls api.eu1.alida.com. This machine has no route there, so the block stops at
-    `--test` (set -e) and its `meltano run` line is not reached."""
+    `--test` calls api.eu1.alida.com, which this machine cannot reach: the block's last line fails."""
     project, env, _ = own_project
     env = {**env, "ALIDA_CLIENT_ID": "my-client", "ALIDA_CLIENT_SECRET": "my-secret-123"}
     block = block_with("meltano config set tap-alida region eu1")
     done = bash(block, project, env)
     assert done.returncode != 0
-    assert "+ meltano invoke tap-alida --test" in done.stderr
-    assert "+ meltano run" not in done.stderr
-    assert "https://api.eu1.alida.com/oauth2/token" in done.stderr, done.stderr[-3000:]
+    commands = [line for line in done.stderr.splitlines() if line.startswith("+ ")]
+    assert commands[-1] == "+ meltano invoke tap-alida --test"  # the last line is the one that failed
+    assert "Could not reach the Alida token endpoint https://api.eu1.alida.com/oauth2/token" in done.stderr
     logged = [line for line in done.stderr.splitlines() if not line.startswith("+ ")]  # not bash -x's
     assert "my-secret-123" not in done.stdout + "\n".join(logged)  # config print masks it
     printed = json.loads(done.stdout[done.stdout.index("{") : done.stdout.rindex("}") + 1])
