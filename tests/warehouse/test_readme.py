@@ -153,6 +153,10 @@ def test_own_project_has_one_extractor_and_runs_on_the_sandbox(own_project, star
 
     assert lines("member_profiles") == truth["members"]["members"]
     assert lines("activity_answers") == sum(a["values"] for a in truth["activities"] if "values" in a)
+    # target-jsonl appends: a second run adds its rows (member_profiles: a full export each run).
+    again = bash("meltano run tap-alida target-jsonl", project, env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert lines("member_profiles") == 2 * truth["members"]["members"]
     # The README's probe command, as written, in the same project (here: on the sandbox).
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     probe = re.search(r"`(meltano invoke tap-alida\s+--probe > probe-report.json)`", readme)
