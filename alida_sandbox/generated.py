@@ -1,6 +1,6 @@
 """A generated community: deterministic for a seed, files of any size written record by record.
 
-It covers what ``alida-api.md`` §11 asks for: every data type, options with
+It covers what ``docs/sandbox.md`` describes: every data type, options with
 visibility active/hidden/deleted, multi-valued sets, empty ``values``, skipped
 questions, a member with two records in one activity, unicode and very long
 question names, duplicate names; and the changes tests make between runs

@@ -1,4 +1,4 @@
-"""The sandbox Alida server: a real HTTP server on loopback (``alida-api.md`` §11).
+"""The sandbox Alida server: a real HTTP server on loopback (``docs/sandbox.md``).
 
 Routes: token, ``/activities``, ``/membervariables``, batch create/status for
 activity responses and member profiles, the files route (302 to a storage route
