@@ -6,7 +6,7 @@
     python3 dev.py test   # build .venv, install Meltano plugins, lint, type-check, run every test
     python3 dev.py test --fast   # the unit tier only (no sockets, no subprocesses): seconds
     python3 dev.py test --pythons   # the unit tier on every Python the classifiers declare
-    python3 dev.py docs   # rewrite README's settings table and meltano-hub/ from `tap-alida --about`
+    python3 dev.py docs   # rewrite docs/settings.md and meltano-hub/ from `tap-alida --about`
     python3 dev.py soak [--nights N] [--seed S]   # a long random simulation of nights (prints its seed)
 
 Only the standard library is used here: this script creates the environment.
@@ -129,7 +129,6 @@ def run_demo(project: Path = ROOT, bin_dir: Path = BIN) -> None:
             str(bin_dir / "tap-alida-sandbox"),
             "--port",
             "0",
-            "--clean",  # no deliberate anomalies: a clean demo logs no WARNING
             "--activities",
             "3",
             "--members",
@@ -249,8 +248,9 @@ definition = {
 }
 header = (
     "# Meltano Hub-style definition of tap-alida, written by `python3 dev.py docs` from meltano.yml\\n"
-    "# and `tap-alida --about --format=json` (tests/test_plugin_definition.py keeps them equal).\\n"
+    "# and `tap-alida --about --format=json` (tests/warehouse/test_plugin_definition.py keeps them equal).\\n"
     "# Before submitting to Meltano Hub: set `repo` and `variant` to the published repository.\\n"
+    "# Until tap-alida is on PyPI, `pip_url: tap-alida` does not install: README.md gives one that does.\\n"
 )
 text = yaml.safe_dump(definition, sort_keys=False, allow_unicode=True, width=110)
 open(out, "w", encoding="utf-8").write(header + text)
@@ -278,26 +278,31 @@ def write_plugin_definition(bin_dir: Path = BIN) -> None:
     print(f"{PLUGIN_FILE.relative_to(ROOT)} written.")
 
 
-def docs() -> None:
-    """README's settings table := the setting rows of ``tap-alida --about --format=markdown``."""
-    ensure_environment()
-    about = tap_about("markdown")
-    lines = about.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| Setting |"))
-    table = []
-    for line in lines[start:]:
-        if not line.startswith("|"):
-            break
-        table.append(line)
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    head, _, rest = text.partition("<!-- settings:start -->")
-    _, _, tail = rest.partition("<!-- settings:end -->")
-    readme.write_text(
-        head + "<!-- settings:start -->\n" + "\n".join(table) + "\n<!-- settings:end -->" + tail,
-        encoding="utf-8",
+SETTINGS_PAGE = ROOT / "docs" / "settings.md"
+
+
+def settings_page(about_markdown: str) -> str:
+    """docs/settings.md := a short preface + ``tap-alida --about --format=markdown``, headings one
+    level down (a test compares the checked-in page with this)."""
+    body = re.sub(r"^(#+) ", r"#\1 ", about_markdown.strip(), flags=re.M)
+    return (
+        "<!-- Written by `python3 dev.py docs` from `tap-alida --about --format=markdown`: "
+        "do not edit (a test compares). -->\n"
+        "# Settings\n\n"
+        "In Meltano: `meltano config set tap-alida <setting> <value>` (sensitive settings go to `.env`);\n"
+        "without Meltano: the keys of the tap's `--config` JSON file "
+        "([config.sample.json](../config.sample.json)).\n"
+        "`community_api_key_name`, `client_id`, `client_secret` and one of `region` or `api_url` are "
+        "required.\n\n" + body + "\n"
     )
-    print(f"README.md: {len(table) - 2} settings rows written.")
+
+
+def docs() -> None:
+    """docs/settings.md and meltano-hub/ from ``tap-alida --about``."""
+    ensure_environment()
+    SETTINGS_PAGE.parent.mkdir(exist_ok=True)
+    SETTINGS_PAGE.write_text(settings_page(tap_about("markdown")), encoding="utf-8")
+    print(f"{SETTINGS_PAGE.relative_to(ROOT)} written.")
     write_plugin_definition()
 
 

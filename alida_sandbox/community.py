@@ -4,7 +4,7 @@ Two sources, one interface (``CommunityData``):
 
 * ``GeneratedCommunity``: deterministic for a seed. Every record is derived from
   a per-activity random stream, so files of any size are written record by
-  record and never held in memory. It covers what ``alida-api.md`` §11 asks for:
+  record and never held in memory. It covers what ``docs/sandbox.md`` describes:
   every data type, options with visibility active/hidden/deleted, multi-valued
   sets, empty ``values``, skipped questions, a member with two records in one
   activity, unicode and very long question names, duplicate names.

@@ -37,7 +37,7 @@ FAULT_HELP = {
     "records_first": "an activity file with records before definition",
 }
 
-# --quirks: answer shapes Alida may use where its docs are silent (alida-api.md §12b).
+# --quirks: answer shapes Alida may use where its docs are silent (docs/api.md §12b).
 # Unlike faults they hold for every request of the run.
 QUIRK_HELP = {
     "capitalised_status": "status words Pending/Running/Succeeded/Failed",

@@ -1,4 +1,4 @@
-"""The sandbox Alida server: a real HTTP server on loopback (``alida-api.md`` §11).
+"""The sandbox Alida server: a real HTTP server on loopback (``docs/sandbox.md``).
 
 Routes: token, ``/activities``, ``/membervariables``, batch create/status for
 activity responses and member profiles, the files route (302 to a storage route
@@ -141,11 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--responses", type=int, default=40, help="responses per activity")
     parser.add_argument("--fields", type=int, default=12, help="fields per activity (min. 1)")
     parser.add_argument(
-        "--clean",
+        "--anomalies",
         action="store_true",
-        help="no deliberate anomalies (no second value on single-value string/double answers): "
-        "a clean community the tap has nothing to warn about",
+        help="deliberate anomalies: a second value on 2 %% of single-value string/double answers "
+        "(the tap warns) and open surveys with a close scheduled years ahead; without it the "
+        "community reads like real survey data and the tap has nothing to warn about",
     )
+    parser.add_argument("--clean", action="store_true", help="no anomalies: the default (kept for scripts)")
     parser.add_argument("--fixtures", type=Path, default=None, help="serve the files of DIR instead")
     parser.add_argument("--job-delay", type=float, default=0.0, help="seconds from pending to succeeded")
     parser.add_argument("--token-ttl", type=int, default=3600)
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             n_members=args.members,
             n_responses=args.responses,
             n_fields=args.fields,
-            anomalies=not args.clean,
+            anomalies=args.anomalies and not args.clean,
         )
     options = Options(
         community=args.community,

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/loaders.py                          # ~550k rows, 3 runs (~10 minutes)
     .venv/bin/python benchmarks/loaders.py --responses 2000 --repeats 1   # quick look (< 1 minute)
 
-Figures, not pass/fail. One sandbox (``--clean``) and one throw-away PostgreSQL server
+Figures, not pass/fail. One sandbox (no ``--anomalies``) and one throw-away PostgreSQL server
 (tests/harness.py's) serve every run; the modes run interleaved, their order rotating:
 
 a. tap: ``tap-alida`` with every stream selected, stdout on /dev/null (RECORD messages);
@@ -168,7 +168,7 @@ def main() -> None:
         work = Path(tmp)
         sandbox = subprocess.Popen(
             [
-                *(sys.executable, "-m", "alida_sandbox", "--port", "0", "--clean"),
+                *(sys.executable, "-m", "alida_sandbox", "--port", "0"),
                 *("--activities", str(args.activities), "--responses", str(args.responses)),
                 *("--fields", str(args.fields), "--members", str(args.members)),
             ],

@@ -60,7 +60,7 @@ class Activity:
     name: str
     activity_type: str | None
     stream_name: str
-    status: str | None = None  # as listed: open, closed… (alida-api.md §7.2)
+    status: str | None = None  # as listed: open, closed… (docs/api.md §7.1)
     closed_on: str | None = None  # closedOn as listed (a future one: a scheduled close)
     created: str | None = None
     last_update: str | None = None  # lastUpdateDate, when the listing has one

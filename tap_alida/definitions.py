@@ -1,7 +1,7 @@
 """Field definitions of closed surveys, kept on disk between runs.
 
 Discovery needs each activity's field definitions, and Alida has no endpoint
-for them: every discovery would export every survey (``alida-api.md`` §7.4),
+for them: every discovery would export every survey (``docs/api.md`` §7.1),
 closed ones included. A closed survey's questions cannot change while it stays
 closed, so its definition is kept in ``cache_dir`` (per community and activity)
 and used again while the listing shows it closed with the same ``closedOn`` and

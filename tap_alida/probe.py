@@ -6,7 +6,7 @@ is set: each create → poll → file → one ranged GET. The calls go through t
 tap's own client and export code (an ``Observer`` on the client records each
 response), so the probe sees what a sync would. The report lists per call the
 HTTP statuses, header names, key paths with value types, status words, timings,
-link lifetime, Range and gzip use, and the deviations from ``alida-api.md``,
+link lifetime, Range and gzip use, and the deviations from ``docs/api.md``,
 each ``tolerated`` (the tap copes) or ``blocking``. It holds no value: see
 ``probe_shapes``. Exit code 1 when anything is blocking.
 """
@@ -39,6 +39,8 @@ from tap_alida.probe_shapes import Call, key_types, link_lifetime, safe_key, saf
 logger = logging.getLogger("tap_alida.probe")
 
 TOLERATED, BLOCKING = "tolerated", "blocking"
+# Where a report's deviations point: the API assumptions page of the repository.
+API_DOC = "docs/api.md"
 DOCUMENTED_WORDS = ("pending", "running", "succeeded", "failed")  # §3.2
 SHORT_LINK_SECONDS = 60
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -69,8 +71,10 @@ class Probe:
         yield self.calls[-1]
 
     def deviate(self, what: str, severity: str, section: str) -> None:
+        """``section``: the paragraph(s) of docs/api.md that describe what was expected."""
         if not any(d["what"] == what for d in self.deviations):
-            self.deviations.append({"what": what, "severity": severity, "section": section})
+            where = f"{API_DOC} {section}"
+            self.deviations.append({"what": what, "severity": severity, "section": where})
 
     def _observe(self, response: requests.Response, streamed: bool) -> None:
         call = self.calls[-1]
@@ -302,7 +306,8 @@ def run(client: AlidaClient) -> int:
     sys.stdout.flush()
     blocking = [d["what"] for d in report["deviations"] if d["severity"] == BLOCKING]
     if blocking:
-        logger.error("The probe found blocking deviations from alida-api.md: %s.", "; ".join(blocking))
+        what = "; ".join(blocking)
+        logger.error("The probe found blocking deviations from what %s describes: %s.", API_DOC, what)
         return 1
     logger.info("The probe found no blocking deviation (%d tolerated).", len(report["deviations"]))
     return 0

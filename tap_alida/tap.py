@@ -18,11 +18,12 @@ import sys
 import time
 from functools import cached_property
 from pathlib import Path, PurePath
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import click
 from singer_sdk import Stream
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.helpers.capabilities import TapCapabilities
 from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_alida import __version__, probe
@@ -79,6 +80,9 @@ class TapAlida(CheckedConfigTap):
     # writer, with the same output (benchmarks/bench.py); it also counts bytes per
     # message type, for the STATE pace.
     message_writer_class = CountingWriter
+    # The SDK's, plus `test`: `tap-alida --test` checks credentials and scope (meltano.yml
+    # and the Hub definition declare the same list; a test compares the three).
+    capabilities: ClassVar[list[Any]] = [*CheckedConfigTap.capabilities, TapCapabilities.TEST]
 
     def __init__(self, *args: Any, catalog: Any = None, **kwargs: Any) -> None:
         """The SDK's, keeping the tap's own catalog keys (``catalog_keys``) before the SDK's

@@ -1,6 +1,6 @@
 """The lifecycle of one batch export: create → poll → resolve the link → download.
 
-Alida's Batch Data Extract is asynchronous (``alida-api.md`` §2-3): a POST
+Alida's Batch Data Extract is asynchronous (``docs/api.md`` §2-3): a POST
 creates a batch, GETs poll its status (``pending → running → succeeded |
 failed``), and on success ``data`` holds a link to the file, which usually
 redirects to object storage. What Alida really answers is only partly
@@ -54,7 +54,7 @@ from tap_alida.settings import AlidaSettings
 logger = logging.getLogger("tap_alida.export.api")
 
 # Alida's other Web APIs answer a create with an empty 201 unless asked for the
-# resource (alida-api.md §12b); asking costs nothing where it is not needed.
+# resource (docs/api.md §12b); asking costs nothing where it is not needed.
 RETURN_RESOURCE = {"x-webapi-return-resource": "true"}
 # Keys that may carry the new batch's id in a create answer (§2: UNKNOWN shape).
 ID_KEYS = ("id", "batchId", "jobId")

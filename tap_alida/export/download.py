@@ -1,7 +1,7 @@
 """Download an export file to disk: Range resume, fresh links, progress lines.
 
 Why not a plain GET: export files can be gigabytes, pre-signed links expire
-(Alida's sibling API: after 30 s, ``alida-api.md`` §12b), and connections drop.
+(Alida's sibling API: after 30 s, ``docs/api.md`` §12b), and connections drop.
 Bytes are spooled to a temporary file as they arrive; a dropped connection
 continues with ``Range`` from the last byte on disk; a refused link is replaced
 by a fresh one from the batch status (bounded by progress, ``links.FreshLinks``).

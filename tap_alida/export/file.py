@@ -1,7 +1,7 @@
 """Incremental parsing of export files with ijson (C backend): never a whole file in memory.
 
 Activity files hold ``definition.fields[]`` and ``records[]``; member files hold
-top-level scalars (``lastSyncDate``…) and ``members[]`` (``alida-api.md`` §4).
+top-level scalars (``lastSyncDate``…) and ``members[]`` (``docs/api.md`` §4).
 Key order is not documented, so every reader works whatever comes first: it
 takes a separate pass per part (instant when the part comes first). Bodies that
 are gzip bytes without a ``Content-Encoding`` header are detected by their magic

@@ -1,6 +1,6 @@
 """One export from creation to its file: re-use a recorded batch, create, wait, fetch, re-create.
 
-The rules (``alida-api.md`` §3, §12b; the tap's own where Alida is silent):
+The rules (``docs/api.md`` §3, §12b; the tap's own where Alida is silent):
 
 * a batch a crashed run left in STATE is re-used when it was made for this very
   export (kind, activity), is under 24 h old, and its status is not failed or

@@ -1,7 +1,7 @@
 """What a batch status word means, and where a status object keeps its error text.
 
 Alida documents the words ``pending | running | succeeded | failed``
-(``alida-api.md`` §3.2), but its sibling event-log export answers
+(``docs/api.md`` §3.2), but its sibling event-log export answers
 ``"Succeeded"`` and ``"errormessage"`` (§12b), and nothing says which other
 words a batch can show. So words are compared after normalising case and
 separators, mapped by vocabulary to a small set of states, and a word the tap

@@ -1,6 +1,6 @@
 """Telling a file link apart from a file, and how many fresh links a download may use.
 
-The files route of a succeeded batch (``alida-api.md`` §3.3) redirects to
+The files route of a succeeded batch (``docs/api.md`` §3.3) redirects to
 storage; but Alida's sibling export API answers ``200`` with JSON
 ``{"url": "<pre-signed URL>"}`` instead (§12b), and the route might also serve
 the file itself. Both the link answer and an export file are JSON objects that

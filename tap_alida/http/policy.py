@@ -15,7 +15,7 @@ Every request of the tap (API calls, the token call, storage downloads) asks
 A POST that creates a batch is not repeated blindly: it is repeated only when
 the server certainly did not act on it (the connection was never made, 429,
 503). After a read timeout or a 500/502/504 Alida may have created the batch;
-the Batch Data Extract API has no way to list batches (``alida-api.md`` §2-3),
+the Batch Data Extract API has no way to list batches (``docs/api.md`` §2-3),
 so the tap repeats it and says that a duplicate export may exist
 (``may_have_acted``).
 

@@ -7,7 +7,7 @@ conversions (numbers, date-times, text) and the parsed field definitions. Which
 columns a stream has is ``layout``'s business; turning records into rows is
 ``records``'.
 
-Alida's docs leave a lot open (see ``alida-api.md`` §4-5); the rules here are
+Alida's docs leave a lot open (see ``docs/api.md`` §4-5); the rules here are
 the tolerant reading: every ``values`` is an array, numbers may arrive as
 strings, date-times in any ISO-8601 variant, an option id may be missing from
 the definition, a non-set field may carry several values.

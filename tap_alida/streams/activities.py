@@ -187,10 +187,9 @@ class ActivityAnswersStream(AlidaStream):
                         runner.drain()
                         self.run.ledger.tick()
             self.logger.info(
-                "%s: %d values of %s from %s in %.2f s.",
+                "%s: %d values from %s in %.2f s.",  # describe() names the activity once
                 self.name,
                 count,
-                activity.label,
                 export.batch.describe(),
                 time.monotonic() - started,
             )

@@ -2,7 +2,7 @@
 
 Counts come from the sandbox's request log (batch POSTs per activity), not from
 the tap's own logs. The generated community has 6 surveys: 0, 2 and 4 open (0 and
-4 with a scheduled close in the future), 1, 3 and 5 closed in the past.
+4 with a scheduled close in the future: `--anomalies`), 1, 3 and 5 closed in the past.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def activation_streams(run: Any) -> set[str]:
 
 
 def test_four_nights(start_sandbox, tmp_path):
-    sandbox = start_sandbox("--activities", "6", "--members", "5", "--responses", "8")
+    sandbox = start_sandbox("--activities", "6", "--members", "5", "--responses", "8", "--anomalies")
     config = sandbox.config()
     listed = surveys(sandbox)
     ids = [a["id"] for a in listed]

@@ -223,10 +223,11 @@ def test_bad_credentials_are_blocking(fixture_sandbox, tmp_path):
     assert report["calls"][0]["keys"] == []
     assert "message: string" in report["calls"][0]["error_keys"]
     assert report["deviations"] == [
-        {"what": "token request refused (HTTP 401)", "severity": "blocking", "section": "§1.3"}
+        {"what": "token request refused (HTTP 401)", "severity": "blocking", "section": "docs/api.md §1.3"}
     ]
     lines = error_lines(stderr)
     assert len(lines) == 1 and "token request refused (HTTP 401)" in lines[0]
+    assert "deviations from what docs/api.md describes" in lines[0]  # a page of the repository
     assert "wrong" not in stdout + stderr
     assert batch_creates(fixture_sandbox) == []
 

@@ -1,4 +1,4 @@
-"""Answer shapes Alida may use where its docs are silent (alida-api.md §12b), end to end.
+"""Answer shapes Alida may use where its docs are silent (docs/api.md §12b), end to end.
 
 Each case runs the real tap against a sandbox serving one ``--quirks`` variant
 (or several, with short-lived storage links and dropped downloads) and compares

@@ -281,7 +281,7 @@ def test_sharded_meltano_runs_in_parallel_into_one_database(sandbox, postgres, t
 
 
 def test_meltano_fixed_catalog_meets_drift_then_refresh(start_sandbox, tmp_path):
-    """What the README says about catalogs in Meltano: a run on a catalog made before the survey
+    """What docs/streams.md says about catalogs in Meltano: a run on a catalog made before the survey
     changed meets drift (evolve: the new column appears); a fresh discovery does not."""
     sandbox = start_sandbox("--activities", "1", "--members", "10", "--responses", "20")
     dumped = meltano(tmp_path, sandbox, "invoke", "--dump=catalog", "tap-alida")

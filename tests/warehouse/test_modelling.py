@@ -156,7 +156,7 @@ def answers_count(sandbox, run) -> None:
 
 
 def test_activity_answers_carry_every_value(start_sandbox, tmp_path):
-    sandbox = start_sandbox("--activities", "3", "--members", "40", "--responses", "200")
+    sandbox = start_sandbox("--activities", "3", "--members", "40", "--responses", "200", "--anomalies")
     config = sandbox.config()
     catalog = select_all(discover(tmp_path, config), {"activity_answers", "activity_fields"})
     run = run_tap(tmp_path, config, catalog=catalog)

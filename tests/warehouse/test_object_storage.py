@@ -3,7 +3,7 @@
 Credentials and endpoint reach both sides the way a user sets them for a real
 bucket or MinIO: the standard AWS environment variables (`AWS_ENDPOINT_URL` is
 honoured by botocore, hence by s3fs). target-postgres reads the files through
-fsspec too, so it needs s3fs next to it (README "Object storage"); here s3fs is
+fsspec too, so it needs s3fs next to it (docs/loading.md "Object storage"); here s3fs is
 added to its environment through PYTHONPATH, in versions pinned to what that
 environment already has.
 """

@@ -68,4 +68,4 @@ def test_wheel_and_sdist_install_into_a_fresh_venv(tmp_path):
     assert "client_secret" in about["settings"]["properties"]
     sandbox_help = run(venv / "bin" / "tap-alida-sandbox", "--help", cwd=tmp_path).stdout
     assert sandbox_help.startswith("usage: tap-alida-sandbox")
-    assert "--clean" in sandbox_help
+    assert "--anomalies" in sandbox_help

@@ -93,15 +93,20 @@ def test_every_setting_matches_about(hub, about):
         assert set(group) <= set(properties)
 
 
-def test_capabilities_are_what_the_tap_supports(hub, project_tap, about):
-    assert hub["capabilities"] == project_tap["capabilities"]
+def test_capabilities_are_the_same_in_about_meltano_yml_and_the_hub_file(hub, project_tap, about):
+    """`tap-alida --about`, meltano.yml and the Hub definition list the same capabilities, in order."""
+    assert about["capabilities"] == project_tap["capabilities"] == hub["capabilities"]
+    markdown = subprocess.run(
+        [executable("tap-alida"), "--about", "--format=markdown"], capture_output=True, text=True, check=True
+    ).stdout
+    for capability in about["capabilities"]:
+        assert f"`{capability}`" in markdown, capability
     help_text = subprocess.run(
         [executable("tap-alida"), "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "--test" in help_text  # the `test` capability: `tap-alida --test`
-    assert set(hub["capabilities"]) == set(about["capabilities"]) | {"test"}
     assert {"batch", "test", "activate-version", "schema-flattening", "stream-maps"} <= set(
-        hub["capabilities"]
+        about["capabilities"]
     )
 
 

@@ -3,7 +3,7 @@
 target-postgres 0.8.1 cannot change a column's type. Under ``schema_drift: evolve``
 a retyped question's column becomes a string column, and the load fails; under
 ``schema_drift: ignore`` values keep the catalog's type and the load goes on.
-The README's drift section says so; this test holds it to what the target does.
+docs/streams.md's drift section says so; this test holds it to what the target does.
 """
 
 from __future__ import annotations
