@@ -28,7 +28,7 @@ import requests
 from tap_alida import __version__
 from tap_alida.errors import APIError, NotFoundError, StorageLinkError
 from tap_alida.http.auth import AlidaAuthenticator
-from tap_alida.http.links import may_be_link, peek_link
+from tap_alida.http.links import files_route_location, may_be_link, peek_link
 from tap_alida.http.policy import (
     API,
     STORAGE,
@@ -267,8 +267,9 @@ class AlidaClient:
         """Open an export file for streaming, resolving its link just before the GET.
 
         The files route on the API host may answer 3xx with a storage URL
-        (usually pre-signed, which rejects a foreign Authorization header), 200
-        with JSON ``{"url": …}`` (§12b), or the file itself (see ``links``). Only
+        (usually pre-signed, which rejects a foreign Authorization header), any
+        status with a ``Location`` header, 200 with JSON ``{"url": …}`` (§12b),
+        or the file itself (see ``links``). Only
         API-host hops are authenticated. Every call resolves the link anew, so a
         storage link is never kept across a wait or a resume.
         """
@@ -293,7 +294,11 @@ class AlidaClient:
     def _files_route(
         self, url: str, *, what: str, headers: Mapping[str, str] | None
     ) -> tuple[requests.Response, str | None]:
-        """GET an API-host file URL: the response, and the link when it answered with one."""
+        """GET an API-host file URL: the response, and the link when it answered with one.
+
+        A ``Location`` header is the link whatever the status (``files_route_location``);
+        else a 200 JSON body may hold it (``peek_link``).
+        """
         attempt = 0
         while True:
             attempt += 1
@@ -306,6 +311,10 @@ class AlidaClient:
                 ok_statuses=(416,),
                 headers={"Accept": "*/*", **(headers or {})},
             )
+            location = files_route_location(response)
+            if location is not None:
+                response.close()
+                return response, location
             if not may_be_link(response):
                 return response, None
             try:

@@ -124,6 +124,27 @@ def test_json_link_answer_is_followed_without_credentials(start_sandbox, tmp_pat
     assert "sig=" not in run.stderr and "expires=" not in run.stderr
 
 
+@pytest.mark.parametrize("status", [200, 201, 202])
+@pytest.mark.parametrize("body", ["empty", "json"])
+def test_location_on_a_non_redirect_files_answer_is_followed(start_sandbox, tmp_path, clean, status, body):
+    """Alida's member-export docs: take the link from the answer's Location header.
+    Before: discovery failed with "The export file … is empty (0 bytes)"."""
+    quirks = f"location_{status}" + (",location_json_body" if body == "json" else "")
+    sandbox, run = sync(start_sandbox, tmp_path, clean, "--quirks", quirks)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert record_sets(run) == clean[1]
+    discovered = discover(tmp_path, sandbox.config())
+    schemas = {s["tap_stream_id"]: s["schema"] for s in discovered["streams"]}
+    assert schemas == {s["tap_stream_id"]: s["schema"] for s in clean[0]["streams"]}
+    log = sandbox.requests()
+    files = [r for r in log if "/files/" in r["path"]]
+    storage = [r for r in log if r["path"].startswith("/storage/")]
+    assert len(files) >= EXPORTS and {r["status"] for r in files} == {status}
+    assert len(storage) == len(files) and all(r["status"] == 200 for r in storage)
+    assert not [r for r in storage if r["authorization"] or r["x_api_key"]]
+    assert "sig=" not in run.stderr and "expires=" not in run.stderr
+
+
 def test_late_status_404_is_waited_out(start_sandbox, tmp_path, clean):
     # --job-delay: without it a create can already answer "succeeded" (its file built in
     # time), and that batch's status is never read, so not every export shows a 200.
