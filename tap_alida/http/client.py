@@ -29,6 +29,8 @@ from tap_alida import __version__
 from tap_alida.errors import APIError, NotFoundError, StorageLinkError
 from tap_alida.http.auth import AlidaAuthenticator
 from tap_alida.http.links import files_route_location, may_be_link, peek_link
+from tap_alida.http.paging import NextPage, Pager
+from tap_alida.http.paging import signals as page_signals
 from tap_alida.http.policy import (
     API,
     STORAGE,
@@ -223,41 +225,43 @@ class AlidaClient:
             raise APIError(msg) from exc
 
     def iter_collection(self, url: str, *, what: str, page_size: int = 1000) -> Iterator[Any]:
-        """Every item of a §7.1 collection, following ``links[rel=next]`` or offsets."""
-        params: dict[str, Any] | None = {"limit": page_size, "offset": 0}
-        seen_urls: set[str] = set()
-        while True:
-            page = self.get_json(url, what=what, params=params)
+        """Every item of a §7.1 collection, following ``links[rel=next]`` or offsets.
+
+        Which signal wins when they disagree (an empty ``links`` list while
+        ``meta.count`` says more, a capped ``limit``, a repeated page) is
+        ``paging.Pager``'s decision. Ending short of ``meta.count`` is a WARNING:
+        items the tap could not reach are not silently lost.
+        """
+        pager = Pager(url, page_size)
+        request: NextPage | None = pager.first()
+        count: int | None = None
+        while request is not None:
+            page = self.get_json(request.url, what=what, params=request.params)
             items = page.get("items", []) if isinstance(page, Mapping) else page
             if not isinstance(items, list):
                 msg = f"Could not {what}: the response has no 'items' list."
                 raise APIError(msg)
+            if pager.is_repeat(items):
+                break
             yield from items
-            if not isinstance(page, Mapping) or not items:
+            if not isinstance(page, Mapping):
                 return
-            links = page.get("links")
-            if isinstance(links, list):
-                # The server pages with links: no 'next' link means the last page.
-                next_link = next(
-                    (
-                        urljoin(url, str(link["href"]))
-                        for link in links
-                        if isinstance(link, Mapping) and link.get("rel") == "next" and link.get("href")
-                    ),
-                    None,
-                )
-                if next_link is None or next_link in seen_urls:
-                    return
-                seen_urls.add(next_link)
-                url, params = next_link, None
-                continue
-            raw_meta = page.get("meta")
-            meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
-            limit = int(meta.get("limit") or page_size)
-            offset = int(meta.get("offset") or 0) + len(items)
-            if len(items) < limit or ("count" in meta and offset >= int(meta["count"])):
-                return
-            params = {"limit": page_size, "offset": offset}
+            signals = page_signals(page, request.url)
+            count = signals.count if signals.count is not None else count
+            request = pager.after(request.url, items, signals)
+        if count is not None and pager.items_seen < count:
+            why = "served a page again" if pager.repeated else "sent an empty page"
+            logger.warning(
+                "Could not %s completely: the API says %d items exist, but it %s after %d of them "
+                "(it may ignore 'offset'); going on with those %d.",
+                what,
+                count,
+                why,
+                pager.items_seen,
+                pager.items_seen,
+            )
+        elif pager.repeated:
+            logger.info("While trying to %s the API served a page again; that is taken as the end.", what)
 
     # -- files --------------------------------------------------------------------
 
