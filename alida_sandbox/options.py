@@ -52,6 +52,7 @@ QUIRK_HELP = {
     "paging_no_meta": "collections answer without meta (links[rel=next] only)",
     "paging_bare": "collections answer items only: no links, no meta",
     "paging_repeat": "collections ignore offset: every page is the first one",
+    "bom_files": "export files start with a UTF-8 byte-order mark (EF BB BF)",
     "cancelled_jobs": "every batch ends cancelled",
     "late_status": f"a new batch's status answers 404 for its first {LATE_STATUS_SECONDS:g} s",
     "unknown_status": "a running batch shows the status word Exporting",

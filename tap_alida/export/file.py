@@ -45,14 +45,60 @@ except ImportError:  # pragma: no cover - the wheel ships it on every supported 
 
 BACKEND = _ijson.backend
 GZIP_MAGIC = b"\x1f\x8b"
+# RFC 8259 §8.1: a parser MAY ignore a byte-order mark in front of UTF-8 JSON text. yajl
+# does not (it fails on the first byte), so the readers drop it before parsing.
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def maybe_gunzip(stream: Any) -> IO[bytes]:
-    """A readable binary stream, gunzipped when it starts with gzip's magic number."""
-    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)
-    if buffered.peek(2)[:2] == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=buffered)  # type: ignore[return-value]
-    return buffered
+    """A readable binary stream of the JSON text: gunzipped when it starts with gzip's
+    magic number, and without a UTF-8 byte-order mark at its start.
+
+    The first bytes are *read* (``BufferedReader.peek`` makes at most one raw read,
+    which may return a single byte of a trickled network body) and handed back in
+    front of the rest (``_Prefixed``), so the decision never depends on chunk sizes.
+    """
+    head = _read_exactly(stream, len(UTF8_BOM))
+    if head[:2] == GZIP_MAGIC:
+        gunzipped = gzip.GzipFile(fileobj=io.BufferedReader(_Prefixed(head, stream)))
+        return _without_bom(gunzipped, _read_exactly(gunzipped, len(UTF8_BOM)))
+    return _without_bom(stream, head)
+
+
+def _without_bom(stream: Any, head: bytes) -> IO[bytes]:
+    """``stream`` whose first bytes ``head`` were read: handed back unless they are a BOM."""
+    return io.BufferedReader(_Prefixed(b"" if head == UTF8_BOM else head, stream))
+
+
+def _read_exactly(stream: Any, size: int) -> bytes:
+    """Up to ``size`` bytes: fewer only at the end of the stream (a raw read may return less)."""
+    data = b""
+    while len(data) < size:
+        chunk = stream.read(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream whose first bytes were already read: ``head``, then the rest of ``raw``."""
+
+    def __init__(self, head: bytes, raw: Any) -> None:
+        super().__init__()
+        self._head = head
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        return self._raw.readinto(buffer) or 0
 
 
 def parse_problem(exc: Exception) -> str:
@@ -95,7 +141,7 @@ class _Counting(io.RawIOBase):
     @property
     def cut_short(self) -> bool:
         """Whether the body read so far starts like an export file but stops before its JSON ends."""
-        head, tail = self.head.lstrip(), self.tail.rstrip()
+        head, tail = self.head.removeprefix(UTF8_BOM).lstrip(), self.tail.rstrip()
         return (head[:1] == b"{" and not tail.endswith(b"}")) or head[:2] == GZIP_MAGIC
 
 

@@ -175,6 +175,14 @@ def test_a_server_that_repeats_its_first_page_is_stopped_with_a_warning(start_sa
     assert len(pages) == 2  # page one, then the same page again: stopped
 
 
+def test_files_with_a_byte_order_mark_are_read(start_sandbox, tmp_path, clean):
+    """RFC 8259 §8.1. Before: discovery failed with "The export file … is not valid JSON"."""
+    sandbox, run = sync(start_sandbox, tmp_path, clean, "--quirks", "bom_files")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert record_sets(run) == clean[1]
+    assert schemas_of(discover(tmp_path, sandbox.config())) == schemas_of(clean[0])
+
+
 def test_late_status_404_is_waited_out(start_sandbox, tmp_path, clean):
     # --job-delay: without it a create can already answer "succeeded" (its file built in
     # time), and that batch's status is never read, so not every export shows a 200.
