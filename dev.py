@@ -6,6 +6,7 @@
     python3 dev.py test --fast   # the unit tier only (no sockets, no subprocesses): seconds
     python3 dev.py test --pythons   # the unit tier on every Python the classifiers declare
     python3 dev.py docs   # rewrite README's settings table and meltano-hub/ from `tap-alida --about`
+    python3 dev.py soak [--examples N]   # long runs: the export-file reader's fuzz test, N examples
 
 Only the standard library is used here: this script creates the environment.
 """
@@ -31,17 +32,18 @@ ENV = {
 }
 
 
-def run(*command: str | Path, **kwargs) -> None:
+def run(*command: str | Path, env: dict[str, str] | None = None, **kwargs) -> None:
     print("+", " ".join(str(c) for c in command), flush=True)
-    subprocess.run([str(c) for c in command], cwd=ROOT, env=ENV, check=True, **kwargs)
+    subprocess.run([str(c) for c in command], cwd=ROOT, env=env or ENV, check=True, **kwargs)
 
 
 def fingerprint(*paths: str) -> str:
     return hashlib.sha256(b"".join((ROOT / p).read_bytes() for p in paths)).hexdigest()
 
 
-def ensure_environment() -> None:
-    """Create .venv with the package and dev tools, and the Meltano plugins, when stale."""
+def ensure_environment(*, plugins: bool = True) -> None:
+    """Create .venv with the package and dev tools, and the Meltano plugins, when stale
+    (``plugins=False``: not the plugins, for commands that never run Meltano)."""
     if sys.version_info < (3, 11):  # noqa: UP036 - this script may be started by an older python3
         sys.exit("tap-alida needs Python 3.11 or newer.")
     if not (BIN / "python").exists():
@@ -52,6 +54,8 @@ def ensure_environment() -> None:
         run(BIN / "python", "-m", "pip", "install", "-q", "--upgrade", "pip")
         run(BIN / "python", "-m", "pip", "install", "-q", "-e", ".[dev]")
         stamp.write_text(wanted)
+    if not plugins:
+        return
     meltano_stamp = ROOT / ".meltano" / ".installed"
     wanted = fingerprint("meltano.yml", "pyproject.toml")
     if not meltano_stamp.exists() or meltano_stamp.read_text() != wanted:
@@ -318,13 +322,14 @@ def declared_pythons() -> list[str]:
 
 
 def unit_tier_requirements() -> list[str]:
-    """What the unit tier needs besides the package: the dev extra's pytest and pytest-timeout.
+    """What the unit tier needs besides the package: the dev extra's pytest, pytest-timeout and
+    hypothesis (the export-file reader's fuzz test).
 
     Not the whole dev extra: it pins tools for the other tiers (Meltano, ``duckdb==1.0.0``,
     which has no wheel for 3.13) that the unit tier never imports.
     """
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    return re.findall(r'"(pytest(?:-timeout)?[<>=~!].*?)"', text)
+    return re.findall(r'"((?:pytest(?:-timeout)?|hypothesis)[<>=~!].*?)"', text)
 
 
 def find_python(version: str) -> Path | None:
@@ -405,8 +410,38 @@ def test() -> None:
     run(BIN / "pytest", *sys.argv[2:])
 
 
+# Long runs of what the unit tier runs briefly. Each target takes the example budget;
+# more targets (e.g. a nights simulation) are added to SOAK_TARGETS.
+SOAK_EXAMPLES = 20_000
+
+
+def soak_reader_fuzz(examples: int) -> None:
+    """The export-file reader's differential fuzz test with ``examples`` examples per test."""
+    env = {**ENV, "ALIDA_FUZZ_EXAMPLES": str(examples)}
+    command = [BIN / "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-show-statistics"]
+    print(f"+ ALIDA_FUZZ_EXAMPLES={examples}", flush=True)
+    run(*command, "tests/unit/test_export_fuzz.py", env=env)
+
+
+SOAK_TARGETS = {"reader-fuzz": soak_reader_fuzz}
+
+
+def soak() -> None:
+    """``python3 dev.py soak [--examples N]``: every soak target with a big budget (random
+    examples, unlike the unit tier's fixed ones). Default N: ``SOAK_EXAMPLES`` per test."""
+    args = sys.argv[2:]
+    examples = SOAK_EXAMPLES
+    if args[:1] == ["--examples"] and len(args) == 2 and args[1].isdigit() and int(args[1]) > 0:
+        examples = int(args[1])
+    elif args:
+        sys.exit("usage: python3 dev.py soak [--examples N]")
+    ensure_environment(plugins=False)
+    for target in SOAK_TARGETS.values():
+        target(examples)
+
+
 if __name__ == "__main__":
-    commands = {"demo": demo, "test": test, "docs": docs}
+    commands = {"demo": demo, "test": test, "docs": docs, "soak": soak}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(f"usage: python3 dev.py {{{'|'.join(commands)}}}")
     if shutil.which("git") is None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import re
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +49,17 @@ GZIP_MAGIC = b"\x1f\x8b"
 # RFC 8259 §8.1: a parser MAY ignore a byte-order mark in front of UTF-8 JSON text. yajl
 # does not (it fails on the first byte), so the readers drop it before parsing.
 UTF8_BOM = b"\xef\xbb\xbf"
+# What a broken gzip stream raises while it is read (a cut, a corrupt block, bytes after it):
+# reported like malformed JSON, never as a traceback.
+GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+# ijson decodes yajl's UTF-8 strictly: an escaped lone surrogate ("\udc00", which yajl
+# writes as CESU-8 bytes) fails as UnicodeDecodeError. Such a string cannot be written
+# as UTF-8 output either (RFC 8259 §8.2: not interoperable), so the file is malformed.
+PARSE_ERRORS = (ijson.JSONError, UnicodeDecodeError, *GZIP_ERRORS)
+# An escaped high surrogate (an even number of backslashes before it) not followed by
+# an escaped low one; HIGH_ESCAPE is the fast literal search that finds candidates.
+HIGH_ESCAPE = re.compile(rb"\\u[dD][89abAB]")
+LONE_HIGH = re.compile(rb"(?<!\\)(?:\\\\)*\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})")
 
 
 def maybe_gunzip(stream: Any) -> IO[bytes]:
@@ -146,27 +158,48 @@ class _Counting(io.RawIOBase):
 
 
 def check_complete(path: Path, batch: Batch) -> None:
-    """Raise TruncatedFileError unless the file's JSON text ends (its last byte is ``}``).
+    """Raise TruncatedFileError unless the file's JSON text ends (its last byte is ``}``),
+    BadExportFileError for a broken gzip stream or a lone surrogate escape.
 
     A cheap check before anything is emitted: a body cut short with valid HTTP
     (or a close-delimited body whose connection dropped) is caught here, where
     the whole export can still be retried, instead of mid-stream. gzip files are
     decompressed once to reach their end (about 10x faster than parsing them).
+
+    The same pass looks for an escaped high surrogate without its low half
+    (``"\\ud800"``): yajl turns it into ``?``, or merges it with the next ``\\u``
+    escape into another character, silently (the fuzz test found it); a lone low
+    surrogate fails in ijson. Both are malformed text (RFC 8259 §8.2), so both
+    refuse the file. The scan is a literal search, far faster than the parse.
     """
     with open(path, "rb") as raw:
-        if raw.read(2) == GZIP_MAGIC:
-            raw.seek(0)
-            inflater = zlib.decompressobj(wbits=31)
-            tail, size = b"", 0
-            while chunk := raw.read(1 << 20):
-                data = inflater.decompress(chunk)
-                size += len(data)
-                tail = (tail + data)[-64:]
-            complete_stream = inflater.eof
-        else:
-            size = raw.seek(0, io.SEEK_END)
-            raw.seek(max(0, size - 64))
-            tail, complete_stream = raw.read(), True
+        gzipped = raw.read(2) == GZIP_MAGIC
+        raw.seek(0)
+        inflater = zlib.decompressobj(wbits=31) if gzipped else None
+        tail, size = b"", 0
+        while chunk := raw.read(1 << 20):
+            if inflater is None:
+                data = chunk
+            else:
+                try:
+                    data = inflater.decompress(chunk)
+                except zlib.error as exc:
+                    msg = (
+                        f"The export file of {batch.describe()} is gzip-compressed but broken after "
+                        f"{size} bytes ({exc}). Nothing from it was emitted and the bookmark was not "
+                        "advanced; rerun the sync. If it recurs, give Alida support the batch id."
+                    )
+                    raise BadExportFileError(msg) from None
+            window = tail + data
+            lone = _lone_high_surrogate(window, final=False)
+            if lone is not None:
+                raise _half_surrogate(batch, size - len(tail) + lone)
+            size += len(data)
+            tail = window[-64:]
+        lone = _lone_high_surrogate(tail, final=True)
+        if lone is not None:
+            raise _half_surrogate(batch, size - len(tail) + lone)
+        complete_stream = inflater is None or inflater.eof
     if complete_stream and tail.rstrip().endswith(b"}"):
         return
     msg = (
@@ -175,6 +208,30 @@ def check_complete(path: Path, batch: Batch) -> None:
         "sync. If it recurs, give Alida support the batch id."
     )
     raise TruncatedFileError(msg)
+
+
+def _half_surrogate(batch: Batch, offset: int) -> BadExportFileError:
+    return BadExportFileError(
+        f"The export file of {batch.describe()} has a string with half a UTF-16 surrogate pair "
+        f"(an escaped \\uD800-\\uDBFF without its low half) near byte {offset}: not valid "
+        "Unicode, so it cannot be read faithfully. Nothing from it was emitted; give Alida "
+        "support the batch id."
+    )
+
+
+def _lone_high_surrogate(data: bytes, *, final: bool) -> int | None:
+    """Where an escaped high surrogate without its low half starts in ``data``, or None.
+
+    Unless ``final``, ``data`` ends where the file read so far ends: an escape
+    near its end is judged on the next window (which starts with the last 64
+    bytes of this one).
+    """
+    if not HIGH_ESCAPE.search(data):
+        return None
+    for match in LONE_HIGH.finditer(data):
+        if final or match.end() + 6 <= len(data):
+            return match.start()
+    return None
 
 
 def read_definition_from_stream(raw: Any, batch: Batch, *, framed: bool = True) -> dict[str, Any]:
@@ -199,10 +256,10 @@ def read_definition_from_stream(raw: Any, batch: Batch, *, framed: bool = True) 
         # the buffered reader: EOF is then an empty read, not "closed file".
         raw.auto_close = False
     counting = _Counting(raw)
-    stream = maybe_gunzip(counting)
     try:
+        stream = maybe_gunzip(counting)
         definition = next(_ijson.items(stream, "definition", use_float=False), None)
-    except ijson.JSONError as exc:
+    except PARSE_ERRORS as exc:
         if counting.at_end and counting.bytes_read == 0:
             msg = (
                 f"The export file of {batch.describe()} is empty (0 bytes): Alida produced no "
@@ -243,14 +300,18 @@ class ExportFile:
     @contextmanager
     def _open(self) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
         with open(self.path, "rb") as raw:
-            yield raw, maybe_gunzip(raw)
+            try:
+                stream = maybe_gunzip(raw)
+            except GZIP_ERRORS as exc:
+                raise _malformed(self.batch, raw.tell(), exc) from exc
+            yield raw, stream
 
     def first(self, prefix: str) -> Any:
         """The first value at ``prefix`` (e.g. ``lastSyncDate``), None when absent."""
         with self._open() as (raw, stream):
             try:
                 return next(_ijson.items(stream, prefix, use_float=False), None)
-            except ijson.JSONError as exc:
+            except PARSE_ERRORS as exc:
                 raise _malformed(self.batch, raw.tell(), exc) from exc
 
     def items(self, prefix: str) -> Iterator[Any]:
@@ -266,7 +327,7 @@ class ExportFile:
                     given += 1
                     yield value
                 return
-            except ijson.JSONError as exc:
+            except PARSE_ERRORS as exc:
                 if not is_number_overflow(exc):
                     raise _malformed(self.batch, raw.tell(), exc) from exc
         logger.info(
@@ -280,7 +341,7 @@ class ExportFile:
                 for index, value in enumerate(_ijson.items(stream, prefix, use_float=False)):
                     if index >= given:
                         yield value
-            except ijson.JSONError as exc:
+            except PARSE_ERRORS as exc:
                 raise _malformed(self.batch, raw.tell(), exc) from exc
 
 
