@@ -56,10 +56,13 @@ GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
 # writes as CESU-8 bytes) fails as UnicodeDecodeError. Such a string cannot be written
 # as UTF-8 output either (RFC 8259 §8.2: not interoperable), so the file is malformed.
 PARSE_ERRORS = (ijson.JSONError, UnicodeDecodeError, *GZIP_ERRORS)
-# An escaped high surrogate (an even number of backslashes before it) not followed by
-# an escaped low one; HIGH_ESCAPE is the fast literal search that finds candidates.
-HIGH_ESCAPE = re.compile(rb"\\u[dD][89abAB]")
-LONE_HIGH = re.compile(rb"(?<!\\)(?:\\\\)*\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})")
+# yajl takes a vertical tab or a form feed for whitespace (RFC 8259 §2 allows only space,
+# tab, LF, CR; raw control characters are not allowed in strings either): the fuzz test
+# found a file that json.loads rejects and the tap read. No valid JSON text holds them.
+NOT_JSON_WHITESPACE = (b"\x0b", b"\x0c")
+# An escaped high surrogate not followed by an escaped low one (whether its backslash is
+# itself escaped is checked on the rare match: a literal prefix keeps the search fast).
+LONE_HIGH = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})")
 
 
 def maybe_gunzip(stream: Any) -> IO[bytes]:
@@ -159,7 +162,8 @@ class _Counting(io.RawIOBase):
 
 def check_complete(path: Path, batch: Batch) -> None:
     """Raise TruncatedFileError unless the file's JSON text ends (its last byte is ``}``),
-    BadExportFileError for a broken gzip stream or a lone surrogate escape.
+    BadExportFileError for a broken gzip stream, a lone surrogate escape or a byte JSON
+    never allows that yajl would let through (``NOT_JSON_WHITESPACE``).
 
     A cheap check before anything is emitted: a body cut short with valid HTTP
     (or a close-delimited body whose connection dropped) is caught here, where
@@ -190,6 +194,15 @@ def check_complete(path: Path, batch: Batch) -> None:
                         "advanced; rerun the sync. If it recurs, give Alida support the batch id."
                     )
                     raise BadExportFileError(msg) from None
+            for stray in NOT_JSON_WHITESPACE:
+                at = data.find(stray)
+                if at >= 0:
+                    msg = (
+                        f"The export file of {batch.describe()} is not valid JSON: byte {size + at} "
+                        f"is {stray!r}, which JSON allows neither between values nor in a string. "
+                        "Nothing from it was emitted; give Alida support the batch id."
+                    )
+                    raise BadExportFileError(msg)
             window = tail + data
             lone = _lone_high_surrogate(window, final=False)
             if lone is not None:
@@ -226,11 +239,14 @@ def _lone_high_surrogate(data: bytes, *, final: bool) -> int | None:
     near its end is judged on the next window (which starts with the last 64
     bytes of this one).
     """
-    if not HIGH_ESCAPE.search(data):
-        return None
     for match in LONE_HIGH.finditer(data):
+        start = before = match.start()
+        while before > 0 and data[before - 1] == 0x5C:  # backslashes in front of this one
+            before -= 1
+        if (start - before) % 2:
+            continue  # "\\\\ud800": an escaped backslash, then the text "ud800"
         if final or match.end() + 6 <= len(data):
-            return match.start()
+            return start
     return None
 
 

@@ -408,6 +408,9 @@ REGRESSIONS = {
     "lone high surrogate at the end": (b'{"records":[],"definition":{"name":"\\ud800"}}', [65536]),
     "escaped backslash before u": (b'{"definition":{"name":"\\\\ud800"},"records":[]}', [4]),
     "surrogate pair escape": (b'{"definition":{"name":"\\ud83d\\ude00"},"records":["\\uD834\\uDD1E"]}', [2]),
+    # found by the soak (3000 examples): yajl takes \v and \f for whitespace, json.loads does not
+    "vertical tab after the document": (b'{"lastSyncDate":"","members":[]}\x0b', [1]),
+    "form feed between values": (b'{"definition":{},\x0c"records":[1]}', [65536]),
     # issue #22: a UTF-8 byte-order mark (RFC 8259 section 8.1)
     "BOM": (BOM + GOOD, [65536]),
     "BOM trickled": (BOM + GOOD, [1]),
