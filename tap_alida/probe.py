@@ -110,7 +110,8 @@ class Probe:
                 self.client.authenticator.update_access_token()
             except AlidaError as exc:
                 call.extra["error"] = str(exc)
-                what = f"refused (HTTP {call.statuses[-1]})" if call.statuses else "not answered"
+                # Not answered: the tap's message names the URL and why (refused, no such host).
+                what = f"refused (HTTP {call.statuses[-1]})" if call.statuses else f"not answered ({exc})"
                 self.deviate(f"token request {what}", BLOCKING, "§1.3")
                 return self.report()
         self.collection("activities", "v1", "activities")

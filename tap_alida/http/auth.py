@@ -91,6 +91,14 @@ class AlidaAuthenticator(OAuthAuthenticator):
                     timeout=self._timeout,
                 )
             except TRANSIENT_ERRORS as exc:
+                why = self._retry.first_contact_failed(self.auth_endpoint, exc)
+                if why is not None:
+                    msg = (
+                        f"Could not connect to the Alida token endpoint {safe_url(self.auth_endpoint)}: "
+                        f"{why}. Check 'region'/'api_url' and 'token_url', and that this machine "
+                        "can reach the host."
+                    )
+                    raise AuthenticationError(msg) from None
                 try:
                     self._retry.pause(attempt, what, type(exc).__name__, None)
                 except APIError:
@@ -101,6 +109,7 @@ class AlidaAuthenticator(OAuthAuthenticator):
                     )
                     raise AuthenticationError(msg) from None
                 continue
+            self._retry.answered(self.auth_endpoint)
             if self.observer is not None:
                 self.observer(response, False)
             if response.status_code not in RETRY_STATUSES:

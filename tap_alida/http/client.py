@@ -135,8 +135,16 @@ class AlidaClient:
                     allow_redirects=allow_redirects,
                 )
             except TRANSIENT_ERRORS as exc:
+                why = self.retry.first_contact_failed(url, exc)
+                if why is not None:
+                    msg = (
+                        f"Could not {what}: could not connect to {safe_url(url)}: {why}. Check "
+                        "'region'/'api_url', and that this machine can reach the host."
+                    )
+                    raise APIError(msg) from None
                 self._before_retry(method, what, attempt, exc=exc)
                 continue
+            self.retry.answered(url)
             if self.observer is not None:
                 self.observer(response, stream)
             status = response.status_code
