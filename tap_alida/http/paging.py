@@ -9,7 +9,9 @@ by ``limit``"), but no single signal can be trusted on its own:
 * a ``next`` link is followed even without ``meta``;
 * a server may cap ``limit`` below what was asked (max 1000, or less), so a page
   shorter than asked is not the end: the end is ``meta.count`` reached, a page
-  shorter than the server's own ``meta.limit``, or, with neither, an empty page;
+  shorter than the server's own ``meta.limit``, or, with neither, an empty page
+  (whether ``meta.count`` counts every item or the page's is UNKNOWN, §7.1: a
+  count no larger than the page is not trusted as the total when a limit is given);
 * a server that ignores ``offset`` (or links back to a page already read)
   repeats a page: a page seen before is not yielded again and ends the paging.
 
@@ -126,10 +128,14 @@ class Pager:
             self._links.add(page.next_link)
             self.offset = following
             return NextPage(page.next_link, None)
-        if page.count is not None:
-            more = following < page.count
+        if page.count is not None and page.count > len(items):
+            more = following < page.count  # a count of every item (it exceeds this page)
         elif page.limit is not None:
-            more = len(items) >= page.limit  # a full page of the server's own limit
+            # A full page of the server's own limit. Also where meta.count may be this
+            # page's count rather than the total (alida-api.md §7.1: UNKNOWN).
+            more = len(items) >= page.limit
+        elif page.count is not None:
+            more = following < page.count
         else:
             # No count and no limit: a page of links without 'next' is the last; with no
             # signal at all, a short page may be a capped limit, so only an empty page ends.

@@ -24,7 +24,7 @@ def serve(
     total: int,
     cap: int = 1000,
     links: str = "next",  # next | empty | missing | no_next (first/prev only)
-    meta: str = "full",  # full | missing | no_count
+    meta: str = "full",  # full | missing | no_count | page_count
     ignore_offset: bool = False,
 ) -> dict[str, Any]:
     """One page of ``total`` items as a tenant with these habits would answer it."""
@@ -46,6 +46,8 @@ def serve(
         body["meta"] = {"limit": limit, "offset": offset, "count": total}
     elif meta == "no_count":
         body["meta"] = {"limit": limit, "offset": offset}
+    elif meta == "page_count":  # meta.count as the page's count, not the total (§7.1: UNKNOWN)
+        body["meta"] = {"limit": limit, "offset": offset, "count": len(items)}
     return body
 
 
@@ -90,6 +92,9 @@ def ids(n: int) -> list[str]:
         ({"links": "empty", "meta": "no_count", "cap": 2}, 3),
         ({"links": "missing", "meta": "missing", "cap": 2}, 4),
         ({"links": "empty", "meta": "missing", "cap": 2}, 4),
+        # meta.count that counts the page, not every item
+        ({"links": "empty", "meta": "page_count", "cap": 2}, 3),
+        ({"links": "next", "meta": "page_count", "cap": 2}, 3),
         # everything on one page
         ({"links": "empty", "meta": "full"}, 1),
         ({"links": "missing", "meta": "missing"}, 2),  # one more request to see the empty page
