@@ -7,7 +7,8 @@
     python3 dev.py test --fast   # the unit tier only (no sockets, no subprocesses): seconds
     python3 dev.py test --pythons   # the unit tier on every Python the classifiers declare
     python3 dev.py docs   # rewrite docs/settings.md and meltano-hub/ from `tap-alida --about`
-    python3 dev.py soak [--nights N] [--seed S]   # a long random simulation of nights (prints its seed)
+    python3 dev.py soak [--examples N] [--nights N] [--seed S] [--only reader-fuzz|nights]
+                          # long runs: the file reader's fuzz test, the simulation of random nights
 
 Only the standard library is used here: this script creates the environment.
 """
@@ -33,17 +34,18 @@ ENV = {
 }
 
 
-def run(*command: str | Path, **kwargs) -> None:
+def run(*command: str | Path, env: dict[str, str] | None = None, **kwargs) -> None:
     print("+", " ".join(str(c) for c in command), flush=True)
-    subprocess.run([str(c) for c in command], cwd=ROOT, env=ENV, check=True, **kwargs)
+    subprocess.run([str(c) for c in command], cwd=ROOT, env=env or ENV, check=True, **kwargs)
 
 
 def fingerprint(*paths: str) -> str:
     return hashlib.sha256(b"".join((ROOT / p).read_bytes() for p in paths)).hexdigest()
 
 
-def ensure_environment() -> None:
-    """Create .venv with the package and dev tools, and the Meltano plugins, when stale."""
+def ensure_environment(*, plugins: bool = True) -> None:
+    """Create .venv with the package and dev tools, and the Meltano plugins, when stale
+    (``plugins=False``: not the plugins, for commands that never run Meltano)."""
     if sys.version_info < (3, 11):  # noqa: UP036 - this script may be started by an older python3
         sys.exit("tap-alida needs Python 3.11 or newer.")
     if not (BIN / "python").exists():
@@ -54,6 +56,8 @@ def ensure_environment() -> None:
         run(BIN / "python", "-m", "pip", "install", "-q", "--upgrade", "pip")
         run(BIN / "python", "-m", "pip", "install", "-q", "-e", ".[dev]")
         stamp.write_text(wanted)
+    if not plugins:
+        return
     meltano_stamp = ROOT / ".meltano" / ".installed"
     wanted = fingerprint("meltano.yml", "pyproject.toml")
     if not meltano_stamp.exists() or meltano_stamp.read_text() != wanted:
@@ -323,13 +327,14 @@ def declared_pythons() -> list[str]:
 
 
 def unit_tier_requirements() -> list[str]:
-    """What the unit tier needs besides the package: the dev extra's pytest and pytest-timeout.
+    """What the unit tier needs besides the package: the dev extra's pytest, pytest-timeout and
+    hypothesis (the export-file reader's fuzz test).
 
     Not the whole dev extra: it pins tools for the other tiers (Meltano, ``duckdb==1.0.0``,
     which has no wheel for 3.13) that the unit tier never imports.
     """
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    return re.findall(r'"(pytest(?:-timeout)?[<>=~!].*?)"', text)
+    return re.findall(r'"((?:pytest(?:-timeout)?|hypothesis)[<>=~!].*?)"', text)
 
 
 def find_python(version: str) -> Path | None:
@@ -410,29 +415,62 @@ def test() -> None:
     run(BIN / "pytest", *sys.argv[2:])
 
 
-def soak() -> None:
-    """A long random simulation of nights (``tests/e2e/test_simulation.py``): prints its seed.
+# Long runs of what the test tiers run briefly; each target reads its own budget.
+SOAK_EXAMPLES = 20_000  # the reader fuzz test: random examples per file kind
+SOAK_NIGHTS = 2_000  # the simulation: about this many nights
+SIMULATION_STEPS = 10  # nights per sequence at most
 
-    ``--nights N`` (default 2000) sequences of up to 10 nights each come to about N nights;
-    ``--seed S`` replays a run (Hypothesis shrinks a failure to a short sequence and prints it).
-    """
-    ensure_environment()
-    args = sys.argv[2:]
-    nights = int(args[args.index("--nights") + 1]) if "--nights" in args else 2000
-    seed = args[args.index("--seed") + 1] if "--seed" in args else str(int.from_bytes(os.urandom(4), "big"))
-    steps = 10
+
+def soak_reader_fuzz(options: dict[str, str]) -> int:
+    """The export-file reader's differential fuzz test with ``--examples`` examples per test."""
+    examples = int(options.get("--examples", SOAK_EXAMPLES))
+    env = {**ENV, "ALIDA_FUZZ_EXAMPLES": str(examples)}
+    command = [str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", "--hypothesis-show-statistics"]
+    print(f"+ ALIDA_FUZZ_EXAMPLES={examples} pytest tests/unit/test_export_fuzz.py", flush=True)
+    return subprocess.run(
+        [*command, "tests/unit/test_export_fuzz.py"], cwd=ROOT, env=env, check=False
+    ).returncode
+
+
+def soak_nights(options: dict[str, str]) -> int:
+    """The simulation of random nights (``tests/e2e/test_simulation.py``) for about ``--nights``
+    nights; prints its seed, and ``--seed S`` replays a run (a failure shrinks to a short sequence)."""
+    nights = int(options.get("--nights", SOAK_NIGHTS))
+    seed = options.get("--seed") or str(int.from_bytes(os.urandom(4), "big"))
     print(f"soak: about {nights} nights, seed {seed} (replay: python3 dev.py soak --seed {seed})", flush=True)
     env = {
         **ENV,
         "TAP_ALIDA_SIMULATION_RANDOM": "1",
-        "TAP_ALIDA_SIMULATION_EXAMPLES": str(max(1, nights // steps)),
-        "TAP_ALIDA_SIMULATION_STEPS": str(steps),
+        "TAP_ALIDA_SIMULATION_EXAMPLES": str(max(1, nights // SIMULATION_STEPS)),
+        "TAP_ALIDA_SIMULATION_STEPS": str(SIMULATION_STEPS),
     }
     command = [str(BIN / "pytest"), "-x", "-q", "-s", "-p", "no:cacheprovider", f"--hypothesis-seed={seed}"]
     print("+ pytest tests/e2e/test_simulation.py", flush=True)
     done = subprocess.run([*command, "tests/e2e/test_simulation.py"], cwd=ROOT, env=env, check=False)
     print(f"soak: seed {seed}, exit {done.returncode}", flush=True)
-    sys.exit(done.returncode)
+    return done.returncode
+
+
+SOAK_TARGETS = {"reader-fuzz": soak_reader_fuzz, "nights": soak_nights}
+
+
+def soak() -> None:
+    """``python3 dev.py soak [--examples N] [--nights N] [--seed S] [--only TARGET]``: every soak
+    target (or one) with a big budget, random unlike the tiers' fixed examples."""
+    args = sys.argv[2:]
+    known = {"--examples", "--nights", "--seed", "--only"}
+    if len(args) % 2 or any(flag not in known for flag in args[0::2]):
+        sys.exit(
+            "usage: python3 dev.py soak [--examples N] [--nights N] [--seed S] [--only reader-fuzz|nights]"
+        )
+    options = dict(zip(args[0::2], args[1::2], strict=True))
+    only = options.get("--only")
+    if only is not None and only not in SOAK_TARGETS:
+        sys.exit(f"dev.py soak: --only is one of {', '.join(SOAK_TARGETS)}")
+    ensure_environment(plugins=False)
+    failed = [name for name, target in SOAK_TARGETS.items() if only in (None, name) and target(options)]
+    if failed:
+        sys.exit(f"dev.py soak: {', '.join(failed)} failed")
 
 
 if __name__ == "__main__":

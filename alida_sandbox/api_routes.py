@@ -77,7 +77,8 @@ class ApiRoutes(FileRoutes):
             self._error(400, "limit and offset must be integers.")
             return
         limit = max(1, min(limit, 1000, sandbox.options.page_max))
-        offset = max(0, offset)
+        quirks = sandbox.options.quirks
+        offset = 0 if "paging_repeat" in quirks else max(0, offset)
         for key in ("status", "activityType", "name"):
             if key in self._query:
                 wanted = self._query[key][0].lower()
@@ -89,10 +90,15 @@ class ApiRoutes(FileRoutes):
             links.append({"href": f"{base}?limit={limit}&offset={offset + limit}", "rel": "next"})
         if offset > 0:
             links.append({"href": f"{base}?limit={limit}&offset={max(0, offset - limit)}", "rel": "prev"})
-        self._send_json(
-            200,
-            {"items": page, "links": links, "meta": {"limit": limit, "offset": offset, "count": len(items)}},
-        )
+        body: dict[str, Any] = {"items": page, "links": links}
+        body["meta"] = {"limit": limit, "offset": offset, "count": len(items)}
+        if "paging_empty_links" in quirks or "paging_bare" in quirks:
+            body["links"] = []
+        if "paging_bare" in quirks:
+            del body["links"]
+        if "paging_no_meta" in quirks or "paging_bare" in quirks:
+            del body["meta"]
+        self._send_json(200, body)
 
     def _v1(self, method: str, rest: list[str]) -> None:
         sandbox = self.sandbox

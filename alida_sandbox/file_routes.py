@@ -31,11 +31,18 @@ class FileRoutes(BaseHandler):
         if "json_link" in sandbox.options.quirks:
             self._send_json(200, {"url": sandbox.storage_link(file_id, expired=expired)})
             return
-        self.send_response(302)
-        self.send_header("Location", sandbox.storage_link(file_id, expired=expired))
+        link = sandbox.storage_link(file_id, expired=expired)
+        quirks = sandbox.options.quirks
+        status = next((int(q[-3:]) for q in sorted(quirks) if q.startswith("location_2")), 302)
+        if status != 302 and "location_json_body" in quirks:
+            # What Alida's member-export docs describe: the answer's Location holds the link.
+            self._send_json(status, {"id": file_id, "status": "ready"}, {"Location": link})
+            return
+        self.send_response(status)
+        self.send_header("Location", link)
         self.send_header("Content-Length", "0")
         self.end_headers()
-        self._status = 302
+        self._status = status
 
     def _storage(self, file_id: str) -> None:
         sandbox = self.sandbox

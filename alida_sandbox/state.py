@@ -19,6 +19,8 @@ from urllib.parse import quote
 from alida_sandbox.community import CommunityData, MemberOverlay, iso, write_member_file
 from alida_sandbox.options import CHUNK, REQUEST_LOG_LIMIT, Options
 
+UTF8_BOM = b"\xef\xbb\xbf"  # quirk bom_files: what a Windows tool writes in front of UTF-8 text
+
 
 @dataclass
 class Batch:
@@ -130,6 +132,8 @@ class Sandbox:
                 batch.segments = [path]
             if batch.truncated:
                 batch.segments = truncate_segments(batch.segments, self.workdir / f"cut-{batch.id}")
+            if "bom_files" in self.options.quirks:
+                batch.segments = [UTF8_BOM, *batch.segments]
         except Exception as exc:
             batch.error = batch.error or f"export generation failed: {exc}"
         finally:

@@ -31,6 +31,8 @@ from tap_alida.export.api import BatchExports, created_batch
 from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
 from tap_alida.export.status import BatchState, classify, status_word
 from tap_alida.http.client import AlidaClient
+from tap_alida.http.paging import describe as describe_paging
+from tap_alida.http.paging import signals as page_signals
 from tap_alida.http.policy import RETRY_STATUSES
 from tap_alida.http.urls import safe_url
 from tap_alida.modelling.types import canonical_type, format_datetime
@@ -44,6 +46,7 @@ API_DOC = "docs/api.md"
 DOCUMENTED_WORDS = ("pending", "running", "succeeded", "failed")  # §3.2
 SHORT_LINK_SECONDS = 60
 REDIRECTS = (301, 302, 303, 307, 308)
+PROBE_PAGE = 20  # items asked for on the first page of a collection
 # Top-level keys of export files (§4): missing → blocking (the tap cannot read it) or tolerated.
 FILE_KEYS = {
     ACTIVITY: ({"definition", "records"}, {"id", "datasetId"}),
@@ -86,6 +89,8 @@ class Probe:
         call.headers.update(response.headers.keys())
         api = self.client.is_api_host(response.url)
         call.hops.append((api, response.status_code))
+        if api and response.headers.get("Location") and response.status_code not in REDIRECTS:
+            call.located.append(response.status_code)
         if not api:
             call.links.append((response.url, dict(response.headers)))
         if streamed or not response.content:
@@ -109,7 +114,8 @@ class Probe:
                 self.client.authenticator.update_access_token()
             except AlidaError as exc:
                 call.extra["error"] = str(exc)
-                what = f"refused (HTTP {call.statuses[-1]})" if call.statuses else "not answered"
+                # Not answered: the tap's message names the URL and why (refused, no such host).
+                what = f"refused (HTTP {call.statuses[-1]})" if call.statuses else f"not answered ({exc})"
                 self.deviate(f"token request {what}", BLOCKING, "§1.3")
                 return self.report()
         self.collection("activities", "v1", "activities")
@@ -131,7 +137,7 @@ class Probe:
                     "GET",
                     self.client.url(version, path),
                     what=f"list {path}",
-                    params={"limit": 20, "offset": 0},
+                    params={"limit": PROBE_PAGE, "offset": 0},
                 )
                 page = response.json()
             except (AlidaError, ValueError) as exc:
@@ -143,6 +149,11 @@ class Probe:
                 self.deviate(f"/{path} answered without an 'items' list", BLOCKING, "§7.1")
                 return
             call.extra["items_on_first_page"] = len(items)
+            paging = page_signals(page, response.url)
+            call.extra["paging"] = words = describe_paging(paging, len(items), PROBE_PAGE)
+            more_without_link = paging.next_link is None and (paging.count or 0) > len(items)
+            if paging.count is None or more_without_link or "capped" in words:
+                self.deviate(f"/{path} pages as: {words}", TOLERATED, "§7.1")
             if path == "membervariables":
                 types = {i.get("dataType", i.get("datatype")) for i in items if isinstance(i, Mapping)}
                 call.extra["data_types"] = sorted(safe_word(t) for t in types if t is not None)
@@ -258,7 +269,14 @@ class Probe:
         route = "file served by the files route"
         if any(not api for api, _ in call.hops):
             route = "redirect" if answers and answers[-1] in REDIRECTS else "JSON {url}"
-        if route == "JSON {url}":
+        if call.located:
+            route = f"Location on HTTP {call.located[-1]}"
+            self.deviate(
+                f"{name}: files route answered {call.located[-1]} with a Location header, not a redirect",
+                TOLERATED,
+                "§3.3",
+            )
+        elif route == "JSON {url}":
             self.deviate(
                 f"{name}: files route answered 200 JSON {{url}}, not a redirect", TOLERATED, "§3.3, §12b"
             )

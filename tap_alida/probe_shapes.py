@@ -99,6 +99,7 @@ class Call:
     words: list[str] = field(default_factory=list)  # status words, in order of first sight
     hops: list[tuple[bool, int]] = field(default_factory=list)  # (API host?, HTTP status)
     links: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # storage URL, headers: not shown
+    located: list[int] = field(default_factory=list)  # statuses of API answers with Location, not 3xx
     extra: dict[str, Any] = field(default_factory=dict)
 
     def report(self) -> dict[str, Any]:

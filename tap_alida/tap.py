@@ -355,13 +355,24 @@ def main(argv: list[str] | None = None) -> Any:
         # Raised by an eager option's callback (--test) before the SDK's invoke can
         # report it: name every key and problem, as --discover and a sync do.
         for error in exc.errors or [str(exc)]:
-            logging.getLogger("tap-alida").error("Config validation error: %s", error)
-            print(f"tap-alida: error: config: {error}", file=sys.stderr)
+            fatal(f"Config validation error: {error}")
         sys.exit(1)
     except AlidaError as exc:
-        logging.getLogger("tap-alida").error("%s", exc)
-        print(f"tap-alida: error: {exc}", file=sys.stderr)
+        fatal(str(exc))
         sys.exit(1)
+
+
+def fatal(message: str) -> None:
+    """Print a fatal error once: as an ERROR log line when the SDK's logging is set up (the
+    format every other line has, which Meltano relays), else as ``tap-alida: error: …``.
+
+    Once, not both: the same text twice (a log line, then a plain line) read as two errors.
+    """
+    log = logging.getLogger("tap-alida")
+    if log.hasHandlers():
+        log.error("%s", message)
+    else:
+        print(f"tap-alida: error: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

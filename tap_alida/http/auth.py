@@ -25,6 +25,10 @@ logger = logging.getLogger("tap_alida.http.auth")
 # Refresh the token this long before Alida says it expires: exports, polls and
 # downloads easily outlive a token, and a token that dies mid-request costs a retry.
 TOKEN_EXPIRY_MARGIN_SECONDS = 120
+# A token answer without ``expires_in`` (docs/api.md §1.3 says it has one) is taken
+# to live an hour. The tap's own constant rather than the SDK's private
+# ``_default_expiration``: the tap reads the token answer itself (update_access_token).
+DEFAULT_TOKEN_SECONDS = 3600
 
 
 class AlidaAuthenticator(OAuthAuthenticator):
@@ -43,7 +47,7 @@ class AlidaAuthenticator(OAuthAuthenticator):
             client_id=settings.client_id,
             client_secret=settings.client_secret,
             oauth_headers=headers,
-            default_expiration=3600,
+            default_expiration=DEFAULT_TOKEN_SECONDS,
         )
         self._timeout = settings.timeout
         self._retry = retry
@@ -87,6 +91,14 @@ class AlidaAuthenticator(OAuthAuthenticator):
                     timeout=self._timeout,
                 )
             except TRANSIENT_ERRORS as exc:
+                why = self._retry.first_contact_failed(self.auth_endpoint, exc)
+                if why is not None:
+                    msg = (
+                        f"Could not connect to the Alida token endpoint {safe_url(self.auth_endpoint)}: "
+                        f"{why}. Check 'region'/'api_url' and 'token_url', and that this machine "
+                        "can reach the host."
+                    )
+                    raise AuthenticationError(msg) from None
                 try:
                     self._retry.pause(attempt, what, type(exc).__name__, None)
                 except APIError:
@@ -97,6 +109,7 @@ class AlidaAuthenticator(OAuthAuthenticator):
                     )
                     raise AuthenticationError(msg) from None
                 continue
+            self._retry.answered(self.auth_endpoint)
             if self.observer is not None:
                 self.observer(response, False)
             if response.status_code not in RETRY_STATUSES:
@@ -120,7 +133,7 @@ class AlidaAuthenticator(OAuthAuthenticator):
                 "access_token; check 'token_url'."
             )
             raise AuthenticationError(msg) from exc
-        expires = token.get("expires_in", self._default_expiration)
+        expires = token.get("expires_in", DEFAULT_TOKEN_SECONDS)
         self.expires_in = int(expires) if expires else None
         self.last_refreshed = request_time
         logger.info("Obtained an access token (valid %s s).", self.expires_in)

@@ -28,7 +28,9 @@ import requests
 from tap_alida import __version__
 from tap_alida.errors import APIError, NotFoundError, StorageLinkError
 from tap_alida.http.auth import AlidaAuthenticator
-from tap_alida.http.links import may_be_link, peek_link
+from tap_alida.http.links import files_route_location, may_be_link, peek_link
+from tap_alida.http.paging import NextPage, Pager
+from tap_alida.http.paging import signals as page_signals
 from tap_alida.http.policy import (
     API,
     STORAGE,
@@ -133,8 +135,16 @@ class AlidaClient:
                     allow_redirects=allow_redirects,
                 )
             except TRANSIENT_ERRORS as exc:
+                why = self.retry.first_contact_failed(url, exc)
+                if why is not None:
+                    msg = (
+                        f"Could not {what}: could not connect to {safe_url(url)}: {why}. Check "
+                        "'region'/'api_url', and that this machine can reach the host."
+                    )
+                    raise APIError(msg) from None
                 self._before_retry(method, what, attempt, exc=exc)
                 continue
+            self.retry.answered(url)
             if self.observer is not None:
                 self.observer(response, stream)
             status = response.status_code
@@ -223,41 +233,43 @@ class AlidaClient:
             raise APIError(msg) from exc
 
     def iter_collection(self, url: str, *, what: str, page_size: int = 1000) -> Iterator[Any]:
-        """Every item of a §7.1 collection, following ``links[rel=next]`` or offsets."""
-        params: dict[str, Any] | None = {"limit": page_size, "offset": 0}
-        seen_urls: set[str] = set()
-        while True:
-            page = self.get_json(url, what=what, params=params)
+        """Every item of a §7.1 collection, following ``links[rel=next]`` or offsets.
+
+        Which signal wins when they disagree (an empty ``links`` list while
+        ``meta.count`` says more, a capped ``limit``, a repeated page) is
+        ``paging.Pager``'s decision. Ending short of ``meta.count`` is a WARNING:
+        items the tap could not reach are not silently lost.
+        """
+        pager = Pager(url, page_size)
+        request: NextPage | None = pager.first()
+        count: int | None = None
+        while request is not None:
+            page = self.get_json(request.url, what=what, params=request.params)
             items = page.get("items", []) if isinstance(page, Mapping) else page
             if not isinstance(items, list):
                 msg = f"Could not {what}: the response has no 'items' list."
                 raise APIError(msg)
+            if pager.is_repeat(items):
+                break
             yield from items
-            if not isinstance(page, Mapping) or not items:
+            if not isinstance(page, Mapping):
                 return
-            links = page.get("links")
-            if isinstance(links, list):
-                # The server pages with links: no 'next' link means the last page.
-                next_link = next(
-                    (
-                        urljoin(url, str(link["href"]))
-                        for link in links
-                        if isinstance(link, Mapping) and link.get("rel") == "next" and link.get("href")
-                    ),
-                    None,
-                )
-                if next_link is None or next_link in seen_urls:
-                    return
-                seen_urls.add(next_link)
-                url, params = next_link, None
-                continue
-            raw_meta = page.get("meta")
-            meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
-            limit = int(meta.get("limit") or page_size)
-            offset = int(meta.get("offset") or 0) + len(items)
-            if len(items) < limit or ("count" in meta and offset >= int(meta["count"])):
-                return
-            params = {"limit": page_size, "offset": offset}
+            signals = page_signals(page, request.url)
+            count = signals.count if signals.count is not None else count
+            request = pager.after(request.url, items, signals)
+        if count is not None and pager.items_seen < count:
+            why = "served a page again" if pager.repeated else "sent an empty page"
+            logger.warning(
+                "Could not %s completely: the API says %d items exist, but it %s after %d of them "
+                "(it may ignore 'offset'); going on with those %d.",
+                what,
+                count,
+                why,
+                pager.items_seen,
+                pager.items_seen,
+            )
+        elif pager.repeated:
+            logger.info("While trying to %s the API served a page again; that is taken as the end.", what)
 
     # -- files --------------------------------------------------------------------
 
@@ -267,8 +279,9 @@ class AlidaClient:
         """Open an export file for streaming, resolving its link just before the GET.
 
         The files route on the API host may answer 3xx with a storage URL
-        (usually pre-signed, which rejects a foreign Authorization header), 200
-        with JSON ``{"url": …}`` (§12b), or the file itself (see ``links``). Only
+        (usually pre-signed, which rejects a foreign Authorization header), any
+        status with a ``Location`` header, 200 with JSON ``{"url": …}`` (§12b),
+        or the file itself (see ``links``). Only
         API-host hops are authenticated. Every call resolves the link anew, so a
         storage link is never kept across a wait or a resume.
         """
@@ -293,7 +306,11 @@ class AlidaClient:
     def _files_route(
         self, url: str, *, what: str, headers: Mapping[str, str] | None
     ) -> tuple[requests.Response, str | None]:
-        """GET an API-host file URL: the response, and the link when it answered with one."""
+        """GET an API-host file URL: the response, and the link when it answered with one.
+
+        A ``Location`` header is the link whatever the status (``files_route_location``);
+        else a 200 JSON body may hold it (``peek_link``).
+        """
         attempt = 0
         while True:
             attempt += 1
@@ -306,6 +323,10 @@ class AlidaClient:
                 ok_statuses=(416,),
                 headers={"Accept": "*/*", **(headers or {})},
             )
+            location = files_route_location(response)
+            if location is not None:
+                response.close()
+                return response, location
             if not may_be_link(response):
                 return response, None
             try:

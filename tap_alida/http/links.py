@@ -1,7 +1,11 @@
 """Telling a file link apart from a file, and how many fresh links a download may use.
 
 The files route of a succeeded batch (``docs/api.md`` §3.3) redirects to
-storage; but Alida's sibling export API answers ``200`` with JSON
+storage. Alida's member-export docs say to take the link from the answer's
+``Location`` header and to "skip this step if the download link is
+automatically redirected": so a ``Location`` on *any* answer of the files route
+(200, 201, 202 with an empty or a JSON body, as well as a 3xx) is the link to
+follow, not an empty file. Alida's sibling export API answers ``200`` with JSON
 ``{"url": "<pre-signed URL>"}`` instead (§12b), and the route might also serve
 the file itself. Both the link answer and an export file are JSON objects that
 start with ``{"``, so neither the Content-Type nor the first bytes decide it:
@@ -54,6 +58,18 @@ def link_in(body: bytes) -> str | None:
         if isinstance(value, str) and value.strip().lower().startswith(("http://", "https://", "/")):
             return value.strip()
     return None
+
+
+def files_route_location(response: requests.Response) -> str | None:
+    """The ``Location`` of a files-route answer, whatever its status (see the module docstring).
+
+    A 416 (the files route serving the file itself, asked for a Range past its
+    end) is an answer about the file, so its ``Location``, if any, is not followed.
+    """
+    location = response.headers.get("Location", "").strip()
+    if not location or response.status_code == 416:
+        return None
+    return location
 
 
 def may_be_link(response: requests.Response) -> bool:

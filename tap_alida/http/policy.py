@@ -35,6 +35,8 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -127,6 +129,24 @@ class RetryPolicy:
         self.stop = stop
         self.max_attempts = settings.max_attempts
         self.max_retry_after = settings.max_retry_after
+        self._answered: set[str] = set()  # hosts that answered at least once
+
+    def answered(self, url: str) -> None:
+        """Note that ``url``'s host answered (any HTTP status): from now on it may be retried."""
+        self._answered.add(urlsplit(url).netloc.lower())
+
+    def first_contact_failed(self, url: str, exc: BaseException) -> str | None:
+        """Why the first request to a host that never answered could not connect, else None.
+
+        Retries with backoff are for a connection that worked and then broke: a host
+        refusing connections or a name that does not resolve at first contact is a
+        wrong 'api_url'/'region' or a network rule, not a blip, and waiting ~20 s of
+        backoffs before saying so only hides it. A timeout is not judged here (it is
+        retried as before): a slow network may still answer.
+        """
+        if urlsplit(url).netloc.lower() in self._answered:
+            return None
+        return connect_failure(exc)
 
     def backoff(self, attempt: int) -> float:
         return jittered_backoff(attempt)
@@ -160,6 +180,19 @@ class RetryPolicy:
             wait,
         )
         self.stop.sleep(wait)
+
+
+def connect_failure(exc: BaseException) -> str | None:
+    """Why a connection could not be made at all (name not resolved, refused), else None."""
+    if not isinstance(exc, requests.ConnectionError) or isinstance(exc, requests.Timeout):
+        return None
+    reason: Any = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return "the host name does not resolve"
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):
+        return "no connection could be made (refused, or the host is unreachable)"
+    return None
 
 
 def jittered_backoff(attempt: int, first: float = 1.0, cap: float = 60.0) -> float:

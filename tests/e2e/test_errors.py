@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import socket
+import subprocess
+import time
 
-from harness import FIXTURES, discover, run_tap, select_all
+import pytest
+from harness import FIXTURES, discover, executable, run_tap, select_all
 
 
 def api_requests(sandbox):
@@ -133,3 +139,50 @@ def test_connection_test_checks_credentials_without_exporting(fixture_sandbox, t
     refused = run_tap(tmp_path, fixture_sandbox.config(client_secret="wrong"), "--test")
     assert refused.returncode == 1
     assert "Alida refused the token request" in refused.stderr and "wrong" not in refused.stderr
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def startup_seconds() -> float:
+    """How long the executable takes to start and exit on this (shared) machine."""
+    started = time.monotonic()
+    subprocess.run([executable("tap-alida"), "--version"], capture_output=True, check=True, timeout=120)
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    "entry", [["--test"], ["--probe"], ["--discover"], []], ids=["test", "probe", "discover", "run"]
+)
+@pytest.mark.parametrize("host", ["refused", "unknown"])
+def test_first_contact_fails_fast_and_once_naming_the_url(tmp_path, startup_seconds, entry, host):
+    """Before: a refused loopback port was retried with backoff for ~20 s, and the error
+    came twice (an ERROR log line, then ``tap-alida: error:``)."""
+    api_url = f"http://127.0.0.1:{free_port()}" if host == "refused" else "https://alida-sandbox.invalid"
+    config = {"api_url": api_url, "client_id": "a", "client_secret": "b", "community_api_key_name": "c"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    started = time.monotonic()
+    run = subprocess.run(  # not run_tap: --probe prints a JSON report, not Singer messages
+        [executable("tap-alida"), "--config", str(tmp_path / "config.json"), *entry],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TAP_ALIDA_")},
+    )
+    elapsed = time.monotonic() - started
+    assert run.returncode == 1
+    if entry == ["--probe"]:
+        report = json.loads(run.stdout)
+        assert report["blocking"] == 1 and report["calls"][0]["call"] == "token"
+    assert elapsed - startup_seconds < 5, f"{elapsed:.1f} s (start-up {startup_seconds:.1f} s): retried?"
+    errors = [line for line in run.stderr.splitlines() if " ERROR " in line or "error:" in line]
+    assert len(errors) == 1, run.stderr
+    why = "no connection could be made" if host == "refused" else "the host name does not resolve"
+    assert f"{api_url}/oauth2/token: {why}" in errors[0] and "'api_url'" in errors[0]
+    assert "retry" not in run.stderr and "Traceback" not in run.stderr

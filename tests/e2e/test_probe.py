@@ -197,6 +197,27 @@ def test_quirky_sandbox_lists_tolerated_deviations_and_leaks_nothing(start_sandb
     assert leaked == []
 
 
+def test_location_answers_and_paging_variants_are_named(start_sandbox, tmp_path):
+    sandbox = start_sandbox(
+        "--seed", "5", "--activities", "3", "--members", "8", "--responses", "6",
+        "--page-max", "2", "--quirks", "location_202,location_json_body,paging_empty_links",
+    )  # fmt: skip
+    survey = next(a["id"] for a in sandbox.truth()["activities"] if a["activityType"] == "Survey")
+    code, report, _, stderr = probe(tmp_path, sandbox.config(probe_activity_id=survey))
+    assert code == 0, stderr[-3000:]
+    assert report is not None and report["blocking"] == 0
+    tolerated = whats(report, "tolerated")
+    for kind in ("member", "activity"):
+        assert f"{kind} export: files route answered 202 with a Location header, not a redirect" in tolerated
+        file = calls(report)[f"{kind} export: file"]
+        assert file["files_route"] == "Location on HTTP 202" and file["http_statuses"] == [202, 200]
+        assert file["json"] and file["complete"]
+    paging = "meta offset/count, links empty; limit capped at 2 (asked 20)"
+    for path in ("activities", "membervariables"):
+        assert calls(report)[path]["paging"] == paging
+        assert f"/{path} pages as: {paging}" in tolerated
+
+
 def test_cancelled_batches_are_blocking(start_sandbox, tmp_path):
     sandbox = start_sandbox("--fixtures", str(FIXTURES), "--quirks", "cancelled_jobs")
     code, report, _, stderr = probe(tmp_path, sandbox.config(probe_activity_id=ACTIVITY))

@@ -10,6 +10,7 @@ once, naming the word and the batch, without waiting for the wait limits.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections import Counter
@@ -122,6 +123,64 @@ def test_json_link_answer_is_followed_without_credentials(start_sandbox, tmp_pat
     assert len(storage) == EXPORTS and all(r["status"] == 200 for r in storage)
     assert not [r for r in storage if r["authorization"] or r["x_api_key"]]
     assert "sig=" not in run.stderr and "expires=" not in run.stderr
+
+
+@pytest.mark.parametrize("status", [200, 201, 202])
+@pytest.mark.parametrize("body", ["empty", "json"])
+def test_location_on_a_non_redirect_files_answer_is_followed(start_sandbox, tmp_path, clean, status, body):
+    """Alida's member-export docs: take the link from the answer's Location header.
+    Before: discovery failed with "The export file … is empty (0 bytes)"."""
+    quirks = f"location_{status}" + (",location_json_body" if body == "json" else "")
+    sandbox, run = sync(start_sandbox, tmp_path, clean, "--quirks", quirks)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert record_sets(run) == clean[1]
+    discovered = discover(tmp_path, sandbox.config())
+    schemas = {s["tap_stream_id"]: s["schema"] for s in discovered["streams"]}
+    assert schemas == {s["tap_stream_id"]: s["schema"] for s in clean[0]["streams"]}
+    log = sandbox.requests()
+    files = [r for r in log if "/files/" in r["path"]]
+    storage = [r for r in log if r["path"].startswith("/storage/")]
+    assert len(files) >= EXPORTS and {r["status"] for r in files} == {status}
+    assert len(storage) == len(files) and all(r["status"] == 200 for r in storage)
+    assert not [r for r in storage if r["authorization"] or r["x_api_key"]]
+    assert "sig=" not in run.stderr and "expires=" not in run.stderr
+
+
+def schemas_of(catalog: dict[str, Any]) -> dict[str, Any]:
+    return {s["tap_stream_id"]: s["schema"] for s in catalog["streams"]}
+
+
+@pytest.mark.parametrize("quirks", ["paging_empty_links", "paging_no_meta", "paging_bare"])
+def test_every_page_is_read_whatever_the_paging_signals(start_sandbox, tmp_path, clean, quirks):
+    """Two items a page (the server caps the tap's limit=1000): activities and member
+    variables span pages. Before: ``links: []`` ended the paging after page one."""
+    sandbox = start_sandbox(*DATA, "--page-max", "2", "--quirks", quirks)
+    run = run_tap(tmp_path, sandbox.config(), "--discover")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert schemas_of(run.messages[0]) == schemas_of(clean[0])
+    pages = [r for r in sandbox.requests() if r["path"].endswith("/membervariables")]
+    assert len(pages) >= 3  # more than two pages of member variables, each read once
+    assert "WARNING" not in run.stderr, run.stderr[-3000:]
+
+
+def test_a_server_that_repeats_its_first_page_is_stopped_with_a_warning(start_sandbox, tmp_path, clean):
+    sandbox = start_sandbox(*DATA, "--page-max", "2", "--quirks", "paging_empty_links,paging_repeat")
+    run = run_tap(tmp_path, sandbox.config(), "--discover")
+    assert run.returncode == 0, run.stderr[-3000:]
+    warned = [line for line in run.stderr.splitlines() if "list the member variables" in line]
+    assert len(warned) == 1 and " WARNING " in warned[0], run.stderr[-3000:]
+    said = re.search(r"the API says (\d+) items exist, but it served a page again after 2 of them", warned[0])
+    assert said and int(said.group(1)) > 4, warned[0]
+    pages = [r for r in sandbox.requests() if r["path"].endswith("/membervariables")]
+    assert len(pages) == 2  # page one, then the same page again: stopped
+
+
+def test_files_with_a_byte_order_mark_are_read(start_sandbox, tmp_path, clean):
+    """RFC 8259 §8.1. Before: discovery failed with "The export file … is not valid JSON"."""
+    sandbox, run = sync(start_sandbox, tmp_path, clean, "--quirks", "bom_files")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert record_sets(run) == clean[1]
+    assert schemas_of(discover(tmp_path, sandbox.config())) == schemas_of(clean[0])
 
 
 def test_late_status_404_is_waited_out(start_sandbox, tmp_path, clean):

@@ -12,7 +12,15 @@ import urllib3
 from requests.structures import CaseInsensitiveDict
 
 from tap_alida.export.api import created_batch
-from tap_alida.http.links import PEEK_BYTES, FreshLinks, Replay, link_in, may_be_link, peek_link
+from tap_alida.http.links import (
+    PEEK_BYTES,
+    FreshLinks,
+    Replay,
+    files_route_location,
+    link_in,
+    may_be_link,
+    peek_link,
+)
 
 S3 = "https://bucket.s3.amazonaws.com/export.json?X-Amz-Expires=30&X-Amz-Signature=abc"
 
@@ -85,6 +93,23 @@ def test_only_200_json_or_untyped_answers_are_peeked():
     partial = _response(b"")
     partial.status_code = 206
     assert not may_be_link(partial)
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 302, 307])
+@pytest.mark.parametrize("body", [b"", b'{"id": "f1", "status": "ready"}'])
+def test_a_location_on_any_files_answer_is_the_link(status, body):
+    response = _response(body)
+    response.status_code = status
+    response.headers["Location"] = f" {S3} "
+    assert files_route_location(response) == S3
+
+
+def test_no_location_or_a_416_is_not_a_link():
+    assert files_route_location(_response(b"{}")) is None
+    past_end = _response(b"")
+    past_end.status_code = 416
+    past_end.headers["Location"] = S3
+    assert files_route_location(past_end) is None
 
 
 def test_fresh_links_are_bounded_by_progress_not_count():

@@ -169,3 +169,38 @@ def test_every_setting_reaches_the_settings_object():
             {**base, **extra}
         ), key
     assert plain == AlidaSettings.from_config(dict(base))
+
+
+def _connect_error(cause: Exception) -> requests.ConnectionError:
+    """What requests raises when urllib3 could not connect (its MaxRetryError wraps the cause)."""
+    return requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/oauth2/token", cause))
+
+
+@pytest.mark.parametrize(
+    ("exc", "why"),
+    [
+        (
+            _connect_error(urllib3.exceptions.NewConnectionError(None, "refused")),
+            "no connection could be made",
+        ),
+        (
+            _connect_error(urllib3.exceptions.NameResolutionError("x.invalid", None, OSError())),
+            "does not resolve",
+        ),
+        (requests.ConnectTimeout("slow"), None),
+        (requests.ConnectionError(urllib3.exceptions.ProtocolError("Connection aborted.")), None),
+        (requests.exceptions.ChunkedEncodingError("cut"), None),
+    ],
+)
+def test_only_a_refused_or_unresolved_first_contact_fails_at_once(exc, why):
+    policy = RetryPolicy(settings(), RunStop())
+    found = policy.first_contact_failed("http://127.0.0.1:1/oauth2/token", exc)
+    assert (found is None) if why is None else (found is not None and why in found)
+
+
+def test_a_host_that_answered_once_is_retried_again():
+    policy = RetryPolicy(settings(), RunStop())
+    refused = _connect_error(urllib3.exceptions.NewConnectionError(None, "refused"))
+    policy.answered("http://API.example:8443/v1/x")
+    assert policy.first_contact_failed("http://api.example:8443/v2/y", refused) is None
+    assert policy.first_contact_failed("http://other.example/v2/y", refused) is not None

@@ -48,6 +48,7 @@ def test_no_other_module_uses_a_private_sdk_name():
                 "_generate_record_messages",
                 "_validate_config",
                 "_oauth_headers",
+                "_default_expiration",
             }:
                 offenders.append(f"{path.name}:{node.lineno}: .{node.attr}")
     assert offenders == []
