@@ -6,13 +6,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from harness import FAULT_RESULTS, FIXTURES, Postgres, Sandbox, postgres_server
+from harness import FAULT_RESULTS, FIXTURES, SIMULATED_NIGHTS, Postgres, Sandbox, postgres_server
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    write = terminalreporter.write_line
+    if SIMULATED_NIGHTS:
+        write(
+            f"Simulation of random nights: {sum(SIMULATED_NIGHTS)} nights in {len(SIMULATED_NIGHTS)} "
+            "sequences, each compared with a fresh full load."
+        )
     if not FAULT_RESULTS:
         return
-    write = terminalreporter.write_line
     write("")
     write("Fault matrix (fault | outcome | faults injected | retries by the tap | wall s):")
     for r in FAULT_RESULTS:

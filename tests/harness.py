@@ -33,6 +33,8 @@ FIXED_STREAM_KEYS = {
 }
 # Filled by test_faults; printed as a table at the end of the session (conftest).
 FAULT_RESULTS: list[dict[str, Any]] = []
+# Nights per sequence of the simulation (test_simulation); their total is printed at the end.
+SIMULATED_NIGHTS: list[int] = []
 
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "community"

@@ -122,7 +122,10 @@ class ActivityAnswersStream(AlidaStream):
         super().__init__(run, schema=schema or ACTIVITY_ANSWERS_SCHEMA, name="activity_answers")
 
     def decision(self, activity: Activity) -> Decision:
-        return self.run.decide(self.name, activity, last_export(self, activity.id), several_surveys=True)
+        # Row versions only matter where rows carry them (not BATCH, not without ACTIVATE_VERSION).
+        return self.run.decide(
+            self.name, activity, last_export(self, activity.id), several_surveys=self.activates_versions
+        )
 
     def export_needs(self) -> ExportNeeds:
         return ExportNeeds(
@@ -237,7 +240,10 @@ class ActivityFieldsStream(AlidaStream):
         super().__init__(run, schema=schema or ACTIVITY_FIELDS_SCHEMA, name="activity_fields")
 
     def decision(self, activity: Activity) -> Decision:
-        return self.run.decide(self.name, activity, last_export(self, activity.id), several_surveys=True)
+        # Row versions only matter where rows carry them (not BATCH, not without ACTIVATE_VERSION).
+        return self.run.decide(
+            self.name, activity, last_export(self, activity.id), several_surveys=self.activates_versions
+        )
 
     def export_needs(self) -> ExportNeeds:
         """The definitions of the surveys it loads this run: a closed survey already loaded,

@@ -14,7 +14,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import RemoveRecordTransform
 from singer_sdk.singerlib.catalog import REPLICATION_FULL_TABLE
 
-from tap_alida.errors import STREAM_FAILURES, AlidaError, BatchStorageError, ExportFileError
+from tap_alida.errors import STREAM_FAILURES, AlidaError, BatchStorageError, ExportFileError, RunFailedError
 from tap_alida.modelling.types import FieldDefinition, WarnOnce
 from tap_alida.run import ExportNeeds, Run
 from tap_alida.sdk import FastRecordMessages, set_table_version, table_version
@@ -42,6 +42,7 @@ class AlidaStream(FastRecordMessages):
         self.run = run
         self.warn = WarnOnce(self.logger)
         self._after_written: list[Callable[[], None]] = []
+        self._failure_after_files: RunFailedError | None = None
 
     # -- STATE is never ahead of the data ----------------------------------------------------
 
@@ -88,6 +89,8 @@ class AlidaStream(FastRecordMessages):
             apply()
         if applied:
             self.run.ledger.write()
+        if self._failure_after_files is not None:
+            raise self._failure_after_files
 
     def export_needs(self) -> ExportNeeds:
         """What this stream reads in a sync (``Run.start_exports`` creates it all at once)."""
@@ -124,7 +127,13 @@ class AlidaStream(FastRecordMessages):
         except BaseException:
             self.run.client.stop.set()
             raise
-        self.run.finish_stream(self.name)
+        try:
+            self.run.finish_stream(self.name)
+        except RunFailedError as exc:
+            if not self.writes_batch_files:
+                raise
+            # The SDK writes this stream's last file after its records are read: fail after it.
+            self._failure_after_files = exc
 
     # -- ACTIVATE_VERSION: deletions reach the warehouse ------------------------------------
 
@@ -140,7 +149,7 @@ class AlidaStream(FastRecordMessages):
         return False
 
     @cached_property
-    def _activates_version(self) -> bool:
+    def activates_versions(self) -> bool:
         """Whether this run's records carry a table version that is activated at the end."""
         return (
             self.run.settings.emit_activate_version
@@ -152,18 +161,18 @@ class AlidaStream(FastRecordMessages):
     def begin_table_version(self, version: int | None = None) -> None:
         """Stamp the RECORDs that follow with a table version: the run's (its start in ms,
         always rising), or ``version`` (a survey's rows in a stream of several surveys)."""
-        if self._activates_version:
+        if self.activates_versions:
             set_table_version(self, self.run.table_version if version is None else version)
 
     def versioned(self, version: int) -> dict[str, int]:
         """The row version a mark keeps, when the rows carry one: rows loaded without it (BATCH
         files, ``emit_activate_version_messages: false``) are not skipped by a later run that
         activates versions, which would delete them (``scheduler.decide``)."""
-        return {"version": version} if self._activates_version else {}
+        return {"version": version} if self.activates_versions else {}
 
     def activate_version(self) -> None:
         """After the last record of a complete full-table read: rows of older versions left the export."""
-        if not self._activates_version or table_version(self) is None:
+        if not self.activates_versions or table_version(self) is None:
             return
         version = self.run.table_version
         for stream_map in self.stream_maps:

@@ -83,3 +83,27 @@ def test_a_survey_mark_waits_for_the_batch_files(start_sandbox, tmp_path):
     for written in failed.states:  # no survey is marked loaded: the next run exports them again
         for name, entry in written["bookmarks"].items():
             assert "alida_last_export" not in entry and "alida_last_exports" not in entry, (name, entry)
+
+
+def test_a_failed_stream_does_not_cost_the_last_stream_its_files(start_sandbox, tmp_path):
+    """fail_fast: false in BATCH mode: the run fails after the last stream, but only once that
+    stream's files are written and announced (the old tap raised inside it, before its files)."""
+    sandbox = start_sandbox("--activities", "2", "--members", "5", "--responses", "4")
+    config = sandbox.config()
+    catalog = select_all(discover(tmp_path, config))
+    drifted = next(a["id"] for a in sandbox.truth()["activities"] if a["activityType"] == "Survey")
+    sandbox.post(f"/_sandbox/activities/{drifted}/drift", {"kinds": ["added"]})
+    folder = tmp_path / "batches"
+    folder.mkdir()
+    run = run_tap(
+        tmp_path,
+        sandbox.config(batch_config=batch_config(folder), schema_drift="fail", fail_fast=False),
+        catalog=catalog,
+    )
+    assert run.returncode == 1 and TRACEBACK not in run.stderr, run.stderr[-3000:]
+    selected = [s["tap_stream_id"] for s in catalog["streams"]]
+    announced = {m["stream"] for m in run.messages if m["type"] == "BATCH"}
+    failed = {name for name in selected if name not in announced}
+    assert len(failed) == 1  # only the drifted survey's stream
+    assert max(selected) in announced  # the last stream synced
+    assert "1 of" in errors(run)[-1] and "streams failed" in errors(run)[-1]

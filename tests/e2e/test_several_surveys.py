@@ -72,3 +72,20 @@ def test_a_fresh_container_exports_no_skipped_closed_survey(start_sandbox, tmp_p
     assert "This run exports 3 activities and skips 2 closed ones" in night.stderr
     fields = {r["activity_id"] for r in night.records["activity_fields"]}
     assert fields == set(opened)  # the closed surveys' rows stay as loaded (still valid)
+
+
+def test_without_activate_version_closed_surveys_are_still_skipped(start_sandbox, tmp_path):
+    """Rows loaded without a table version (emit_activate_version_messages: false, or BATCH files)
+    need none to be skipped: nothing activates a version that would delete them (review of issue
+    21: the first row-version rule exported every closed survey again every night)."""
+    sandbox = start_sandbox("--activities", "3", "--members", "5", "--responses", "4")
+    config = sandbox.config(emit_activate_version_messages=False)
+    catalog = select_all(discover(tmp_path, config), only={"activity_answers", "activity_fields"})
+    first = run_tap(tmp_path, config, catalog=catalog)
+    assert first.returncode == 0, first.stderr[-3000:]
+    seq = last_seq(sandbox)
+    second = run_tap(tmp_path, config, catalog=catalog, state=first.state)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "This run exports 2 activities and skips 1 closed ones" in second.stderr
+    assert len(batch_posts(sandbox, seq)) == 2
+    assert not [m for m in second.messages if m["type"] == "ACTIVATE_VERSION"]
