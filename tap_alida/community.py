@@ -31,6 +31,7 @@ from tap_alida.export.batch import Batch
 from tap_alida.export.file import ExportFile
 from tap_alida.export.jobs import ExportJob, ExportRunner, Report
 from tap_alida.export.lifecycle import DISCOVERY, BatchLifecycle
+from tap_alida.export.scheduler import shard_of
 from tap_alida.export.spool import make_workdir
 from tap_alida.http.client import AlidaClient
 from tap_alida.modelling.layout import ActivityLayout
@@ -107,6 +108,7 @@ class Community:
         self._lock = threading.Lock()
         self._activities: list[Activity] | None = None
         self._listed: list[Activity] = []
+        self._in_scope: frozenset[str] = frozenset()
         self._definitions: dict[str, list[FieldDefinition]] = {}
         settings = client.settings
         self.definitions_cache = DefinitionsCache(settings.cache_dir, settings.base_url, settings.community)
@@ -178,7 +180,24 @@ class Community:
                     skipped,
                     len(ordered),
                 )
-        return [self._activity(a, names) for a in chosen]
+        self._in_scope = frozenset(str(a["id"]) for a in chosen)
+        settings = self.client.settings
+        mine = [a for a in chosen if shard_of(str(a["id"]), settings.shard_count) == settings.shard_index]
+        if len(mine) < len(chosen):
+            logger.info(
+                "Shard %d of %d: %d of the %d activities in scope.",
+                settings.shard_index,
+                settings.shard_count,
+                len(mine),
+                len(chosen),
+            )
+        return [self._activity(a, names) for a in mine]
+
+    @property
+    def in_scope(self) -> frozenset[str]:
+        """Ids of the activities in scope in any shard (``activities`` lists every shard's)."""
+        self.activities  # noqa: B018 - loads it
+        return self._in_scope
 
     @staticmethod
     def _activity(a: Mapping[str, Any], names: Mapping[str, str]) -> Activity:

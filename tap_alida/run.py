@@ -117,7 +117,14 @@ class Run:
             refresh_days=self.settings.closed_activity_refresh_days,
             now=self.started,
             closed_activities=self.settings.closed_activities,
+            shard_window=self.shard_window,
         )
+
+    @property
+    def shard_window(self) -> dt.timedelta:
+        """How much longer rows of several surveys stay valid: the shards' ``shard_window_minutes``."""
+        settings = self.settings
+        return dt.timedelta(minutes=settings.shard_window_minutes if settings.shard_count > 1 else 0)
 
     def _selected(self) -> list[Any]:
         return [s for s in self.tap.streams.values() if s.selected]

@@ -289,7 +289,9 @@ ACTIVITIES_SCHEMA = th.PropertiesList(
     th.Property("last_update_date", th.DateTimeType, description="lastUpdateDate, when listed."),
     th.Property("stream_name", th.StringType, description="The stream the tap gives the activity."),
     th.Property(
-        "in_scope", th.BooleanType, description="Exported by this tap (activity_ids or every Survey)."
+        "in_scope",
+        th.BooleanType,
+        description="Exported by this tap (activity_ids or every Survey; by any shard).",
     ),
     th.Property(
         "last_exported_at",
@@ -309,6 +311,7 @@ class ActivitiesStream(AlidaStream):
 
     primary_keys = ("activity_id",)
     replication_key = None
+    whole_community = True
 
     def __init__(self, run: Run, schema: dict[str, Any] | None = None) -> None:
         super().__init__(run, schema=schema or ACTIVITIES_SCHEMA, name="activities")
@@ -316,7 +319,7 @@ class ActivitiesStream(AlidaStream):
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         self.run.start_exports()
         self.begin_table_version()
-        in_scope = {a.id for a in self.community.activities}
+        in_scope = self.community.in_scope  # of every shard
         for activity in self.community.listed:
             mark = self._last_export(activity)
             yield {

@@ -37,6 +37,10 @@ class AlidaStream(FastRecordMessages):
     # Deselected columns are still removed by the SDK.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
+    # A stream of the whole community (members, the activities list), not of surveys: with
+    # ``shard_count`` above 1 only shard 0 loads it (``loaded_by_another_shard``).
+    whole_community: bool = False
+
     def __init__(self, run: Run, schema: dict[str, Any], name: str) -> None:
         super().__init__(run.tap, schema=schema, name=name)
         self.run = run
@@ -97,6 +101,12 @@ class AlidaStream(FastRecordMessages):
         return ExportNeeds()
 
     @property
+    def loaded_by_another_shard(self) -> bool:
+        """A stream of the whole community in a shard other than 0: shard 0 loads it, so that
+        the shards' ACTIVATE_VERSIONs never delete each other's rows."""
+        return self.whole_community and self.run.settings.shard_index != 0
+
+    @property
     def community(self) -> Community:
         return self.run.community
 
@@ -115,6 +125,14 @@ class AlidaStream(FastRecordMessages):
         the run stops at once: export workers still polling or downloading would
         otherwise keep the process alive.
         """
+        if self.loaded_by_another_shard:
+            self.log(
+                "Loaded by shard 0 of %d; this is shard %d.",
+                self.run.settings.shard_count,
+                self.run.settings.shard_index,
+            )
+            self.run.finish_stream(self.name)
+            return
         try:
             yield from self.records(context)
         except GeneratorExit:  # closed early (a dry run's record limit): the run goes on
