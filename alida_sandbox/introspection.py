@@ -20,6 +20,7 @@ class SandboxRoutes(BaseHandler):
         ("GET", ("truth",), "_sandbox_truth"),
         ("GET", ("issued",), "_sandbox_issued"),
         ("GET", ("faults",), "_sandbox_faults"),
+        ("POST", ("faults",), "_sandbox_arm_faults"),
         ("GET", ("requests",), "_sandbox_requests"),
         ("POST", ("members", "touch"), "_sandbox_touch_members"),
         ("POST", ("activities",), "_sandbox_create_activity"),
@@ -65,6 +66,17 @@ class SandboxRoutes(BaseHandler):
         with faults._lock:
             fired = dict(faults.fired)
         self._send_json(200, {"fired": fired})
+
+    def _sandbox_arm_faults(self) -> None:
+        """``POST /_sandbox/faults {"fail_job": 3}``: fire these faults the next N times from now
+        on (0: never again); a test that drives a long-lived sandbox faults one night only."""
+        body = self._read_post_json() or {}
+        try:
+            armed = self.sandbox.options.faults.arm(body if isinstance(body, dict) else {})
+        except ValueError as exc:
+            self._error(400, str(exc))
+            return
+        self._send_json(200, {"remaining": armed})
 
     def _sandbox_requests(self) -> None:
         after = int(self._query.get("after", ["-1"])[0])

@@ -100,6 +100,15 @@ class Faults:
             except ValueError:
                 raise ValueError(f"fault {name}={value!r}: give a probability (0.2) or a count (3)") from None
 
+    def arm(self, counts: dict[str, object]) -> dict[str, int]:
+        """Set counted faults at run time (``{"fail_job": 3}``; 0 disarms); the counts now remaining."""
+        with self._lock:
+            for name, count in counts.items():
+                if name not in FAULT_NAMES or not isinstance(count, int) or count < 0:
+                    raise ValueError(f"arm faults as {{name: count}}; known names: {', '.join(FAULT_NAMES)}")
+                self.remaining[name] = count
+            return dict(self.remaining)
+
     def fire(self, name: str, key: str = "") -> bool:
         """Whether the fault happens at this opportunity (counts it down when counted)."""
         with self._lock:

@@ -305,6 +305,48 @@ def run_tap_here(
     return parse_run(code, err.getvalue(), out.buffer.getvalue().decode("utf-8"), args)  # type: ignore[attr-defined]
 
 
+def run_tap_killed(
+    tmp_path: Path,
+    config: dict[str, Any],
+    *,
+    after_records: int,
+    catalog: dict[str, Any] | None = None,
+    state: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> TapRun:
+    """``run_tap``, killed with SIGKILL once ``after_records`` RECORD lines were read (a crash
+    mid-run: an OOM kill, a lost node). What it wrote before is returned, as a target saw it."""
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    command = [executable("tap-alida"), "--config", str(config_path)]
+    if catalog is not None:
+        (tmp_path / "catalog.json").write_text(json.dumps(catalog))
+        command += ["--catalog", str(tmp_path / "catalog.json")]
+    if state is not None:
+        (tmp_path / "state.json").write_text(json.dumps(state))
+        command += ["--state", str(tmp_path / "state.json")]
+    process_env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_ALIDA_")}
+    process_env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    process_env.update(env or {})
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=process_env)
+        assert process.stdout is not None
+        lines, records = [], 0
+        for line in process.stdout:
+            if not line.endswith(b"\n"):
+                break  # a line cut by the kill: a target never sees it
+            lines.append(line.decode())
+            if b'"type":"RECORD"' in line.replace(b" ", b""):
+                records += 1
+                if records >= after_records:
+                    process.kill()
+                    break
+        process.stdout.close()
+        code = process.wait()
+        stderr.seek(0)
+        return parse_run(code, stderr.read().decode(errors="replace"), "".join(lines), ())
+
+
 def parse_run(code: int, stderr: str, stdout: str, args: tuple[str, ...]) -> TapRun:
     """A tap's exit code and output as a ``TapRun``."""
     run = TapRun(code, stderr, [], stdout=stdout)

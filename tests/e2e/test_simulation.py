@@ -1,25 +1,41 @@
 """Random sequences of nights: after every night the incremental warehouse equals a fresh full load.
 
-A Hypothesis state machine drives one sandbox community and the real ``tap-alida``
-process through nights and changes, the way the tap is used: nights with the STATE of
-the night before (as Meltano carries it), with or without a new discovery, with random
-stream selections, ``closed_activities`` skip or export, RECORD or BATCH messages, on
-this machine or another (an empty ``cache_dir``); between nights responses are deleted,
-surveys close and re-open, members change, questions are added. After every night the
-warehouse model (``warehouse_model``: an upserting target that honours ACTIVATE_VERSION)
-is compared, table by selected table and cell by cell, with a fresh full load (a new
-discovery and a sync without STATE, in a new warehouse) of the same community.
+A Hypothesis state machine drives one sandbox community and the tap through days and
+nights, the way the tap is used. Each step is a day of changes in Alida, then a night:
 
-Allowed differences, each stated in the README (docs) and bounded:
+* changes: responses deleted, surveys closed and re-opened, renamed, created (also with
+  the name of an existing survey: two namesakes), questions added and removed, members
+  changed;
+* the night: the STATE of the night before (as Meltano carries it, one STATE per state ID),
+  with or without a new discovery (else the catalog of an earlier night, older than the
+  hour discovery's batches are re-used for), a random stream selection, ``closed_activities``
+  skip or export, RECORD or BATCH messages, this machine or a fresh container (an empty
+  ``cache_dir``); a sequence runs one run a night or two shards (``shard_count`` 2, each with
+  its own catalog and STATE);
+* faults: the run killed with SIGKILL mid-way (what reached the target stays, and the last
+  STATE it saw is carried), exports that fail in Alida, BATCH storage that cannot be written.
+  A faulted night may fail; the next clean night must repair everything.
+
+After every clean night the warehouse model (``warehouse_model``: an upserting target that
+honours ACTIVATE_VERSION) is compared, cell by cell, with a fresh full load (a new discovery
+and a sync without STATE, every stream, one run) of the same community. Survey tables are
+compared per survey: a catalog from before a rename keeps the survey's old stream name until
+the next discovery (stated), but a survey's rows must be live in one table only.
+
+Allowed differences, each stated in docs/state.md and bounded:
 * after a BATCH-mode night, rows deleted in Alida stay until the next RECORD-mode night
   (BATCH files carry no table version, so no ACTIVATE_VERSION is sent);
 * in activity_answers and activity_fields, rows of a survey loaded while it was closed, then
   re-opened and deleted, stay until that load's validity ends (``closed_activity_refresh_days``,
-  30 days: the whole sequence here).
+  30 days: the whole sequence here);
+* a survey created after the catalog in use was discovered has no table of its own until a
+  discovery (its rows are in activity_answers).
 
-``TAP_ALIDA_SIMULATION_EXAMPLES`` and ``…_STEPS`` set the budget; in CI the sequences are
-derandomized (the same every run); ``python3 dev.py soak`` runs a long random one and
-prints its ``--hypothesis-seed``, which replays it (a failure shrinks to a short sequence).
+The tap runs in this process (``harness.run_tap_here``: the same entry point, files and
+sockets, without an interpreter start per run), except the SIGKILL nights. ``…_EXAMPLES`` and
+``…_STEPS`` set the budget; in CI the sequences are derandomized (the same every run);
+``python3 dev.py soak`` runs a long random one and prints its ``--hypothesis-seed``, which
+replays it (a failure shrinks to a short sequence).
 """
 
 from __future__ import annotations
@@ -29,24 +45,41 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from harness import FIXED_STREAM_KEYS, SIMULATED_NIGHTS, Sandbox, run_tap, select_all
-from hypothesis import HealthCheck, settings
+from harness import FIXED_STREAM_KEYS, SIMULATED_NIGHTS, Sandbox, run_tap_here, run_tap_killed, select_all
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
-from warehouse_model import Warehouse, differences
+from warehouse_model import SKIPPED_COLUMNS, Warehouse, differences
 
-EXAMPLES = int(os.environ.get("TAP_ALIDA_SIMULATION_EXAMPLES", "3"))
-STEPS = int(os.environ.get("TAP_ALIDA_SIMULATION_STEPS", "10"))
+EXAMPLES = int(os.environ.get("TAP_ALIDA_SIMULATION_EXAMPLES", "10"))
+STEPS = int(os.environ.get("TAP_ALIDA_SIMULATION_STEPS", "20"))
 RANDOM = os.environ.get("TAP_ALIDA_SIMULATION_RANDOM") == "1"  # dev.py soak
+SHRINK = os.environ.get("TAP_ALIDA_SIMULATION_SHRINK", "1") != "0"  # 0: report the failure as found
 
 # Streams a selection is drawn from: the fixed ones, and "surveys" for every survey's stream.
 GROUPS = ("activity_answers", "activity_fields", "activities", "member_profiles", "member_profile_values")
 SEVERAL_SURVEYS = ("activity_answers", "activity_fields")
 # What happens in Alida between two nights (methods of ``Nights``).
-CHANGES = ("delete_responses", "close_survey", "reopen_survey", "members_change", "question_added")
+CHANGES = (
+    "delete_responses",
+    "close_survey",
+    "reopen_survey",
+    "rename_survey",
+    "create_survey",
+    "create_namesake",
+    "members_change",
+    "question_added",
+    "question_removed",
+)
+FAULTS = ("none", "none", "none", "none", "none", "none", "kill", "failed_export", "storage")
+# Shards of a night start within this window (two in-process runs take well under a second);
+# the next night starts after it, as nights hours apart would.
+SHARD_WINDOW_MINUTES = 0.03
+NAMES = ("Customer Feedback", "Brand Pulse", "Exit Survey", "Onboarding Check")
 
 
 def aged(catalog: dict[str, Any]) -> dict[str, Any]:
@@ -60,22 +93,51 @@ def aged(catalog: dict[str, Any]) -> dict[str, Any]:
     return copied
 
 
+def activity_of(catalog: dict[str, Any]) -> dict[str, str]:
+    """Stream → activity id of the catalog's survey streams."""
+    found = {}
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == [] and entry["metadata"].get("alida-activity-id"):
+                found[stream["tap_stream_id"]] = entry["metadata"]["alida-activity-id"]
+    return found
+
+
+def survey_rows(warehouse: Warehouse) -> dict[str, dict[str, Counter[str]]]:
+    """Activity id → table → its live rows there, over every survey table."""
+    found: dict[str, dict[str, Counter[str]]] = {}
+    for table in warehouse.tables:
+        if table in FIXED_STREAM_KEYS:
+            continue
+        for _, row in warehouse.tables[table].values():
+            text = json.dumps(
+                {k: v for k, v in row.items() if k not in SKIPPED_COLUMNS and v is not None}, sort_keys=True
+            )
+            found.setdefault(str(row.get("activity_id")), {}).setdefault(table, Counter())[text] += 1
+    return found
+
+
 class Nights(RuleBasedStateMachine):
     """One community, its nights, and the warehouse they load."""
 
-    @initialize()
-    def start(self) -> None:
+    @initialize(shards=st.sampled_from([1, 1, 2]))
+    def start(self, shards: int) -> None:
+        # One run a night, or two shards: a sequence keeps its choice, as a deployment keeps its
+        # state IDs (a new state ID starts without STATE: docs/state.md, "Not guaranteed").
+        self.shards = shards
         self.sandbox = Sandbox("--activities", "4", "--members", "6", "--responses", "6", "--clean")
         self.work = Path(tempfile.mkdtemp(prefix="tap-alida-nights-"))
         self.config = self.sandbox.config()
         self.cache = 0
-        self.state: dict[str, Any] | None = None
-        self.catalog = self._discover()
+        self.states: dict[str, dict[str, Any]] = {}  # state ID ("shards:index") → STATE
+        self.catalogs: dict[str, dict[str, Any]] = {}  # state ID → the catalog it runs with
         self.warehouse = Warehouse()
         self.loaded_by_batch: set[str] = set()  # tables loaded in BATCH mode since a RECORD night
         self.closed_loads: set[str] = set()  # surveys loaded while closed
         self.lingering: set[str] = set()  # ...and re-opened since: their rows may stay (stated)
+        self.window_ends = 0.0  # monotonic time the last shard night's window ends
         self.nights = 0
+        self.runs = 0
 
     def teardown(self) -> None:
         if hasattr(self, "sandbox"):
@@ -87,11 +149,17 @@ class Nights(RuleBasedStateMachine):
 
     # -- helpers -----------------------------------------------------------------------------
 
+    def _folder(self, what: str) -> Path:
+        self.runs += 1
+        folder = self.work / f"{self.runs}-{what}"
+        folder.mkdir()
+        return folder
+
     def _env(self) -> dict[str, str]:
         return {"XDG_CACHE_HOME": str(self.work / f"cache-{self.cache}")}
 
-    def _discover(self) -> dict[str, Any]:
-        run = run_tap(self.work, self.config, "--discover", env=self._env())
+    def _discover(self, config: dict[str, Any]) -> dict[str, Any]:
+        run = run_tap_here(self._folder("discover"), config, "--discover", env=self._env())
         assert run.returncode == 0, run.stderr[-3000:]
         return run.messages[0]
 
@@ -110,6 +178,8 @@ class Nights(RuleBasedStateMachine):
         closed=st.sampled_from(["skip", "skip", "export"]),
         batch=st.sampled_from([False, False, False, True]),
         machine=st.sampled_from(["same", "same", "same", "another"]),
+        fault=st.sampled_from(FAULTS),
+        kill_after=st.integers(1, 60),
     )
     def night(
         self,
@@ -121,60 +191,137 @@ class Nights(RuleBasedStateMachine):
         closed: str,
         batch: bool,
         machine: str,
+        fault: str,
+        kill_after: int,
     ) -> None:
+        shards = self.shards
         for change, which, count in changes:
             getattr(self, change)(which, count)
         if machine == "another":  # a fresh container: the definitions cache is empty
             self.cache += 1
         if not groups and not surveys:
             groups = {"activity_answers"}
-        if rediscover:
-            self.catalog = self._discover()
+        if fault == "storage" and not batch:
+            fault = "none"
+        time.sleep(max(0.0, self.window_ends - time.monotonic()))
+        clean = True
+        self.shown: set[str] = set()  # streams selected tonight
+        self.tonight: set[str] = set()  # activity ids whose own stream is selected tonight
+        for index in range(shards):
+            run = self._run(
+                index,
+                shards,
+                closed=closed,
+                batch=batch,
+                fault=fault,
+                kill_after=kill_after,
+                rediscover=rediscover,
+                groups=groups,
+                surveys=surveys,
+            )
+            if fault == "none":
+                assert run.returncode == 0, run.stderr[-3000:]
+            clean = clean and run.returncode == 0
+        if shards > 1:
+            self.window_ends = time.monotonic() + SHARD_WINDOW_MINUTES * 60
+        self.sandbox.post("/_sandbox/faults", {"fail_job": 0})  # disarmed: a fault lasts one night
+        self.closed_loads |= {a["id"] for a in self._surveys() if a["status"] == "closed"}
+        self.nights += 1
+        if clean:
+            self._compare(self.shown)
+
+    def _run(
+        self,
+        index: int,
+        shards: int,
+        *,
+        closed: str,
+        batch: bool,
+        fault: str,
+        kill_after: int,
+        rediscover: bool,
+        groups: set[str],
+        surveys: bool,
+    ) -> Any:
+        """One run of the night (shard ``index`` of ``shards``), loaded into the warehouse."""
+        config = dict(self.config, closed_activities=closed)
+        if shards > 1:
+            config.update(shard_count=shards, shard_index=index, shard_window_minutes=SHARD_WINDOW_MINUTES)
+        key = f"{shards}:{index}"
+        if rediscover or key not in self.catalogs:
+            self.catalogs[key] = self._discover(config)
         else:
             # A catalog discovered on an earlier night: nights are hours apart, so its batches
-            # are older than the hour a sync may re-use them for (here, minutes pass).
-            self.catalog = aged(self.catalog)
-        survey_streams = {s["tap_stream_id"] for s in self.catalog["streams"]} - set(FIXED_STREAM_KEYS)
-        selected = set(groups) | (survey_streams if surveys else set())
-        catalog = select_all(self.catalog, only=selected)
-        config = dict(self.config, closed_activities=closed)
+            # are older than the hour a sync may re-use them for (here, seconds pass).
+            self.catalogs[key] = aged(self.catalogs[key])
+        catalog = self.catalogs[key]
+        selected = set(groups) | (set(activity_of(catalog)) if surveys else set())
+        self.shown |= selected
+        self.tonight |= {a.lower() for stream, a in activity_of(catalog).items() if stream in selected}
         if batch:
-            folder = self.work / f"batches-{self.nights}"
-            folder.mkdir()
+            folder = self.work / f"batches-{self.nights}-{index}"
+            if fault == "storage" and index == 0:
+                folder.write_text("not a folder")  # BATCH storage that cannot be written
+            else:
+                folder.mkdir()
             config["batch_config"] = {
                 "encoding": {"format": "jsonl", "compression": "gzip"},
                 "storage": {"root": f"file://{folder}", "prefix": "alida-"},
             }
-        run = run_tap(self.work, config, catalog=catalog, state=self.state, env=self._env())
-        assert run.returncode == 0, run.stderr[-3000:]
-        self.closed_loads |= {a["id"] for a in self._surveys() if a["status"] == "closed"}
+        if fault == "failed_export" and index == 0:
+            self.sandbox.post("/_sandbox/faults", {"fail_job": 3})
+        arguments = {
+            "catalog": select_all(catalog, only=selected),
+            "state": self.states.get(key),
+            "env": self._env(),
+        }
+        if fault == "kill" and index == 0:
+            run = run_tap_killed(self._folder("killed"), config, after_records=kill_after, **arguments)
+        else:
+            run = run_tap_here(self._folder("night"), config, **arguments)
         self.warehouse.load(run.messages)
-        self.state = run.state
-        self.nights += 1
+        if run.states:
+            self.states[key] = run.state
         tables = set(run.records) | {m["stream"] for m in run.messages if m["type"] == "BATCH"}
         if batch:
             self.loaded_by_batch |= tables
         else:
             self.loaded_by_batch -= tables
-        self._compare(selected)
+        return run
 
     def _compare(self, selected: set[str]) -> None:
-        folder = self.work / f"fresh-{self.nights}"
-        folder.mkdir()
+        folder = self._folder("fresh")
         env = {"XDG_CACHE_HOME": str(folder / "cache")}
-        catalog = run_tap(folder, self.config, "--discover", env=env).messages[0]
-        fresh = run_tap(folder, self.config, catalog=select_all(catalog), env=env)
-        assert fresh.returncode == 0, fresh.stderr[-3000:]
+        catalog = run_tap_here(folder, self.config, "--discover", env=env).messages[0]
+        fresh_run = run_tap_here(folder, self.config, catalog=select_all(catalog), env=env)
+        assert fresh_run.returncode == 0, fresh_run.stderr[-3000:]
+        fresh = Warehouse().load(fresh_run.messages)
         found = differences(
             self.warehouse,
-            Warehouse().load(fresh.messages),
+            fresh,
             lambda table, row: table in SEVERAL_SURVEYS and row.get("activity_id") in self.lingering,
         )
         shown = {
-            table: why
-            for table, why in found.items()
-            if table in selected or (table not in FIXED_STREAM_KEYS and selected - set(GROUPS))
+            table: why for table, why in found.items() if table in selected and table in FIXED_STREAM_KEYS
         }
+        # Survey tables, per survey: the catalog in use may name a renamed survey's stream as before.
+        in_use = self.tonight
+        mine, theirs = survey_rows(self.warehouse), survey_rows(fresh)
+        for activity_id in sorted(set(mine) | set(theirs)):
+            if activity_id.lower() not in in_use:
+                continue
+            tables = {t: rows for t, rows in mine.get(activity_id, {}).items() if rows}
+            if len(tables) > 1:
+                shown[f"survey {activity_id}"] = f"live in {len(tables)} tables: {sorted(tables)}"
+                continue
+            got = next(iter(tables.values()), Counter())
+            expected = next(iter(theirs.get(activity_id, {}).values()), Counter())
+            table = next(iter(tables), "")
+            if got != expected and not (table in self.loaded_by_batch and not expected - got):
+                shown[f"survey {activity_id}"] = (
+                    f"{sum((expected - got).values())} rows missing or different, "
+                    f"{sum((got - expected).values())} extra (of {sum(expected.values())}) in {table!r}"
+                )
         # Stated exception: rows deleted in Alida wait for a RECORD-mode night (extra rows only).
         shown = {
             t: why
@@ -207,6 +354,23 @@ class Nights(RuleBasedStateMachine):
             if survey["id"] in self.closed_loads:
                 self.lingering.add(survey["id"])
 
+    def rename_survey(self, which: int, count: int) -> None:
+        found = self._surveys()
+        survey = found[which % len(found)]
+        self.sandbox.post(f"/_sandbox/activities/{survey['id']}/rename", {"name": NAMES[count % len(NAMES)]})
+
+    def create_survey(self, which: int, count: int) -> None:
+        if len(self._surveys()) < 8:
+            self.sandbox.post(
+                "/_sandbox/activities", {"name": NAMES[which % len(NAMES)], "activityType": "Survey"}
+            )
+
+    def create_namesake(self, which: int, count: int) -> None:
+        found = self._surveys()
+        if len(found) < 8:
+            name = found[which % len(found)]["name"]
+            self.sandbox.post("/_sandbox/activities", {"name": name, "activityType": "Survey"})
+
     def members_change(self, which: int, count: int) -> None:
         self.sandbox.post("/_sandbox/members/touch", {"count": count})
 
@@ -214,6 +378,11 @@ class Nights(RuleBasedStateMachine):
         survey = self._pick("open", which)
         if survey:
             self.sandbox.post(f"/_sandbox/activities/{survey['id']}/drift", {"kinds": ["added"]})
+
+    def question_removed(self, which: int, count: int) -> None:
+        survey = self._pick("open", which)
+        if survey:
+            self.sandbox.post(f"/_sandbox/activities/{survey['id']}/drift", {"kinds": ["removed"]})
 
 
 Nights.TestCase.settings = settings(
@@ -223,5 +392,6 @@ Nights.TestCase.settings = settings(
     suppress_health_check=list(HealthCheck),
     derandomize=not RANDOM,
     database=None,
+    phases=list(Phase) if SHRINK else [Phase.explicit, Phase.reuse, Phase.generate],
 )
 TestNights = Nights.TestCase
