@@ -10,14 +10,11 @@ the member export is downloaded once for two streams.
 
 from __future__ import annotations
 
-import atexit
 import logging
-import shutil
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
-from pathlib import Path
+from functools import cached_property, partial
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -26,12 +23,9 @@ from tap_alida.errors import (
     AlidaError,
     NotFoundError,
 )
-from tap_alida.export.api import BatchExports
 from tap_alida.export.batch import Batch
-from tap_alida.export.file import ExportFile
-from tap_alida.export.jobs import ExportJob, ExportRunner, Report
-from tap_alida.export.lifecycle import DISCOVERY, BatchLifecycle
-from tap_alida.export.spool import make_workdir
+from tap_alida.export.lifecycle import DISCOVERY
+from tap_alida.export.plan import ExportJob, ExportPlan
 from tap_alida.http.client import AlidaClient
 from tap_alida.modelling.layout import ActivityLayout
 from tap_alida.modelling.naming import assign_names
@@ -85,37 +79,25 @@ class MemberVariable:
     is_sensitive: bool | None
 
 
-@dataclass
-class MemberExport:
-    """A downloaded member profile file, shared by both member streams."""
-
-    batch: Batch
-    file: ExportFile
-    last_sync_date: str | None
-
-
 class Community:
     """Per-run cache of activities, definitions, batches and files."""
 
-    def __init__(self, client: AlidaClient, stream_names: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, client: AlidaClient, plan: ExportPlan, stream_names: Mapping[str, str] | None = None
+    ) -> None:
         self.client = client
+        self.plan = plan
         # activity id (lower case) → stream name, from the catalog in use (catalog_keys)
         # (never a fixed stream's name: a hand-edited catalog must not hide a survey there)
         self._pinned_names = {k: v for k, v in (stream_names or {}).items() if v not in FIXED_STREAMS}
-        self.exports = BatchExports(client)
-        self.lifecycle = BatchLifecycle(self.exports, client.settings, client.stop)
         self._lock = threading.Lock()
         self._activities: list[Activity] | None = None
         self._listed: list[Activity] = []
         self._definitions: dict[str, list[FieldDefinition]] = {}
         settings = client.settings
         self.definitions_cache = DefinitionsCache(settings.cache_dir, settings.base_url, settings.community)
-        # Downloads (disk, bandwidth, CPU) are bounded; creating and awaiting exports is not.
-        self._download_slots = threading.BoundedSemaphore(settings.max_concurrent_exports)
         self._batches: dict[str, Batch] = {}
         self._member_variables: list[MemberVariable] | None = None
-        self._workdir: Path | None = None
-        self._reads_left: dict[str, int] = {}  # activity id → streams still to read its file
         # Counted data problems of this run, shared by every stream (see tally.py).
         self.tally = Tally(logging.getLogger("tap_alida.modelling.records"))
 
@@ -226,46 +208,15 @@ class Community:
 
     # -- exports ----------------------------------------------------------------------------
 
-    @cached_property
-    def runner(self) -> ExportRunner:
-        return ExportRunner(self.client.stop)
-
-    def start_activity_export(
-        self,
-        activity: Activity,
-        state_streams: tuple[str, ...] = (),
-        resume: Any = None,
-        discovered: Any = None,
-    ) -> ExportJob[ExportFile]:
-        """Start (or re-use) the activity's export job: its file, downloaded and checked.
-
-        Re-used, in this order: the batch this process made for the activity's
-        definition; the batch discovery made (``discovered``, from the catalog)
-        while young; the batch a crashed run left in STATE (``resume``).
-        """
-
-        def create() -> Batch:
-            return self.exports.create_activity_batch(activity.id, activity.label)
-
-        def work(report: Report) -> ExportFile:
-            with self._lock:
-                own = self._batches.get(activity.id)
-            label, activity_id = activity.label, activity.id
-            recorded = [
-                self.lifecycle.resumable(discovered, label, activity_id, source=DISCOVERY),
-                self.lifecycle.resumable(resume, label, activity_id),
-            ]
-            # The newest first: a crashed run's batch may be newer than discovery's.
-            reusable = sorted((b for b in recorded if b is not None), key=lambda b: -b.created_at)
-            candidates = [own] if own is not None else reusable
-            return self.lifecycle.run(create, candidates, report, self._download, label)
-
-        return self.runner.submit(f"file:{activity.id}", work, state_streams)
+    def made_for(self, activity: Activity) -> Batch | None:
+        """The batch this process made (or re-used) to read the activity's definition."""
+        with self._lock:
+            return self._batches.get(activity.id)
 
     def start_definition_export(
         self, activity: Activity, discovered: Any = None
     ) -> ExportJob[list[FieldDefinition]] | None:
-        """Start a job that reads only the ``definition`` part of the activity's export.
+        """Start an export that reads only the ``definition`` part of the activity's file.
 
         None when no export is needed: the definition is known from this run or,
         for a closed survey, from the definitions cache (``definitions``). The batch
@@ -273,54 +224,22 @@ class Community:
         """
         if self.known_definition(activity) is not None:
             return None
-
-        def create() -> Batch:
-            return self.exports.create_activity_batch(activity.id, activity.label)
+        plan = self.plan
 
         def read(batch: Batch) -> list[FieldDefinition]:
             with self._lock:
                 self._batches[activity.id] = batch  # re-used if this process also syncs it
-            return self.definition_from(activity, self.exports.read_definition(batch))
+            return self.definition_from(activity, plan.exports.read_definition(batch))
 
-        def work(report: Report) -> list[FieldDefinition]:
-            # Discovery's batch (from the catalog) serves for reading the fields only.
-            batch = self.lifecycle.resumable(discovered, activity.label, activity.id, source=DISCOVERY)
-            return self.lifecycle.run(create, [batch] if batch else [], report, read, activity.label)
-
-        return self.runner.submit(f"definition:{activity.id}", work)
-
-    def start_member_export(
-        self, since: str | None, state_streams: tuple[str, ...] = (), resume: Any = None
-    ) -> ExportJob[MemberExport]:
-        """Start the member profile export job (one per run, shared by both member streams)."""
-
-        def create() -> Batch:
-            return self.exports.create_member_batch(since)
-
-        def read(batch: Batch) -> MemberExport:
-            file = self._download(batch)
-            last_sync = file.first("lastSyncDate")
-            return MemberExport(batch, file, None if last_sync is None else str(last_sync))
-
-        def work(report: Report) -> MemberExport:
-            resumed = self.lifecycle.resumable(resume, "member profiles", None)
-            if resumed is not None and resumed.since != since:
-                logger.info(
-                    "Not re-using member profile batch %s: it was made with sinceDatetime %s, this "
-                    "run needs %s.",
-                    resumed.id,
-                    resumed.since,
-                    since,
-                )
-                resumed = None
-            return self.lifecycle.run(create, [resumed] if resumed else [], report, read, "member profiles")
-
-        return self.runner.submit("members", work, state_streams)
-
-    def _download(self, batch: Batch) -> ExportFile:
-        """Download a finished batch's file, at most ``max_concurrent_exports`` at a time."""
-        with self._download_slots:
-            return ExportFile(self.exports.download(batch, str(self.workdir)), batch)
+        # Discovery's batch (from the catalog) serves for reading the fields only.
+        batch = plan.lifecycle.resumable(discovered, activity.label, activity.id, source=DISCOVERY)
+        return plan.start(
+            f"definition:{activity.id}",
+            activity.label,
+            partial(plan.exports.create_activity_batch, activity.id, activity.label),
+            read,
+            reuse=[batch] if batch else [],
+        )
 
     def definition(self, activity: Activity) -> list[FieldDefinition]:
         """The activity's field definitions: known from this run or the definitions cache, else
@@ -328,11 +247,11 @@ class Community:
         known = self.known_definition(activity)
         if known is not None:
             return known
-        file_job = self.runner.jobs.get(f"file:{activity.id}")
+        file_job = self.plan.jobs.get(f"file:{activity.id}")
         if file_job is not None:
-            return self.definition_from(activity, self.runner.result(file_job).first("definition"))
+            return self.definition_from(activity, self.plan.result(file_job).first("definition"))
         job = self.start_definition_export(activity)
-        return self.runner.result(job) if job is not None else self.definition(activity)
+        return self.plan.result(job) if job is not None else self.definition(activity)
 
     def known_definition(self, activity: Activity) -> list[FieldDefinition] | None:
         """The definitions this run already has, or a closed survey's from the cache."""
@@ -368,19 +287,6 @@ class Community:
             warn=warn,
         )
 
-    # -- files read by several streams ---------------------------------------------------------
-
-    def expect_reads(self, activity: Activity, streams: int) -> None:
-        """``streams`` streams will read the activity's file (its own stream, activity_answers)."""
-        self._reads_left[activity.id] = streams
-
-    def release_file(self, activity: Activity, export: ExportFile) -> None:
-        """A stream is done with the activity's file; the last one deletes it."""
-        left = self._reads_left.get(activity.id, 1) - 1
-        self._reads_left[activity.id] = left
-        if left <= 0:
-            export.path.unlink(missing_ok=True)
-
     # -- members --------------------------------------------------------------------------
 
     @property
@@ -403,18 +309,6 @@ class Community:
                 for v in ordered
             ]
         return self._member_variables
-
-    # -- files -----------------------------------------------------------------------------
-
-    @property
-    def workdir(self) -> Path:
-        """A private temporary folder for this run's files, removed at exit (see ``spool``:
-        folders of runs killed before their exit are removed by the next run)."""
-        with self._lock:
-            if self._workdir is None:
-                self._workdir = make_workdir()
-                atexit.register(shutil.rmtree, self._workdir, True)
-        return self._workdir
 
 
 def _text(value: Any) -> str | None:

@@ -136,7 +136,7 @@ class TapAlida(CheckedConfigTap):
         try:
             return super().run_discovery()
         finally:
-            self.client.stop.set()
+            self.run.stop()
 
     @property
     def community(self) -> Community:
@@ -254,7 +254,7 @@ class TapAlida(CheckedConfigTap):
         try:
             return self._discover()
         except BaseException:
-            self.client.stop.set()  # no export of a failed discovery goes on polling
+            self.run.stop()  # no export of a failed discovery goes on polling
             raise
 
     @property

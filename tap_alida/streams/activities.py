@@ -46,16 +46,13 @@ class ActivityResponsesStream(AlidaStream):
         return ExportNeeds(activity_files=[(self.activity.id, self.name, recorded_batch(self))])
 
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
-        self.run.start_exports()
         decision = self.decision()
         if not decision.export:
             # No RECORD and no ACTIVATE_VERSION: the warehouse keeps the rows as loaded.
             self.logger.info("%s: skipped, %s.", self.name, decision.why)
             return
-        runner = self.community.runner
-        resume = recorded_batch(self)
         self.begin_table_version()
-        with self.read_activity_file(self.activity, self.name, resume) as (export, fields):
+        with self.read_activity_file(self.activity, self.name) as (export, fields):
             started = time.monotonic()
             layout = self.community.layout(self.activity, fields, self.warn)
             plan = drift.resolve(
@@ -80,8 +77,7 @@ class ActivityResponsesStream(AlidaStream):
                 count += 1
                 yield mapper.map(record)
                 if count % DRAIN_EVERY_RECORDS == 0:
-                    runner.drain()
-                    self.run.ledger.tick()
+                    self.run.plan.drain()
             elapsed = time.monotonic() - started
             self.logger.info(
                 "%s: %d records from %s in %.2f s (%.0f records/s).",
@@ -146,9 +142,7 @@ class ActivityAnswersStream(AlidaStream):
         activates nothing: that survey's rows stay, and the next complete run deletes
         what this one would have.
         """
-        self.run.start_exports()
         self.begin_table_version()
-        runner = self.community.runner
         skipped = failed = 0
         for activity in self.community.activities:
             decision = self.decision(activity)
@@ -156,7 +150,7 @@ class ActivityAnswersStream(AlidaStream):
                 skipped += 1
                 continue
             try:
-                yield from self._activity_rows(activity, runner)
+                yield from self._activity_rows(activity)
             except STREAM_FAILURES as exc:
                 if self.run.settings.fail_fast:
                     raise
@@ -173,11 +167,10 @@ class ActivityAnswersStream(AlidaStream):
             self.logger.info("%s: %d closed activities skipped; their rows stay valid.", self.name, skipped)
         self.activate_version()
 
-    def _activity_rows(self, activity: Activity, runner: Any) -> Iterable[dict[str, Any]]:
+    def _activity_rows(self, activity: Activity) -> Iterable[dict[str, Any]]:
         """One activity's values, then its export mark."""
-        resume = recorded_batch(self, activity.id)
         version = self.run.row_version(activity)
-        with self.read_activity_file(activity, answers_slot(activity.id), resume) as (export, fields):
+        with self.read_activity_file(activity, answers_slot(activity.id)) as (export, fields):
             self.begin_table_version(version)
             started = time.monotonic()
             mapper = AnswerMapper(activity.id, fields, activity.label, self.community.tally)
@@ -187,8 +180,7 @@ class ActivityAnswersStream(AlidaStream):
                     count += 1
                     yield row
                     if count % DRAIN_EVERY_RECORDS == 0:
-                        runner.drain()
-                        self.run.ledger.tick()
+                        self.run.plan.drain()
             self.logger.info(
                 "%s: %d values from %s in %.2f s.",  # describe() names the activity once
                 self.name,
@@ -255,7 +247,6 @@ class ActivityFieldsStream(AlidaStream):
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         """Each survey's fields, with the row versions of ``activity_answers`` (same rules):
         a closed survey loaded while closed is skipped while its rows are valid."""
-        self.run.start_exports()
         self.begin_table_version()
         skipped = 0
         for activity in self.community.activities:
@@ -314,7 +305,6 @@ class ActivitiesStream(AlidaStream):
         super().__init__(run, schema=schema or ACTIVITIES_SCHEMA, name="activities")
 
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
-        self.run.start_exports()
         self.begin_table_version()
         in_scope = {a.id for a in self.community.activities}
         for activity in self.community.listed:

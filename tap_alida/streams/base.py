@@ -76,7 +76,7 @@ class AlidaStream(FastRecordMessages):
         try:
             yield from super().get_batches(batch_config, context)
         except OSError as exc:
-            self.run.client.stop.set()
+            self.run.stop()
             root = getattr(getattr(batch_config, "storage", None), "root", "?")
             msg = (
                 f"Could not write the BATCH files of stream {self.name!r} to {root} ({exc}). Check "
@@ -93,7 +93,7 @@ class AlidaStream(FastRecordMessages):
             raise self._failure_after_files
 
     def export_needs(self) -> ExportNeeds:
-        """What this stream reads in a sync (``Run.start_exports`` creates it all at once)."""
+        """What this stream reads in a sync (``Run.plan`` starts it all at once)."""
         return ExportNeeds()
 
     @property
@@ -116,16 +116,17 @@ class AlidaStream(FastRecordMessages):
         otherwise keep the process alive.
         """
         try:
+            self.run.plan  # noqa: B018 - the first stream to sync starts every export of the run
             yield from self.records(context)
         except GeneratorExit:  # closed early (a dry run's record limit): the run goes on
             raise
         except STREAM_FAILURES as exc:
             if self.run.settings.fail_fast:
-                self.run.client.stop.set()
+                self.run.stop()
                 raise
             self.run.stream_failed(self.name, exc)
         except BaseException:
-            self.run.client.stop.set()
+            self.run.stop()
             raise
         try:
             self.run.finish_stream(self.name)
@@ -192,7 +193,7 @@ class AlidaStream(FastRecordMessages):
 
     @contextmanager
     def read_activity_file(
-        self, activity: Activity, slot: str, resume: Any
+        self, activity: Activity, slot: str
     ) -> Iterator[tuple[ExportFile, list[FieldDefinition]]]:
         """The activity's downloaded file and its field definitions, for one stream's read.
 
@@ -201,9 +202,8 @@ class AlidaStream(FastRecordMessages):
         (the rerun must make a new batch); the file is released in any case (the
         last reader deletes it).
         """
-        self.run.start_exports()
-        job = self.community.start_activity_export(activity, (slot,), resume)
-        export = self.community.runner.result(job)
+        handle = self.run.plan.file(activity.id)
+        export = handle.export
         try:
             fields = self.community.definition_from(activity, export.first("definition"))
             yield export, fields
@@ -212,7 +212,7 @@ class AlidaStream(FastRecordMessages):
             self.run.ledger.forget_everywhere(export.batch.id)
             raise
         finally:
-            self.community.release_file(activity, export)
+            handle.release()
             self.community.tally.flush()
         self.run.ledger.forget(slot)
 

@@ -29,7 +29,8 @@ from tap_alida.run import ExportNeeds, Run
 from tap_alida.streams.base import AlidaStream
 
 if TYPE_CHECKING:
-    from tap_alida.community import MemberExport, MemberVariable
+    from tap_alida.community import MemberVariable
+    from tap_alida.export.plan import MemberExport
 
 
 MEMBER_PROFILES_FIXED: dict[str, dict[str, Any]] = {
@@ -136,10 +137,8 @@ class MemberStream(AlidaStream):
         raise NotImplementedError
 
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
-        self.run.start_exports()
         self.begin_table_version()
-        job = self.community.start_member_export(self.run.member_since(), (self.name,))
-        export = self.community.runner.result(job)
+        export = self.run.plan.members()
         count = 0
         try:
             for row in self.rows(export):
