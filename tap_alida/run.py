@@ -1,9 +1,10 @@
 """What one run of the tap knows and shares; streams depend on this, never on the tap.
 
-A run has one settings object, one HTTP client (with the run's stop signal),
-one ``Community`` (activities, definitions, batches and files, each fetched once
-and shared between discovery and the sync, and between the streams that read
-the same file), and one ``BatchLedger`` (batches in flight in STATE).
+A run has one settings object, one HTTP client (with the run's stop signal), one
+``Directory`` (activities and member variables as listed, stream names), one
+``Definitions`` (each activity's fields), each fetched once and shared between
+discovery and the sync, one ``ExportPlan`` (every export, and the files streams
+read) and one ``BatchLedger`` (batches in flight in STATE).
 
 When the sync begins, ``plan`` starts every export the selected streams need
 at once, so that N exports take about as long as the slowest
@@ -24,13 +25,15 @@ from typing import Any
 from singer_sdk import Stream, Tap
 
 from tap_alida.catalog_keys import CatalogKeys
-from tap_alida.community import Activity, Community
+from tap_alida.definitions import Definitions
+from tap_alida.directory import Activity, Directory
 from tap_alida.errors import RunFailedError
 from tap_alida.export.batch import Batch
 from tap_alida.export.lifecycle import DISCOVERY
 from tap_alida.export.plan import ExportPlan, MemberExport
 from tap_alida.export.scheduler import Decision, decide, row_version
 from tap_alida.http.client import AlidaClient
+from tap_alida.modelling.tally import Tally
 from tap_alida.modelling.types import format_datetime, parse_datetime
 from tap_alida.settings import AlidaSettings
 from tap_alida.state import (
@@ -57,7 +60,7 @@ class ExportNeeds:
 
 
 class Run:
-    """Settings, client, community and STATE ledger of one tap run."""
+    """Settings, client, directory, definitions, export plan and STATE ledger of one tap run."""
 
     def __init__(
         self,
@@ -72,7 +75,10 @@ class Run:
         self.client = AlidaClient(settings, RunStop())
         self.ledger = BatchLedger(tap, pacer)
         self._exports = ExportPlan(self.client, self.ledger)
-        self.community = Community(self.client, self._exports, self.catalog_keys.stream_names)
+        self.directory = Directory(self.client, self.catalog_keys.stream_names)
+        self.definitions = Definitions(settings, self._exports)
+        # Counted data problems of this run, shared by every stream (see tally.py).
+        self.tally = Tally(logging.getLogger("tap_alida.modelling.records"))
         self.started = dt.datetime.now(dt.UTC)
         # This run's table version (ms): every full-table stream stamps its RECORDs with it
         # and activates it at its end; rows of several surveys: ``scheduler.row_version``.
@@ -145,7 +151,7 @@ class Run:
         downloaded once; ``activity_fields`` needs only the definitions of
         activities nobody reads; the member streams share one member export.
         """
-        plan, community = self._exports, self.community
+        plan, directory = self._exports, self.directory
         plan.workdir  # noqa: B018 - made now: dead runs' spool folders are removed at start
         needs = {stream.name: stream.export_needs() for stream in self._selected()}
         readers: dict[str, list[str]] = {}  # activity id → STATE slots of the streams reading its file
@@ -154,7 +160,7 @@ class Run:
             for activity_id, slot, recorded in need.activity_files:
                 readers.setdefault(activity_id, []).append(slot)
                 resumes.setdefault(activity_id, []).append(recorded)
-        for activity in community.activities:
+        for activity in directory.activities:
             if activity.id in readers:
                 self._start_file(activity, tuple(readers[activity.id]), resumes[activity.id])
         self._log_economy()
@@ -162,9 +168,9 @@ class Run:
         self._warn_about_moved_activities()
         self._start_member_export([name for name, need in needs.items() if need.member_file])
         definitions = {activity_id for need in needs.values() for activity_id in need.definitions}
-        for activity in community.activities:
+        for activity in directory.activities:
             if activity.id in definitions and activity.id not in readers:
-                community.start_definition_export(activity, self.catalog_keys.batch(activity.id))
+                self.definitions.start_definition_export(activity, self.catalog_keys.batch(activity.id))
         return plan
 
     def _start_file(self, activity: Activity, slots: tuple[str, ...], recorded: Iterable[Any]) -> None:
@@ -172,7 +178,7 @@ class Run:
         order: the batch this process made for the activity's definition; the batch discovery
         made (from the catalog) while young; the batch a crashed run left in STATE."""
         plan, label = self._exports, activity.label
-        own = self.community.made_for(activity)
+        own = self.definitions.made_for(activity)
         found = [
             plan.lifecycle.resumable(self._discovery_batch(activity, slots), label, activity.id, DISCOVERY),
             plan.lifecycle.resumable(self._resumable(activity, recorded), label, activity.id),
@@ -293,7 +299,7 @@ class Run:
         for (_, activity_id), decision in self._decisions.items():
             by_activity.setdefault(activity_id, []).append(decision)
         skipped = [d for d in by_activity.values() if not any(x.export for x in d)]
-        for activity in self.community.activities:
+        for activity in self.directory.activities:
             reasons = {x.why for x in by_activity.get(activity.id, []) if x.export}
             if activity.is_closed and reasons:
                 logger.info("Exporting closed %s: %s.", activity.label, "; ".join(sorted(reasons)))
@@ -309,7 +315,7 @@ class Run:
     def _warn_about_new_activities(self) -> None:
         """A survey in scope that the catalog in use has no stream for is never silently missing."""
         streams = self.tap.streams
-        for activity in self.community.activities:
+        for activity in self.directory.activities:
             if activity.stream_name not in streams:
                 logger.warning(
                     "Activity %r (%s) is in scope but the catalog has no stream for it (created after "
@@ -325,7 +331,7 @@ class Run:
         """A survey whose stream changed since its last load (renamed in Alida, then discovered
         again) gets one WARNING: its rows so far stay in the old table."""
         loaded_in = streams_by_activity(self.tap.state)
-        for activity in self.community.activities:
+        for activity in self.directory.activities:
             old = loaded_in.get(activity.id.lower())
             if old is not None and old != activity.stream_name:
                 logger.warning(

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from tap_alida.export.api import BatchExports
 from tap_alida.export.batch import Batch
@@ -42,7 +42,6 @@ from tap_alida.export.file import ExportFile
 from tap_alida.export.lifecycle import BatchLifecycle
 from tap_alida.export.spool import make_workdir
 from tap_alida.http.client import AlidaClient
-from tap_alida.state import BatchLedger
 
 # Threads for jobs in flight: each waits on Alida most of its life, so exports of
 # every survey in scope overlap on Alida's side (a run of N exports of T seconds
@@ -51,6 +50,14 @@ MAX_JOB_THREADS = 64
 DRAIN_EVERY_SECONDS = 0.1
 
 T = TypeVar("T")
+
+
+class Ledger(Protocol):
+    """Where batch ids go (``state.BatchLedger``): into STATE, on the main thread."""
+
+    def record(self, slots: tuple[str, ...], entry: dict[str, Any] | None) -> None: ...
+
+    def tick(self) -> None: ...
 
 
 @dataclass
@@ -85,7 +92,7 @@ class FileHandle:
 class ExportPlan:
     """Every export of one run: the worker pool, the batch ids for STATE, the files' readers."""
 
-    def __init__(self, client: AlidaClient, ledger: BatchLedger, max_workers: int = MAX_JOB_THREADS) -> None:
+    def __init__(self, client: AlidaClient, ledger: Ledger, max_workers: int = MAX_JOB_THREADS) -> None:
         self.client = client
         self.exports = BatchExports(client)
         self.lifecycle = BatchLifecycle(self.exports, client.settings, client.stop)

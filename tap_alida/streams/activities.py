@@ -23,7 +23,7 @@ from tap_alida.state import answers_slot, last_export, recorded_batch
 from tap_alida.streams.base import DRAIN_EVERY_RECORDS, AlidaStream
 
 if TYPE_CHECKING:
-    from tap_alida.community import Activity
+    from tap_alida.directory import Activity
 
 
 class ActivityResponsesStream(AlidaStream):
@@ -54,7 +54,7 @@ class ActivityResponsesStream(AlidaStream):
         self.begin_table_version()
         with self.read_activity_file(self.activity, self.name) as (export, fields):
             started = time.monotonic()
-            layout = self.community.layout(self.activity, fields, self.warn)
+            layout = self.run.definitions.layout(self.activity, fields, self.warn)
             plan = drift.resolve(
                 self.run.settings.schema_drift,
                 self.schema,
@@ -70,7 +70,7 @@ class ActivityResponsesStream(AlidaStream):
                 layout=layout,
                 plan=plan,
                 warn=self.warn,
-                tally=self.community.tally,
+                tally=self.run.tally,
             )
             count = 0
             for record in export.items("records.item"):
@@ -127,7 +127,7 @@ class ActivityAnswersStream(AlidaStream):
         return ExportNeeds(
             activity_files=[
                 (a.id, answers_slot(a.id), recorded_batch(self, a.id))
-                for a in self.run.community.activities
+                for a in self.run.directory.activities
                 if self.decision(a).export
             ]
         )
@@ -144,7 +144,7 @@ class ActivityAnswersStream(AlidaStream):
         """
         self.begin_table_version()
         skipped = failed = 0
-        for activity in self.community.activities:
+        for activity in self.run.directory.activities:
             decision = self.decision(activity)
             if not decision.export:
                 skipped += 1
@@ -173,7 +173,7 @@ class ActivityAnswersStream(AlidaStream):
         with self.read_activity_file(activity, answers_slot(activity.id)) as (export, fields):
             self.begin_table_version(version)
             started = time.monotonic()
-            mapper = AnswerMapper(activity.id, fields, activity.label, self.community.tally)
+            mapper = AnswerMapper(activity.id, fields, activity.label, self.run.tally)
             count = 0
             for record in export.items("records.item"):
                 for row in mapper.rows(record):
@@ -241,7 +241,7 @@ class ActivityFieldsStream(AlidaStream):
         """The definitions of the surveys it loads this run: a closed survey already loaded,
         whose rows are still valid, needs none (no export, and no cache either)."""
         return ExportNeeds(
-            definitions=tuple(a.id for a in self.run.community.activities if self.decision(a).export)
+            definitions=tuple(a.id for a in self.run.directory.activities if self.decision(a).export)
         )
 
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
@@ -249,13 +249,13 @@ class ActivityFieldsStream(AlidaStream):
         a closed survey loaded while closed is skipped while its rows are valid."""
         self.begin_table_version()
         skipped = 0
-        for activity in self.community.activities:
+        for activity in self.run.directory.activities:
             if not self.decision(activity).export:
                 skipped += 1
                 continue
             version = self.run.row_version(activity)
-            fields = self.community.definition(activity)
-            layout = self.community.layout(activity, fields, self.warn)
+            fields = self.run.definitions.definition(activity)
+            layout = self.run.definitions.layout(activity, fields, self.warn)
             self.begin_table_version(version)
             count = 0
             for row in layout.field_rows(activity.id, activity.stream_name):
@@ -306,8 +306,8 @@ class ActivitiesStream(AlidaStream):
 
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         self.begin_table_version()
-        in_scope = {a.id for a in self.community.activities}
-        for activity in self.community.listed:
+        in_scope = {a.id for a in self.run.directory.activities}
+        for activity in self.run.directory.listed:
             mark = self._last_export(activity)
             yield {
                 "activity_id": activity.id,

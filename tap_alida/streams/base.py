@@ -23,12 +23,12 @@ from tap_alida.sdk import FastRecordMessages, set_table_version, table_version
 DRAIN_EVERY_RECORDS = 5000
 
 if TYPE_CHECKING:
-    from tap_alida.community import Activity, Community
+    from tap_alida.directory import Activity
     from tap_alida.export.file import ExportFile
 
 
 class AlidaStream(FastRecordMessages):
-    """Base: access to the tap's per-run community model and warning de-duplication."""
+    """Base: access to the tap's run (directory, definitions, exports) and warning de-duplication."""
 
     # Rows are typed when they are built, from the file's field definitions (see
     # records.ActivityRecordMapper), and carry only schema columns, so the SDK's
@@ -95,10 +95,6 @@ class AlidaStream(FastRecordMessages):
     def export_needs(self) -> ExportNeeds:
         """What this stream reads in a sync (``Run.plan`` starts it all at once)."""
         return ExportNeeds()
-
-    @property
-    def community(self) -> Community:
-        return self.run.community
 
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         """The stream's rows (each stream's own)."""
@@ -205,7 +201,7 @@ class AlidaStream(FastRecordMessages):
         handle = self.run.plan.file(activity.id)
         export = handle.export
         try:
-            fields = self.community.definition_from(activity, export.first("definition"))
+            fields = self.run.definitions.definition_from(activity, export.first("definition"))
             yield export, fields
         except ExportFileError:
             # Every stream that recorded this batch drops it: a rerun must export afresh.
@@ -213,7 +209,7 @@ class AlidaStream(FastRecordMessages):
             raise
         finally:
             handle.release()
-            self.community.tally.flush()
+            self.run.tally.flush()
         self.run.ledger.forget(slot)
 
 

@@ -29,7 +29,7 @@ from tap_alida.run import ExportNeeds, Run
 from tap_alida.streams.base import AlidaStream
 
 if TYPE_CHECKING:
-    from tap_alida.community import MemberVariable
+    from tap_alida.directory import MemberVariable
     from tap_alida.export.plan import MemberExport
 
 
@@ -127,7 +127,7 @@ class MemberStream(AlidaStream):
 
     @cached_property
     def _sensitive_ids(self) -> set[str]:
-        return {v.id for v in self.community.member_variables if v.is_sensitive}
+        return {v.id for v in self.run.directory.member_variables if v.is_sensitive}
 
     def is_sensitive(self, variable: Mapping[str, Any]) -> bool:
         """Flagged by the export file or by ``/membervariables``."""
@@ -224,7 +224,7 @@ class MemberProfilesStream(MemberStream):
         self._apply_member_mode()
 
     def rows(self, export: MemberExport) -> Iterable[dict[str, Any]]:
-        variables = self.community.member_variables
+        variables = self.run.directory.member_variables
         columns = member_variable_columns(variables, self.run.settings.column_naming)
         properties = self.schema.get("properties", {})
         mappers: dict[str, tuple[str, str | None]] = {}
