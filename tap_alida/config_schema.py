@@ -21,6 +21,8 @@ MAXIMUMS: dict[str, int] = {
     "max_request_attempts": 100,
     "max_export_attempts": 20,
     "max_concurrent_exports": 64,
+    "shard_count": 1000,
+    "shard_window_minutes": 7 * 1440,
 }
 
 CONFIG_SCHEMA = th.PropertiesList(
@@ -82,6 +84,32 @@ CONFIG_SCHEMA = th.PropertiesList(
         title="Activity IDs",
         description="Activities to export, one stream each. Default: every activity of type "
         "`Survey` that `/activities` lists.",
+    ),
+    th.Property(
+        "shard_count",
+        th.IntegerType(minimum=1, maximum=MAXIMUMS["shard_count"]),
+        default=1,
+        title="Shard count",
+        description="Split the community's surveys over this many runs that load one warehouse "
+        "(e.g. parallel Meltano jobs, each with its own state ID). A survey belongs to shard "
+        "`hash(activity id) mod shard_count`; shard 0 also loads `activities` and the member "
+        "streams. See docs/loading.md (Shards).",
+    ),
+    th.Property(
+        "shard_index",
+        th.IntegerType(minimum=0, maximum=MAXIMUMS["shard_count"] - 1),
+        default=0,
+        title="Shard index",
+        description="Which shard this run loads, from 0 to `shard_count` - 1.",
+    ),
+    th.Property(
+        "shard_window_minutes",
+        th.NumberType(minimum=0, maximum=MAXIMUMS["shard_window_minutes"]),
+        default=360,
+        title="Shard window (minutes)",
+        description="With `shard_count` above 1: the shards of one night must all start within "
+        "this many minutes of each other, and rows deleted in Alida leave `activity_answers` and "
+        "`activity_fields` at most this long after the first run that no longer exports them.",
     ),
     th.Property(
         "probe_activity_id",

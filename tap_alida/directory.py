@@ -1,7 +1,8 @@
 """The community's directory: activities and member variables as Alida lists them, with the
 stream name of each activity, fetched once per run and shared by discovery and the sync.
 
-Which activities a run covers is decided in one place: ``in_scope``.
+Which activities a run covers is decided in one place: ``Directory.activities`` (those
+in scope, ``in_scope``, of this run's shard).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tap_alida.errors import AlidaError, NotFoundError
+from tap_alida.export.scheduler import shard_of
 from tap_alida.http.client import AlidaClient
 from tap_alida.modelling.naming import assign_names
 
@@ -91,7 +93,27 @@ class Directory:
 
     @cached_property
     def activities(self) -> list[Activity]:
-        """The activities in scope (``in_scope``), with stream names."""
+        """The activities this run covers, with stream names: those in scope (``in_scope``)
+        that belong to this run's shard (``scheduler.shard_of``)."""
+        settings, chosen = self.client.settings, self._in_scope
+        mine = [a for a in chosen if shard_of(a.id, settings.shard_count) == settings.shard_index]
+        if len(mine) < len(chosen):
+            logger.info(
+                "Shard %d of %d: %d of the %d activities in scope.",
+                settings.shard_index,
+                settings.shard_count,
+                len(mine),
+                len(chosen),
+            )
+        return mine
+
+    @cached_property
+    def in_any_shard(self) -> frozenset[str]:
+        """Ids of the activities in scope in any shard (``activities`` lists this shard's)."""
+        return frozenset(a.id for a in self._in_scope)
+
+    @cached_property
+    def _in_scope(self) -> list[Activity]:
         return in_scope(self.listed, self.client.settings.activity_ids)
 
     @cached_property

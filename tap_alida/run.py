@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any
 
+import singer_sdk.singerlib as singer
 from singer_sdk import Stream, Tap
 
 from tap_alida.catalog_keys import CatalogKeys
@@ -47,6 +48,14 @@ from tap_alida.state import (
 from tap_alida.stop import RunStop
 
 logger = logging.getLogger("tap_alida.run")
+
+# A survey stream's key columns: the SCHEMA sent before emptying an old survey stream
+# (``Run._retire``) names only them, so a target changes no column of the table.
+RETIRED_KEYS = ("activity_id", "response_id")
+RETIRED_SCHEMA = {
+    "type": "object",
+    "properties": {key: {"type": ["string", "null"]} for key in RETIRED_KEYS},
+}
 
 
 @dataclass
@@ -118,7 +127,14 @@ class Run:
             refresh_days=self.settings.closed_activity_refresh_days,
             now=self.started,
             closed_activities=self.settings.closed_activities,
+            shard_window=self.shard_window,
         )
+
+    @property
+    def shard_window(self) -> dt.timedelta:
+        """How much longer rows of several surveys stay valid: the shards' ``shard_window_minutes``."""
+        settings = self.settings
+        return dt.timedelta(minutes=settings.shard_window_minutes if settings.shard_count > 1 else 0)
 
     def _selected(self) -> list[Any]:
         return [s for s in self.tap.streams.values() if s.selected]
@@ -165,7 +181,7 @@ class Run:
                 self._start_file(activity, tuple(readers[activity.id]), resumes[activity.id])
         self._log_economy()
         self._warn_about_new_activities()
-        self._warn_about_moved_activities()
+        self._move_renamed_streams()
         self._start_member_export([name for name, need in needs.items() if need.member_file])
         definitions = {activity_id for need in needs.values() for activity_id in need.definitions}
         for activity in directory.activities:
@@ -327,22 +343,55 @@ class Run:
                     activity.stream_name,
                 )
 
-    def _warn_about_moved_activities(self) -> None:
-        """A survey whose stream changed since its last load (renamed in Alida, then discovered
-        again) gets one WARNING: its rows so far stay in the old table."""
+    def _move_renamed_streams(self) -> None:
+        """A survey loaded into another stream than its stream now moves, so that the warehouse
+        stays what a fresh load gives: its old table is emptied (SCHEMA, then ACTIVATE_VERSION
+        of this run's version, and the old stream's STATE entry goes) and the survey is exported
+        into its new stream (``decide``: the new stream has no mark of it).
+
+        A name moves when the survey is renamed and the catalog discovered again, or when a
+        survey of the same name is: the older of two namesakes has the plain name, so when it is
+        renamed the other one takes it. Discovery cannot keep it (Meltano passes it neither
+        STATE nor the catalog before); ``stream_naming: id`` gives names that never move.
+        An old stream that is now another survey's stream is not emptied: that survey's
+        export replaces its rows.
+        """
         loaded_in = streams_by_activity(self.tap.state)
+        taken = set(self.tap.streams) | {a.stream_name for a in self.directory.listed}
         for activity in self.directory.activities:
             old = loaded_in.get(activity.id.lower())
-            if old is not None and old != activity.stream_name:
-                logger.warning(
-                    "Activity %r (%s) was loaded into stream %r until now; its stream is now %r (the "
-                    "survey was renamed and the catalog discovered again). Its earlier rows stay in the "
-                    "old table; 'stream_naming: id' keeps stream names fixed across renames.",
-                    activity.name,
-                    activity.id,
-                    old,
-                    activity.stream_name,
-                )
+            if old is None or old == activity.stream_name:
+                continue
+            if old not in taken and self.settings.emit_activate_version:
+                self._retire(old)
+                what = f"{old!r} is emptied (ACTIVATE_VERSION)"
+            elif old in taken:
+                what = f"{old!r} is now the stream of another survey, whose export replaces its rows"
+            else:
+                what = f"its rows stay in {old!r} (emit_activate_version_messages is false)"
+            logger.warning(
+                "Activity %r (%s) was loaded into stream %r until now; its stream is now %r (it, or "
+                "a survey of the same name, was renamed and the catalog discovered again): %s, and "
+                "the survey is loaded into %r. 'stream_naming: id' keeps stream names fixed.",
+                activity.name,
+                activity.id,
+                old,
+                activity.stream_name,
+                what,
+                activity.stream_name,
+            )
+
+    def _retire(self, stream: str) -> None:
+        """Empty a stream the catalog no longer has: a target deletes every row of a version
+        older than this run's (every row), then its STATE entry goes."""
+        tap = self.tap
+        tap.write_message(
+            singer.SchemaMessage(stream=stream, schema=RETIRED_SCHEMA, key_properties=list(RETIRED_KEYS))
+        )
+        tap.write_message(singer.ActivateVersionMessage(stream=stream, version=self.table_version))
+        bookmarks = tap.state.get("bookmarks")
+        if isinstance(bookmarks, dict):
+            bookmarks.pop(stream, None)
 
     # -- failures: one stream's does not stop the others -----------------------------------
 

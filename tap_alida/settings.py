@@ -111,6 +111,9 @@ class AlidaSettings:
     base_url: str
     token_url: str
     activity_ids: tuple[str, ...] | None
+    shard_count: int
+    shard_index: int
+    shard_window_minutes: float
     start_date: str | None
     poll_interval: float
     poll_max_interval: float
@@ -148,6 +151,11 @@ class AlidaSettings:
         ids = config.get("activity_ids")
         if ids is not None and any(not str(i).strip() for i in ids):
             errors.append("Setting 'activity_ids' contains an empty id.")
+        count, index = config.get("shard_count", 1), config.get("shard_index", 0)
+        if isinstance(count, int) and isinstance(index, int) and not 0 <= index < count:
+            errors.append(
+                f"Setting 'shard_index' is {index}; with 'shard_count' {count} it must be 0 to {count - 1}."
+            )
         if "probe_activity_id" in config and not str(config["probe_activity_id"]).strip():
             errors.append("Setting 'probe_activity_id' is empty.")
         start = config.get("start_date")
@@ -184,6 +192,9 @@ class AlidaSettings:
             token_url=str(config.get("token_url") or f"{base_url}/oauth2/token"),
             activity_ids=tuple(str(i).strip() for i in ids) if ids else None,
             start_date=config.get("start_date"),
+            shard_count=int(_setting(config, "shard_count")),
+            shard_index=int(_setting(config, "shard_index")),
+            shard_window_minutes=float(_setting(config, "shard_window_minutes")),
             poll_interval=float(_setting(config, "poll_interval_seconds")),
             poll_max_interval=float(_setting(config, "poll_max_interval_seconds")),
             max_wait_to_start=float(_setting(config, "max_wait_to_start_seconds")),

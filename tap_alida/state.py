@@ -21,9 +21,9 @@ A *slot* names where an entry lives: a stream name, or
 
 from __future__ import annotations
 
-import atexit
 import json
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -111,8 +111,8 @@ class StatePacer:
     is now, later than asked, and the tap puts a mark or bookmark into it only once the
     rows it stands for are written. A STATE held back is written by a later call, by
     ``tick`` (the run calls it while it waits for exports and between records), when the
-    last stream ends (``finish``), and at exit in any case (the last STATE of a run,
-    failed or not, is the tap's state as it is then).
+    last stream ends (``finish``), and when the sync ends in any case (``TapAlida.invoke``:
+    the last STATE of a run, failed or not, is the tap's state as it is then).
     """
 
     def __init__(
@@ -130,7 +130,7 @@ class StatePacer:
         self._last_size = 0
         self._final = False
         self.written = 0  # STATE messages written, for tests and logs
-        atexit.register(self.flush)
+        _PACERS.add(self)
 
     def write(self, state: Mapping[str, Any], *, urgent: bool = False, now: bool = True) -> None:
         """Ask for a STATE; ``urgent``: it holds a new batch id, due at once (within the
@@ -139,7 +139,7 @@ class StatePacer:
         burst of changes (the ledger applying every queued batch event), one STATE for all."""
         self._pending = state
         if self._final:
-            return  # after the last stream: one STATE at exit, however often the SDK asks
+            return  # after the last stream: one STATE when the sync ends, however often the SDK asks
         at_once = self._last_emit is None or urgent
         due = self._clock() if at_once else self._last_emit + STATE_EVERY_SECONDS  # type: ignore[operator]
         self._due = due if self._due is None else min(self._due, due)
@@ -179,9 +179,19 @@ class StatePacer:
 
     def finish(self) -> None:
         """The last stream is done: write STATE now; what the SDK asks for after it (the
-        end of that stream, its progress markers) is written once, at exit."""
+        end of that stream, its progress markers) is written once, when the sync ends."""
         self._final = True
         self.flush()
+
+
+# Pacers of this process's runs, for ``flush_held_state`` (weak: a finished run's goes).
+_PACERS: weakref.WeakSet[StatePacer] = weakref.WeakSet()
+
+
+def flush_held_state() -> None:
+    """Write every STATE a pacer still holds: when a run's sync ends (``TapAlida.invoke``)."""
+    for pacer in list(_PACERS):
+        pacer.flush()
 
 
 def without_empty_bookmarks(state: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -39,7 +39,7 @@ from tap_alida.modelling.width import warn_if_too_wide
 from tap_alida.run import Run
 from tap_alida.sdk import CheckedConfigTap, CountingWriter, PacedStateWriter
 from tap_alida.settings import CONFIG_SCHEMA, AlidaSettings, plain_schema_error, unknown_settings
-from tap_alida.state import StatePacer
+from tap_alida.state import StatePacer, flush_held_state
 from tap_alida.state_file import check_state, read_state_stream
 from tap_alida.streams import (
     ActivitiesStream,
@@ -162,7 +162,15 @@ class TapAlida(CheckedConfigTap):
             state = io.StringIO(json.dumps(read_state_stream(state)))
         if catalog is not None:
             catalog = io.StringIO(json.dumps(read_catalog_stream(catalog)))
-        super().invoke(about=about, about_format=about_format, config=config, state=state, catalog=catalog)
+        try:
+            super().invoke(
+                about=about, about_format=about_format, config=config, state=state, catalog=catalog
+            )
+        finally:
+            # The STATE held back is written when the sync ends, failed or not: the last STATE
+            # of a run is the tap's state as it is then. Here, not at exit (``sync_all`` is final
+            # in the SDK), so a run in a long-lived process (the simulation test) ends with it.
+            flush_held_state()
 
     @classmethod
     def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:

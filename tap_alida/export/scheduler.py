@@ -22,6 +22,7 @@ when STATE is empty (``--full-refresh``).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -109,8 +110,24 @@ def export_mark(batch: Any, activity: Any, records: int, now: dt.datetime) -> di
 FOREVER = dt.timedelta(days=100 * 365)
 
 
+def shard_of(activity_id: str, shard_count: int) -> int:
+    """The shard that loads an activity: a hash of its id (lower case) modulo ``shard_count``.
+
+    SHA-256 rather than ``hash()``: Python salts ``hash`` per process, and every shard,
+    on every machine and Python version, must agree on where a survey belongs.
+    """
+    digest = hashlib.sha256(activity_id.lower().encode()).digest()
+    return int.from_bytes(digest[:8], "big") % shard_count
+
+
 def row_version(
-    activity: Any, run_version: int, *, refresh_days: float, now: dt.datetime, closed_activities: str = "skip"
+    activity: Any,
+    run_version: int,
+    *,
+    refresh_days: float,
+    now: dt.datetime,
+    closed_activities: str = "skip",
+    shard_window: dt.timedelta = dt.timedelta(0),
 ) -> int:
     """The table version of a survey's rows in a stream that holds several surveys' rows.
 
@@ -127,9 +144,14 @@ def row_version(
     The one case a longer validity delays: a survey loaded while closed, re-opened,
     then some of those responses deleted; the rows stay until that load's validity ends
     (at most ``closed_activity_refresh_days`` after it).
+
+    Shards (``shard_count`` above 1) load the same two tables, and each activates its own
+    run's version: every row stays valid ``shard_window`` longer, so that the shards of
+    one night, started within that window, keep each other's rows (and a row deleted in
+    Alida leaves at most that long after the last load that had it).
     """
     closed_on = parse_datetime(getattr(activity, "closed_on", None))
-    if closed_activities != "skip" or not activity.is_closed or closed_on is None or closed_on > now:
-        return run_version
-    valid = dt.timedelta(days=refresh_days) if refresh_days > 0 else FOREVER
+    valid = shard_window
+    if closed_activities == "skip" and activity.is_closed and closed_on is not None and closed_on <= now:
+        valid += dt.timedelta(days=refresh_days) if refresh_days > 0 else FOREVER
     return run_version + int(valid.total_seconds() * 1000)

@@ -280,7 +280,9 @@ ACTIVITIES_SCHEMA = th.PropertiesList(
     th.Property("last_update_date", th.DateTimeType, description="lastUpdateDate, when listed."),
     th.Property("stream_name", th.StringType, description="The stream the tap gives the activity."),
     th.Property(
-        "in_scope", th.BooleanType, description="Exported by this tap (activity_ids or every Survey)."
+        "in_scope",
+        th.BooleanType,
+        description="Exported by this tap (activity_ids or every Survey; by any shard).",
     ),
     th.Property(
         "last_exported_at",
@@ -300,13 +302,14 @@ class ActivitiesStream(AlidaStream):
 
     primary_keys = ("activity_id",)
     replication_key = None
+    whole_community = True
 
     def __init__(self, run: Run, schema: dict[str, Any] | None = None) -> None:
         super().__init__(run, schema=schema or ACTIVITIES_SCHEMA, name="activities")
 
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         self.begin_table_version()
-        in_scope = {a.id for a in self.run.directory.activities}
+        in_scope = self.run.directory.in_any_shard
         for activity in self.run.directory.listed:
             mark = self._last_export(activity)
             yield {

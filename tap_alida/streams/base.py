@@ -37,6 +37,10 @@ class AlidaStream(FastRecordMessages):
     # Deselected columns are still removed by the SDK.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
+    # A stream of the whole community (members, the activities list), not of surveys: with
+    # ``shard_count`` above 1 only shard 0 loads it (``loaded_by_another_shard``).
+    whole_community: bool = False
+
     def __init__(self, run: Run, schema: dict[str, Any], name: str) -> None:
         super().__init__(run.tap, schema=schema, name=name)
         self.run = run
@@ -96,6 +100,12 @@ class AlidaStream(FastRecordMessages):
         """What this stream reads in a sync (``Run.plan`` starts it all at once)."""
         return ExportNeeds()
 
+    @property
+    def loaded_by_another_shard(self) -> bool:
+        """A stream of the whole community in a shard other than 0: shard 0 loads it, so that
+        the shards' ACTIVATE_VERSIONs never delete each other's rows."""
+        return self.whole_community and self.run.settings.shard_index != 0
+
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         """The stream's rows (each stream's own)."""
         raise NotImplementedError
@@ -111,6 +121,14 @@ class AlidaStream(FastRecordMessages):
         the run stops at once: export workers still polling or downloading would
         otherwise keep the process alive.
         """
+        if self.loaded_by_another_shard:
+            self.log(
+                "Loaded by shard 0 of %d; this is shard %d.",
+                self.run.settings.shard_count,
+                self.run.settings.shard_index,
+            )
+            self.run.finish_stream(self.name)
+            return
         try:
             self.run.plan  # noqa: B018 - the first stream to sync starts every export of the run
             yield from self.records(context)

@@ -116,9 +116,10 @@ class MemberStream(AlidaStream):
 
     replication_key = "last_sync_date"
     is_sorted = False
+    whole_community = True
 
     def export_needs(self) -> ExportNeeds:
-        return ExportNeeds(member_file=True)
+        return ExportNeeds(member_file=not self.loaded_by_another_shard)
 
     @cached_property
     def sensitive(self) -> SensitiveValues:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from harness import FIXED_STREAM_KEYS, discover, run_tap, select_all
+from harness import FIXED_STREAM_KEYS, discover, run_tap, run_tap_here, select_all
 from test_nights import batch_posts, last_seq, surveys
+from warehouse_model import Warehouse, differences
 
 
 def root_metadata(catalog: dict[str, Any], stream: str) -> dict[str, Any]:
@@ -195,3 +196,38 @@ def test_a_rename_then_a_new_discovery_moves_the_stream_and_never_skips_on_anoth
     assert len(moved) == 2
     assert any(f"({plain}) was loaded into stream 'customer_satisfaction'" in line for line in moved)
     assert any("its stream is now 'customer_feedback'" in line for line in moved)
+
+
+def test_a_namesake_s_rename_leaves_the_warehouse_equal_to_a_fresh_load(start_sandbox, tmp_path):
+    """Issue 21 case 6. Two surveys named "Customer Satisfaction"; the older is renamed and the
+    catalog discovered again, so the other one takes the plain name. Before, its old table kept
+    its rows (live in two tables) and the renamed survey's rows stayed under the plain name
+    (two surveys in one table). Now the old table is emptied and the plain one reloaded."""
+    sandbox = start_sandbox("--activities", "3", "--members", "5", "--responses", "5")
+    config = sandbox.config()
+    first_dir, second_dir, fresh_dir = (tmp_path / n for n in ("first", "second", "fresh"))
+    for folder in (first_dir, second_dir, fresh_dir):
+        folder.mkdir()
+    catalog = select_all(run_tap_here(first_dir, config, "--discover").messages[0])
+    streams = activity_streams(catalog)
+    assert "customer_satisfaction_a0c27044" in streams.values()
+    plain = next(i for i, s in streams.items() if s == "customer_satisfaction")
+    first = run_tap_here(first_dir, config, catalog=catalog)
+    assert first.returncode == 0, first.stderr[-3000:]
+    warehouse = Warehouse().load(first.messages)
+
+    sandbox.post(f"/_sandbox/activities/{plain}/rename", {"name": "Customer Feedback"})
+    catalog2 = select_all(run_tap_here(second_dir, config, "--discover").messages[0])
+    second = run_tap_here(second_dir, config, catalog=catalog2, state=first.state)
+    assert second.returncode == 0, second.stderr[-3000:]
+    warehouse.load(second.messages)
+    retired = [m for m in second.messages if m.get("stream") == "customer_satisfaction_a0c27044"]
+    assert [m["type"] for m in retired] == ["SCHEMA", "ACTIVATE_VERSION"]
+    assert "customer_satisfaction_a0c27044" not in second.state["bookmarks"]
+    assert "'customer_satisfaction_a0c27044' is emptied (ACTIVATE_VERSION)" in second.stderr
+
+    catalog3 = select_all(run_tap_here(fresh_dir, config, "--discover").messages[0])
+    fresh = run_tap_here(fresh_dir, config, catalog=catalog3)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert differences(warehouse, Warehouse().load(fresh.messages)) == {}
+    assert warehouse.live("customer_satisfaction_a0c27044") == {}

@@ -16,6 +16,8 @@ import duckdb
 import pytest
 from harness import FIXED_STREAM_KEYS, discover, run_loader, run_meltano, run_tap, select_all
 
+from tap_alida.state import streams_by_activity
+
 FIXED = set(FIXED_STREAM_KEYS)
 
 
@@ -229,20 +231,17 @@ def test_batch_messages_into_postgres(fixture_sandbox, postgres, tmp_path):
 
 
 def test_sharded_meltano_runs_in_parallel_into_one_database(sandbox, postgres, tmp_path):
-    """Two `meltano run`s at once, each with its own activity_ids and state id, one schema."""
+    """Two `meltano run`s at once, shards 0 and 1 of 2, each with its own state id, one schema:
+    every survey loaded by exactly one shard, live rows equal to the community's."""
     surveys = [a["id"] for a in sandbox.truth()["activities"] if a["activityType"] == "Survey"]
     pg_env = {
         "TARGET_POSTGRES_PORT": str(postgres.port),
         "TARGET_POSTGRES_PASSWORD": "unused-trust-auth",
         "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": "alida_shards",
     }
-    shards = {  # meltano.yml's inherited extractors: each its own run dir, catalog and state id
-        "tap-alida--shard-1": {"TAP_ALIDA__SHARD_1_ACTIVITY_IDS": json.dumps(surveys[:1])},
-        "tap-alida--shard-2": {
-            "TAP_ALIDA__SHARD_2_ACTIVITY_IDS": json.dumps(surveys[1:]),
-            "TAP_ALIDA__SHARD_2__SELECT_FILTER": json.dumps(["!member_profiles", "!member_profile_values"]),
-        },
-    }
+    # meltano.yml's inherited extractors: each its own run dir, catalog and state id, and its
+    # shard_index of shard_count 2 (set there).
+    shards = {"tap-alida--shard-1": {}, "tap-alida--shard-2": {}}
     # Initialise the system database first (two fresh processes would race on its migrations).
     assert meltano(tmp_path, sandbox, "state", "list").returncode == 0
     with ThreadPoolExecutor(2) as pool:
@@ -268,7 +267,11 @@ def test_sharded_meltano_runs_in_parallel_into_one_database(sandbox, postgres, t
             "select table_name from information_schema.tables where table_schema = 'alida_shards'"
         )
     }
-    counts = {t: int(postgres.sql(f'select count(*) from alida_shards."{t}"')[0][0]) for t in tables}
+    # Live rows: a row another shard's ACTIVATE_VERSION soft-deleted would not count.
+    counts = {
+        t: int(postgres.sql(f'select count(*) from alida_shards."{t}" where _sdc_deleted_at is null')[0][0])
+        for t in tables
+    }
     assert {k: counts[k] for k in FIXED} == {k: expected[k] for k in FIXED}
     assert sum(v for k, v in counts.items() if k not in FIXED) == expected["activity_responses"]
     states = {}
@@ -278,6 +281,9 @@ def test_sharded_meltano_runs_in_parallel_into_one_database(sandbox, postgres, t
         states[name] = json.loads(listed.stdout)["singer_state"]["bookmarks"]
     one, two = states["tap-alida--shard-1"], states["tap-alida--shard-2"]
     assert "replication_key_value" in one["member_profile_values"] and "member_profile_values" not in two
+    loaded = [set(streams_by_activity({"bookmarks": bookmarks})) for bookmarks in (one, two)]
+    assert loaded[0] and loaded[1] and not loaded[0] & loaded[1]
+    assert loaded[0] | loaded[1] == {s.lower() for s in surveys}
 
 
 def test_meltano_fixed_catalog_meets_drift_then_refresh(start_sandbox, tmp_path):
