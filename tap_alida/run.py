@@ -83,6 +83,7 @@ class Run:
         self.catalog_keys = catalog_keys or CatalogKeys()
         self.client = AlidaClient(settings, RunStop())
         self.ledger = BatchLedger(tap, pacer)
+        # The exports of this run; ``plan`` starts the sync's, discovery starts definition exports.
         self._exports = ExportPlan(self.client, self.ledger)
         self.directory = Directory(self.client, self.catalog_keys.stream_names)
         self.definitions = Definitions(settings, self._exports)
