@@ -1,14 +1,16 @@
 """What one run of the tap knows and shares; streams depend on this, never on the tap.
 
-A run has one settings object, one HTTP client (with the run's stop signal),
-one ``Community`` (activities, definitions, batches and files, each fetched once
-and shared between discovery and the sync, and between the streams that read
-the same file), and one ``BatchLedger`` (batches in flight in STATE).
+A run has one settings object, one HTTP client (with the run's stop signal), one
+``Directory`` (activities and member variables as listed, stream names), one
+``Definitions`` (each activity's fields), each fetched once and shared between
+discovery and the sync, one ``ExportPlan`` (every export, and the files streams
+read) and one ``BatchLedger`` (batches in flight in STATE).
 
-When the sync begins, ``start_exports`` creates every export the selected
-streams need at once, so that N exports take about as long as the slowest
-(``export.jobs``). Streams say what they need (``ExportNeeds``); the run
-decides which batches to create and which recorded ones to re-use.
+When the sync begins, ``plan`` starts every export the selected streams need
+at once, so that N exports take about as long as the slowest
+(``export.plan``). Streams say what they need (``ExportNeeds``); the run
+decides which batches to create and which recorded ones to re-use, and
+streams take the files from the plan.
 """
 
 from __future__ import annotations
@@ -17,17 +19,22 @@ import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any, Protocol
+from functools import cached_property, partial
+from typing import Any
 
 import singer_sdk.singerlib as singer
 from singer_sdk import Stream, Tap
 
 from tap_alida.catalog_keys import CatalogKeys
-from tap_alida.community import Activity, Community
+from tap_alida.definitions import Definitions
+from tap_alida.directory import Activity, Directory
 from tap_alida.errors import RunFailedError
+from tap_alida.export.batch import Batch
+from tap_alida.export.lifecycle import DISCOVERY
+from tap_alida.export.plan import ExportPlan, MemberExport
 from tap_alida.export.scheduler import Decision, decide, row_version
 from tap_alida.http.client import AlidaClient
+from tap_alida.modelling.tally import Tally
 from tap_alida.modelling.types import format_datetime, parse_datetime
 from tap_alida.settings import AlidaSettings
 from tap_alida.state import (
@@ -61,17 +68,8 @@ class ExportNeeds:
     definitions: tuple[str, ...] = ()  # activity ids whose field definitions the stream reads
 
 
-class ReadsExports(Protocol):
-    """What the run asks of a stream (every stream of this tap answers it)."""
-
-    name: str
-    selected: bool
-
-    def export_needs(self) -> ExportNeeds: ...
-
-
 class Run:
-    """Settings, client, community and STATE ledger of one tap run."""
+    """Settings, client, directory, definitions, export plan and STATE ledger of one tap run."""
 
     def __init__(
         self,
@@ -84,13 +82,17 @@ class Run:
         self.settings = settings
         self.catalog_keys = catalog_keys or CatalogKeys()
         self.client = AlidaClient(settings, RunStop())
-        self.community = Community(self.client, self.catalog_keys.stream_names)
         self.ledger = BatchLedger(tap, pacer)
+        # The exports of this run; ``plan`` starts the sync's, discovery starts definition exports.
+        self._exports = ExportPlan(self.client, self.ledger)
+        self.directory = Directory(self.client, self.catalog_keys.stream_names)
+        self.definitions = Definitions(settings, self._exports)
+        # Counted data problems of this run, shared by every stream (see tally.py).
+        self.tally = Tally(logging.getLogger("tap_alida.modelling.records"))
         self.started = dt.datetime.now(dt.UTC)
         # This run's table version (ms): every full-table stream stamps its RECORDs with it
         # and activates it at its end; rows of several surveys: ``scheduler.row_version``.
         self.table_version = int(self.started.timestamp() * 1000)
-        self._exports_started = False
         self._decisions: dict[tuple[str, str], Decision] = {}
         self.failures: dict[str, str] = {}  # stream → why it failed (fail_fast: false)
 
@@ -150,23 +152,24 @@ class Run:
         """``sinceDatetime`` of this run's member export (see ``state.member_since``)."""
         return member_since(self._member_readers(), self.settings.start_date)
 
-    def start_exports(self) -> None:
-        """Start the export job of every selected stream, once, when the sync begins.
+    def stop(self) -> None:
+        """Stop the run: every export worker wakes from its sleep and gives up (``RunStop``)."""
+        self.client.stop.set()
 
-        Jobs re-use the batch discovery created for an activity when the catalog
+    @cached_property
+    def plan(self) -> ExportPlan:
+        """Every export the selected streams read, started once, when the first stream syncs
+        (``AlidaStream.get_records``). Streams take its files and release them.
+
+        Exports re-use the batch discovery created for an activity when the catalog
         carries one and it is young (``catalog_keys``), else a batch a crashed run
         recorded in STATE, when it is still usable. Each activity's file is read
         by every stream that needs it (its own stream, ``activity_answers``) and
         downloaded once; ``activity_fields`` needs only the definitions of
         activities nobody reads; the member streams share one member export.
         """
-        if self._exports_started:
-            return
-        self._exports_started = True
-        community = self.community
-        community.workdir  # noqa: B018 - made now: dead runs' spool folders are removed at start
-        community.runner.listener = self.ledger.record
-        community.runner.on_wait = self.ledger.tick
+        plan, directory = self._exports, self.directory
+        plan.workdir  # noqa: B018 - made now: dead runs' spool folders are removed at start
         needs = {stream.name: stream.export_needs() for stream in self._selected()}
         readers: dict[str, list[str]] = {}  # activity id → STATE slots of the streams reading its file
         resumes: dict[str, Any] = {}
@@ -174,21 +177,40 @@ class Run:
             for activity_id, slot, recorded in need.activity_files:
                 readers.setdefault(activity_id, []).append(slot)
                 resumes.setdefault(activity_id, []).append(recorded)
-        for activity in community.activities:
+        for activity in directory.activities:
             if activity.id in readers:
-                slots = tuple(readers[activity.id])
-                community.expect_reads(activity, len(slots))
-                discovered = self._discovery_batch(activity, slots)
-                resume = self._resumable(activity, resumes[activity.id])
-                community.start_activity_export(activity, slots, resume, discovered)
+                self._start_file(activity, tuple(readers[activity.id]), resumes[activity.id])
         self._log_economy()
         self._warn_about_new_activities()
         self._move_renamed_streams()
         self._start_member_export([name for name, need in needs.items() if need.member_file])
         definitions = {activity_id for need in needs.values() for activity_id in need.definitions}
-        for activity in community.activities:
+        for activity in directory.activities:
             if activity.id in definitions and activity.id not in readers:
-                community.start_definition_export(activity, self.catalog_keys.batch(activity.id))
+                self.definitions.start_definition_export(activity, self.catalog_keys.batch(activity.id))
+        return plan
+
+    def _start_file(self, activity: Activity, slots: tuple[str, ...], recorded: Iterable[Any]) -> None:
+        """Start the export of the activity's file for the streams at ``slots``. Re-used, in this
+        order: the batch this process made for the activity's definition; the batch discovery
+        made (from the catalog) while young; the batch a crashed run left in STATE."""
+        plan, label = self._exports, activity.label
+        own = self.definitions.made_for(activity)
+        found = [
+            plan.lifecycle.resumable(self._discovery_batch(activity, slots), label, activity.id, DISCOVERY),
+            plan.lifecycle.resumable(self._resumable(activity, recorded), label, activity.id),
+        ]
+        # The newest first: a crashed run's batch may be newer than discovery's.
+        reusable = sorted((b for b in found if b is not None), key=lambda b: -b.created_at)
+        plan.start(
+            f"file:{activity.id}",
+            label,
+            partial(plan.exports.create_activity_batch, activity.id, label),
+            plan.download,
+            reuse=[own] if own is not None else reusable,
+            slots=slots,
+            readers=len(slots),
+        )
 
     def _marks_of(self, activity: Activity) -> list[Mapping[str, Any]]:
         """Every mark STATE keeps of the activity's completed exports, in any stream."""
@@ -258,12 +280,35 @@ class Run:
         return entry
 
     def _start_member_export(self, names: Iterable[str]) -> None:
+        """Start the member profile export (one per run, shared by both member streams)."""
         streams = [self.tap.streams[name] for name in names]
         if not streams:
             return
-        recorded = (recorded_batch(s) for s in streams)
-        resume = next((entry for entry in recorded if entry), None)
-        self.community.start_member_export(self.member_since(), tuple(s.name for s in streams), resume)
+        plan, since = self._exports, self.member_since()
+        recorded = next((entry for entry in map(recorded_batch, streams) if entry), None)
+        resumed = plan.lifecycle.resumable(recorded, "member profiles", None)
+        if resumed is not None and resumed.since != since:
+            logger.info(
+                "Not re-using member profile batch %s: it was made with sinceDatetime %s, this run needs %s.",
+                resumed.id,
+                resumed.since,
+                since,
+            )
+            resumed = None
+
+        def read(batch: Batch) -> MemberExport:
+            file = plan.download(batch)
+            last_sync = file.first("lastSyncDate")
+            return MemberExport(batch, file, None if last_sync is None else str(last_sync))
+
+        plan.start(
+            "members",
+            "member profiles",
+            partial(plan.exports.create_member_batch, since),
+            read,
+            reuse=[resumed] if resumed else [],
+            slots=tuple(s.name for s in streams),
+        )
 
     def _log_economy(self) -> None:
         """One INFO line: how many activities this run exports, how many closed ones it skips."""
@@ -271,7 +316,7 @@ class Run:
         for (_, activity_id), decision in self._decisions.items():
             by_activity.setdefault(activity_id, []).append(decision)
         skipped = [d for d in by_activity.values() if not any(x.export for x in d)]
-        for activity in self.community.activities:
+        for activity in self.directory.activities:
             reasons = {x.why for x in by_activity.get(activity.id, []) if x.export}
             if activity.is_closed and reasons:
                 logger.info("Exporting closed %s: %s.", activity.label, "; ".join(sorted(reasons)))
@@ -287,7 +332,7 @@ class Run:
     def _warn_about_new_activities(self) -> None:
         """A survey in scope that the catalog in use has no stream for is never silently missing."""
         streams = self.tap.streams
-        for activity in self.community.activities:
+        for activity in self.directory.activities:
             if activity.stream_name not in streams:
                 logger.warning(
                     "Activity %r (%s) is in scope but the catalog has no stream for it (created after "
@@ -313,8 +358,8 @@ class Run:
         export replaces its rows.
         """
         loaded_in = streams_by_activity(self.tap.state)
-        taken = set(self.tap.streams) | {a.stream_name for a in self.community.listed}
-        for activity in self.community.activities:
+        taken = set(self.tap.streams) | {a.stream_name for a in self.directory.listed}
+        for activity in self.directory.activities:
             old = loaded_in.get(activity.id.lower())
             if old is None or old == activity.stream_name:
                 continue
@@ -367,7 +412,7 @@ class Run:
         self.ledger.finish()
         if not self.failures:
             return
-        self.client.stop.set()
+        self.stop()
         named = "; ".join(f"{stream}: {why}" for stream, why in self.failures.items())
         msg = (
             f"{len(self.failures)} of {len(selected)} streams failed (the others completed and kept "

@@ -209,7 +209,7 @@ class BatchLedger:
     A new batch id is urgent: it must reach the target's state store before its
     file is downloaded, or a rerun after a crash pays for the same export again.
     Marks and forgotten batches are paced (``StatePacer``). Batch events are
-    applied in bursts (``ExportRunner.drain``), followed by one ``tick``.
+    applied in bursts (``ExportPlan.drain``), followed by one ``tick``.
     """
 
     def __init__(self, tap: Tap, pacer: StatePacer | None = None) -> None:

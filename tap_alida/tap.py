@@ -2,10 +2,11 @@
 
 Read from here down: ``TapAlida`` checks settings (``settings``, ``config_schema``)
 and discovers streams (``streams``); everything one run shares lives in ``run.Run``
-(HTTP client, ``community``: activities, definitions, batches, files; STATE in
-``state``). Each stream's records come from a batch export (``export``: create →
-poll → download) read with ijson (``export.file``) and typed from the file's
-field definitions (``modelling``).
+(HTTP client; ``directory``: activities and member variables; ``definitions``;
+``export.plan``: every export and its files; STATE in ``state``). Each stream's
+records come from a batch export (``export``: create → poll → download) read
+with ijson (``export.file``) and typed from the file's field definitions
+(``modelling``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_alida import __version__, probe
 from tap_alida.catalog_keys import CatalogKeys, add_keys
-from tap_alida.community import Activity, Community
+from tap_alida.directory import Activity
 from tap_alida.errors import STREAM_FAILURES, AlidaError
 from tap_alida.http.client import AlidaClient
 from tap_alida.input_files import check_config_files, read_catalog_stream
@@ -109,7 +110,8 @@ class TapAlida(CheckedConfigTap):
 
     @cached_property
     def run(self) -> Run:
-        """What this run knows and shares (client, community, STATE ledger); streams use it."""
+        """What this run knows and shares (client, directory, definitions, exports, STATE
+        ledger); streams use it."""
         return Run(self, self.settings, self.catalog_keys, self.state_pacer)
 
     @cached_property
@@ -136,11 +138,7 @@ class TapAlida(CheckedConfigTap):
         try:
             return super().run_discovery()
         finally:
-            self.client.stop.set()
-
-    @property
-    def community(self) -> Community:
-        return self.run.community
+            self.run.stop()
 
     # -- --state ------------------------------------------------------------------------
 
@@ -232,8 +230,8 @@ class TapAlida(CheckedConfigTap):
         """Token, activities in scope, member variables: raises AlidaError when one fails."""
         started = time.monotonic()
         self.client.authenticator.update_access_token()
-        activities = self.community.activities
-        variables = self.community.member_variables
+        activities = self.run.directory.activities
+        variables = self.run.directory.member_variables
         names = ", ".join(a.stream_name for a in activities[:5]) + (", …" if len(activities) > 5 else "")
         self.logger.info(
             "Connection test passed in %.1f s: the token endpoint accepted the credentials, "
@@ -262,7 +260,7 @@ class TapAlida(CheckedConfigTap):
         try:
             return self._discover()
         except BaseException:
-            self.client.stop.set()  # no export of a failed discovery goes on polling
+            self.run.stop()  # no export of a failed discovery goes on polling
             raise
 
     @property
@@ -274,15 +272,15 @@ class TapAlida(CheckedConfigTap):
         activity_ids = {
             s.name: s.activity.id for s in self.streams.values() if isinstance(s, ActivityResponsesStream)
         }
-        add_keys(catalog, activity_ids, self.community.discovery_batches())
+        add_keys(catalog, activity_ids, self.run.definitions.discovery_batches())
         return catalog
 
     def _discover(self) -> list[Stream]:
         warn = WarnOnce(self.logger)
         streams: list[Stream] = []
-        activities = self.community.activities
+        activities = self.run.directory.activities
         # All exports at once (closed surveys' definitions come from the cache instead).
-        exports = [a for a in activities if self.community.start_definition_export(a) is not None]
+        exports = [a for a in activities if self.run.definitions.start_definition_export(a) is not None]
         self.logger.info(
             "Discovering %d activities: %d exported to read their fields, %d from the definitions cache.",
             len(activities),
@@ -292,13 +290,13 @@ class TapAlida(CheckedConfigTap):
         failed: list[tuple[Activity, AlidaError]] = []
         for activity in activities:
             try:
-                fields = self.community.definition(activity)
+                fields = self.run.definitions.definition(activity)
             except STREAM_FAILURES as exc:
                 if self.settings.fail_fast:
                     raise
                 failed.append((activity, exc))
                 continue
-            schema = self.community.layout(activity, fields, warn).schema()
+            schema = self.run.definitions.layout(activity, fields, warn).schema()
             warn_if_too_wide(activity.stream_name, activity.label, schema, self.settings.set_columns)
             streams.append(ActivityResponsesStream(self.run, activity, schema))
         if failed and not streams:
@@ -311,7 +309,7 @@ class TapAlida(CheckedConfigTap):
             )
         streams.append(ActivityAnswersStream(self.run))
         streams.append(ActivityFieldsStream(self.run))
-        variables = self.community.member_variables
+        variables = self.run.directory.member_variables
         settings = self.settings
         sensitive = SensitiveValues(settings.sensitive_values, settings.sensitive_values_salt)
         schema = member_profiles_schema(variables, warn, settings.column_naming, sensitive)
@@ -336,7 +334,7 @@ class TapAlida(CheckedConfigTap):
                 fixed.append(MemberProfileValuesStream(self.run, schema))
             elif name == "activities":
                 fixed.append(ActivitiesStream(self.run, schema))
-            elif activity := self.community.activity_by_stream(name):
+            elif activity := self.run.directory.activity_by_stream(name):
                 activity_streams.append(ActivityResponsesStream(self.run, activity, schema))
             else:
                 self.logger.warning(

@@ -178,62 +178,67 @@ class BatchExports:
 
     def wait(self, batch: Batch) -> dict[str, Any]:
         """Poll until the batch succeeds; fail clearly when it fails, is cancelled or takes too long."""
-        settings = self.settings
-        started = batch.created_at
         last_word: str | None = None
         last_log = 0.0
         status = batch.status
         while True:
             word = status_word(status) if status else ""
             state = classify(word)
-            shown = word or "pending"
-            elapsed = time.monotonic() - started
+            elapsed = time.monotonic() - batch.created_at
             if state is BatchState.SUCCEEDED:
                 logger.info("%s succeeded after %.0f s.", batch.describe(), elapsed)
                 return status
-            if state is BatchState.FAILED:
-                reason = error_text(status) or "no error message given"
-                msg = f"Alida reports the export failed for {batch.describe()} (status {word!r}): {reason}"
-                raise BatchFailedError(msg)
-            if state is BatchState.CANCELLED:
-                why = error_text(status)
-                msg = (
-                    f"Alida reports the export of {batch.describe()} as {word!r}"
-                    f"{f': {why}' if why else ''}. A cancelled batch is not created again; "
-                    "find out who or what cancelled it, then rerun the sync."
-                )
-                raise BatchCancelledError(msg)
-            if state is BatchState.UNKNOWN and self._first_sight(word):
-                logger.warning(
-                    "%s has status %r, a word the tap does not know; treating it as still pending "
-                    "(until 'max_wait_to_start_seconds'). Please report this word to the tap's maintainers.",
-                    batch.describe(),
-                    word,
-                )
-            unknown = " (a status word the tap does not know)" if state is BatchState.UNKNOWN else ""
-            if state is not BatchState.RUNNING and elapsed > settings.max_wait_to_start:
-                msg = (
-                    f"{batch.describe()} is still {shown}{unknown} after {elapsed:.0f} s "
-                    f"('max_wait_to_start_seconds' = {settings.max_wait_to_start:.0f}). Alida has not "
-                    "started the export; rerun later or raise the setting."
-                )
-                raise ExportFailedError(msg)
-            if elapsed > settings.max_wait:
-                msg = (
-                    f"{batch.describe()} has not finished after {elapsed:.0f} s (status {shown!r}{unknown}; "
-                    f"'max_wait_seconds' = {settings.max_wait:.0f}). Rerun later or raise the setting."
-                )
-                raise ExportFailedError(msg)
+            self._check(batch, status, word, state, elapsed)
             now = time.monotonic()
             if word != last_word or now - last_log >= PROGRESS_EVERY_SECONDS:
-                logger.info("%s is %s (%.0f s elapsed).", batch.describe(), shown, elapsed)
+                logger.info("%s is %s (%.0f s elapsed).", batch.describe(), word or "pending", elapsed)
                 last_word, last_log = word, now
             if status:  # the create response may already say succeeded
-                wait = poll_wait(elapsed, settings)
-                self.client.stop.sleep(
-                    min(wait, _time_left(state is not BatchState.RUNNING, elapsed, settings))
-                )
+                wait = poll_wait(elapsed, self.settings)
+                left = _time_left(state is not BatchState.RUNNING, elapsed, self.settings)
+                self.client.stop.sleep(min(wait, left))
             status = self.refresh(batch)
+
+    def _check(
+        self, batch: Batch, status: dict[str, Any], word: str, state: BatchState, elapsed: float
+    ) -> None:
+        """Raise when a batch not yet succeeded has failed, was cancelled or is past its
+        deadline (``max_wait_to_start_seconds`` until it runs, ``max_wait_seconds`` in all);
+        warn once about a status word the tap does not know."""
+        settings, shown = self.settings, word or "pending"
+        if state is BatchState.FAILED:
+            reason = error_text(status) or "no error message given"
+            msg = f"Alida reports the export failed for {batch.describe()} (status {word!r}): {reason}"
+            raise BatchFailedError(msg)
+        if state is BatchState.CANCELLED:
+            why = error_text(status)
+            msg = (
+                f"Alida reports the export of {batch.describe()} as {word!r}"
+                f"{f': {why}' if why else ''}. A cancelled batch is not created again; "
+                "find out who or what cancelled it, then rerun the sync."
+            )
+            raise BatchCancelledError(msg)
+        if state is BatchState.UNKNOWN and self._first_sight(word):
+            logger.warning(
+                "%s has status %r, a word the tap does not know; treating it as still pending "
+                "(until 'max_wait_to_start_seconds'). Please report this word to the tap's maintainers.",
+                batch.describe(),
+                word,
+            )
+        unknown = " (a status word the tap does not know)" if state is BatchState.UNKNOWN else ""
+        if state is not BatchState.RUNNING and elapsed > settings.max_wait_to_start:
+            msg = (
+                f"{batch.describe()} is still {shown}{unknown} after {elapsed:.0f} s "
+                f"('max_wait_to_start_seconds' = {settings.max_wait_to_start:.0f}). Alida has not "
+                "started the export; rerun later or raise the setting."
+            )
+            raise ExportFailedError(msg)
+        if elapsed > settings.max_wait:
+            msg = (
+                f"{batch.describe()} has not finished after {elapsed:.0f} s (status {shown!r}{unknown}; "
+                f"'max_wait_seconds' = {settings.max_wait:.0f}). Rerun later or raise the setting."
+            )
+            raise ExportFailedError(msg)
 
     def file_link(self, batch: Batch) -> str:
         """The file URL of a succeeded batch: ``data``, else built from ``message.artifact``."""

@@ -23,7 +23,6 @@ from tap_alida.errors import BatchFailedError, ExportFailedError, NotFoundError,
 from tap_alida.export.admission import Admission
 from tap_alida.export.api import BatchExports
 from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
-from tap_alida.export.jobs import Report
 from tap_alida.export.status import BatchState, classify, status_word
 from tap_alida.settings import AlidaSettings
 from tap_alida.stop import RunStop
@@ -38,6 +37,9 @@ RESUME_MAX_AGE_SECONDS = 24 * 3600
 PREVIOUS_RUN = "the previous run"
 DISCOVERY = "discovery"
 _MAX_AGE = {PREVIOUS_RUN: RESUME_MAX_AGE_SECONDS, DISCOVERY: DISCOVERY_BATCH_MAX_AGE_SECONDS}
+
+# An export reports each batch it creates or re-uses through this (None: forget it).
+Report = Callable[[dict[str, Any] | None], None]
 
 
 class BatchLifecycle:

@@ -23,7 +23,7 @@ from tap_alida.state import answers_slot, last_export, recorded_batch
 from tap_alida.streams.base import DRAIN_EVERY_RECORDS, AlidaStream
 
 if TYPE_CHECKING:
-    from tap_alida.community import Activity
+    from tap_alida.directory import Activity
 
 
 class ActivityResponsesStream(AlidaStream):
@@ -46,18 +46,15 @@ class ActivityResponsesStream(AlidaStream):
         return ExportNeeds(activity_files=[(self.activity.id, self.name, recorded_batch(self))])
 
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
-        self.run.start_exports()
         decision = self.decision()
         if not decision.export:
             # No RECORD and no ACTIVATE_VERSION: the warehouse keeps the rows as loaded.
             self.logger.info("%s: skipped, %s.", self.name, decision.why)
             return
-        runner = self.community.runner
-        resume = recorded_batch(self)
         self.begin_table_version()
-        with self.read_activity_file(self.activity, self.name, resume) as (export, fields):
+        with self.read_activity_file(self.activity, self.name) as (export, fields):
             started = time.monotonic()
-            layout = self.community.layout(self.activity, fields, self.warn)
+            layout = self.run.definitions.layout(self.activity, fields, self.warn)
             plan = drift.resolve(
                 self.run.settings.schema_drift,
                 self.schema,
@@ -73,15 +70,14 @@ class ActivityResponsesStream(AlidaStream):
                 layout=layout,
                 plan=plan,
                 warn=self.warn,
-                tally=self.community.tally,
+                tally=self.run.tally,
             )
             count = 0
             for record in export.items("records.item"):
                 count += 1
                 yield mapper.map(record)
                 if count % DRAIN_EVERY_RECORDS == 0:
-                    runner.drain()
-                    self.run.ledger.tick()
+                    self.run.plan.drain()
             elapsed = time.monotonic() - started
             self.logger.info(
                 "%s: %d records from %s in %.2f s (%.0f records/s).",
@@ -131,7 +127,7 @@ class ActivityAnswersStream(AlidaStream):
         return ExportNeeds(
             activity_files=[
                 (a.id, answers_slot(a.id), recorded_batch(self, a.id))
-                for a in self.run.community.activities
+                for a in self.run.directory.activities
                 if self.decision(a).export
             ]
         )
@@ -146,17 +142,15 @@ class ActivityAnswersStream(AlidaStream):
         activates nothing: that survey's rows stay, and the next complete run deletes
         what this one would have.
         """
-        self.run.start_exports()
         self.begin_table_version()
-        runner = self.community.runner
         skipped = failed = 0
-        for activity in self.community.activities:
+        for activity in self.run.directory.activities:
             decision = self.decision(activity)
             if not decision.export:
                 skipped += 1
                 continue
             try:
-                yield from self._activity_rows(activity, runner)
+                yield from self._activity_rows(activity)
             except STREAM_FAILURES as exc:
                 if self.run.settings.fail_fast:
                     raise
@@ -173,22 +167,20 @@ class ActivityAnswersStream(AlidaStream):
             self.logger.info("%s: %d closed activities skipped; their rows stay valid.", self.name, skipped)
         self.activate_version()
 
-    def _activity_rows(self, activity: Activity, runner: Any) -> Iterable[dict[str, Any]]:
+    def _activity_rows(self, activity: Activity) -> Iterable[dict[str, Any]]:
         """One activity's values, then its export mark."""
-        resume = recorded_batch(self, activity.id)
         version = self.run.row_version(activity)
-        with self.read_activity_file(activity, answers_slot(activity.id), resume) as (export, fields):
+        with self.read_activity_file(activity, answers_slot(activity.id)) as (export, fields):
             self.begin_table_version(version)
             started = time.monotonic()
-            mapper = AnswerMapper(activity.id, fields, activity.label, self.community.tally)
+            mapper = AnswerMapper(activity.id, fields, activity.label, self.run.tally)
             count = 0
             for record in export.items("records.item"):
                 for row in mapper.rows(record):
                     count += 1
                     yield row
                     if count % DRAIN_EVERY_RECORDS == 0:
-                        runner.drain()
-                        self.run.ledger.tick()
+                        self.run.plan.drain()
             self.logger.info(
                 "%s: %d values from %s in %.2f s.",  # describe() names the activity once
                 self.name,
@@ -249,22 +241,21 @@ class ActivityFieldsStream(AlidaStream):
         """The definitions of the surveys it loads this run: a closed survey already loaded,
         whose rows are still valid, needs none (no export, and no cache either)."""
         return ExportNeeds(
-            definitions=tuple(a.id for a in self.run.community.activities if self.decision(a).export)
+            definitions=tuple(a.id for a in self.run.directory.activities if self.decision(a).export)
         )
 
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         """Each survey's fields, with the row versions of ``activity_answers`` (same rules):
         a closed survey loaded while closed is skipped while its rows are valid."""
-        self.run.start_exports()
         self.begin_table_version()
         skipped = 0
-        for activity in self.community.activities:
+        for activity in self.run.directory.activities:
             if not self.decision(activity).export:
                 skipped += 1
                 continue
             version = self.run.row_version(activity)
-            fields = self.community.definition(activity)
-            layout = self.community.layout(activity, fields, self.warn)
+            fields = self.run.definitions.definition(activity)
+            layout = self.run.definitions.layout(activity, fields, self.warn)
             self.begin_table_version(version)
             count = 0
             for row in layout.field_rows(activity.id, activity.stream_name):
@@ -317,10 +308,9 @@ class ActivitiesStream(AlidaStream):
         super().__init__(run, schema=schema or ACTIVITIES_SCHEMA, name="activities")
 
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
-        self.run.start_exports()
         self.begin_table_version()
-        in_scope = self.community.in_scope  # of every shard
-        for activity in self.community.listed:
+        in_scope = self.run.directory.in_any_shard
+        for activity in self.run.directory.listed:
             mark = self._last_export(activity)
             yield {
                 "activity_id": activity.id,

@@ -23,12 +23,12 @@ from tap_alida.sdk import FastRecordMessages, set_table_version, table_version
 DRAIN_EVERY_RECORDS = 5000
 
 if TYPE_CHECKING:
-    from tap_alida.community import Activity, Community
+    from tap_alida.directory import Activity
     from tap_alida.export.file import ExportFile
 
 
 class AlidaStream(FastRecordMessages):
-    """Base: access to the tap's per-run community model and warning de-duplication."""
+    """Base: access to the tap's run (directory, definitions, exports) and warning de-duplication."""
 
     # Rows are typed when they are built, from the file's field definitions (see
     # records.ActivityRecordMapper), and carry only schema columns, so the SDK's
@@ -80,7 +80,7 @@ class AlidaStream(FastRecordMessages):
         try:
             yield from super().get_batches(batch_config, context)
         except OSError as exc:
-            self.run.client.stop.set()
+            self.run.stop()
             root = getattr(getattr(batch_config, "storage", None), "root", "?")
             msg = (
                 f"Could not write the BATCH files of stream {self.name!r} to {root} ({exc}). Check "
@@ -97,7 +97,7 @@ class AlidaStream(FastRecordMessages):
             raise self._failure_after_files
 
     def export_needs(self) -> ExportNeeds:
-        """What this stream reads in a sync (``Run.start_exports`` creates it all at once)."""
+        """What this stream reads in a sync (``Run.plan`` starts it all at once)."""
         return ExportNeeds()
 
     @property
@@ -105,10 +105,6 @@ class AlidaStream(FastRecordMessages):
         """A stream of the whole community in a shard other than 0: shard 0 loads it, so that
         the shards' ACTIVATE_VERSIONs never delete each other's rows."""
         return self.whole_community and self.run.settings.shard_index != 0
-
-    @property
-    def community(self) -> Community:
-        return self.run.community
 
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         """The stream's rows (each stream's own)."""
@@ -134,16 +130,17 @@ class AlidaStream(FastRecordMessages):
             self.run.finish_stream(self.name)
             return
         try:
+            self.run.plan  # noqa: B018 - the first stream to sync starts every export of the run
             yield from self.records(context)
         except GeneratorExit:  # closed early (a dry run's record limit): the run goes on
             raise
         except STREAM_FAILURES as exc:
             if self.run.settings.fail_fast:
-                self.run.client.stop.set()
+                self.run.stop()
                 raise
             self.run.stream_failed(self.name, exc)
         except BaseException:
-            self.run.client.stop.set()
+            self.run.stop()
             raise
         try:
             self.run.finish_stream(self.name)
@@ -210,7 +207,7 @@ class AlidaStream(FastRecordMessages):
 
     @contextmanager
     def read_activity_file(
-        self, activity: Activity, slot: str, resume: Any
+        self, activity: Activity, slot: str
     ) -> Iterator[tuple[ExportFile, list[FieldDefinition]]]:
         """The activity's downloaded file and its field definitions, for one stream's read.
 
@@ -219,19 +216,18 @@ class AlidaStream(FastRecordMessages):
         (the rerun must make a new batch); the file is released in any case (the
         last reader deletes it).
         """
-        self.run.start_exports()
-        job = self.community.start_activity_export(activity, (slot,), resume)
-        export = self.community.runner.result(job)
+        handle = self.run.plan.file(activity.id)
+        export = handle.export
         try:
-            fields = self.community.definition_from(activity, export.first("definition"))
+            fields = self.run.definitions.definition_from(activity, export.first("definition"))
             yield export, fields
         except ExportFileError:
             # Every stream that recorded this batch drops it: a rerun must export afresh.
             self.run.ledger.forget_everywhere(export.batch.id)
             raise
         finally:
-            self.community.release_file(activity, export)
-            self.community.tally.flush()
+            handle.release()
+            self.run.tally.flush()
         self.run.ledger.forget(slot)
 
 

@@ -29,7 +29,8 @@ from tap_alida.run import ExportNeeds, Run
 from tap_alida.streams.base import AlidaStream
 
 if TYPE_CHECKING:
-    from tap_alida.community import MemberExport, MemberVariable
+    from tap_alida.directory import MemberVariable
+    from tap_alida.export.plan import MemberExport
 
 
 MEMBER_PROFILES_FIXED: dict[str, dict[str, Any]] = {
@@ -127,7 +128,7 @@ class MemberStream(AlidaStream):
 
     @cached_property
     def _sensitive_ids(self) -> set[str]:
-        return {v.id for v in self.community.member_variables if v.is_sensitive}
+        return {v.id for v in self.run.directory.member_variables if v.is_sensitive}
 
     def is_sensitive(self, variable: Mapping[str, Any]) -> bool:
         """Flagged by the export file or by ``/membervariables``."""
@@ -137,10 +138,8 @@ class MemberStream(AlidaStream):
         raise NotImplementedError
 
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
-        self.run.start_exports()
         self.begin_table_version()
-        job = self.community.start_member_export(self.run.member_since(), (self.name,))
-        export = self.community.runner.result(job)
+        export = self.run.plan.members()
         count = 0
         try:
             for row in self.rows(export):
@@ -226,7 +225,7 @@ class MemberProfilesStream(MemberStream):
         self._apply_member_mode()
 
     def rows(self, export: MemberExport) -> Iterable[dict[str, Any]]:
-        variables = self.community.member_variables
+        variables = self.run.directory.member_variables
         columns = member_variable_columns(variables, self.run.settings.column_naming)
         properties = self.schema.get("properties", {})
         mappers: dict[str, tuple[str, str | None]] = {}
