@@ -46,7 +46,8 @@ from tap_alida.export.file import read_definition_from_stream
 from tap_alida.export.status import BatchState, classify, error_text, status_word
 from tap_alida.http.client import AlidaClient
 from tap_alida.http.links import LINK_KEYS
-from tap_alida.http.policy import STREAM_ERRORS, TRANSIENT_ERRORS, error_detail, parse_retry_after
+from tap_alida.http.policy import STREAM_ERRORS, TRANSIENT_ERRORS, error_detail
+from tap_alida.http.retry import parse_retry_after
 from tap_alida.http.urls import segment
 from tap_alida.modelling.types import format_datetime
 from tap_alida.settings import AlidaSettings
@@ -156,6 +157,9 @@ class BatchExports:
     def refresh(self, batch: Batch) -> dict[str, Any]:
         """Read the batch's status; a 404 right after the create is waited out briefly."""
         what = f"read the status of {batch.describe()}"
+        # Not ``retry.attempts``: this wait is bounded by the batch's age, not by a count of
+        # tries, waits a fixed second (no backoff, no Retry-After) and gives up by re-raising
+        # the 404; the GET inside already runs in the retry loop for 429/5xx.
         while True:
             try:
                 status = self.client.get_json(self._status_url(batch), what=what)
@@ -260,25 +264,25 @@ class BatchExports:
         """
         what = f"read the definition in the export file of {batch.describe()}"
         link = self.file_link(batch)
-        attempt = 0
-        while True:
-            attempt += 1
+        retries = self.client.retry.attempts(what)
+        for attempt in retries:
             try:
                 response = self.client.open_file(link, what=what)
             except StorageLinkError:
-                if attempt >= self.settings.max_attempts:
+                if attempt.number >= self.client.retry.max_attempts:
                     raise
                 link = self._fresh_link(batch)
-                continue
+                continue  # a try without a wait
             try:
                 return read_definition_from_stream(response.raw, batch, framed=_framed(response))
             except (BadExportFileError, TruncatedFileError):
                 raise  # the file itself is bad (or cut by Alida): reading it again cannot help
             except (*TRANSIENT_ERRORS, *STREAM_ERRORS, ExportFileError) as exc:
                 # ExportFileError: a body cut short looks like malformed JSON here.
-                self.client.retry.pause(attempt, what, type(exc).__name__, None)
+                attempt.failed(type(exc).__name__)
             finally:
                 response.close()
+        raise retries.gave_up()
 
     def _fresh_link(self, batch: Batch) -> str:
         """A new file link from the batch status, after the storage host refused one."""
