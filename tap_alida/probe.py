@@ -177,16 +177,33 @@ class Probe:
         return Batch(MEMBERS, batch_id, f"member profiles (since {since})", status=status, since=since)
 
     def export(self, name: str, kind: str, create: Callable[[], Batch]) -> None:
+        """Create, await and download one export, then ask for its first bytes with ``Range``;
+        a step that deviates is recorded and ends the export."""
+        batch = self._create(name, create)
+        if batch is None or not self._await(name, batch):
+            return
+        try:
+            link = self.exports.file_link(batch)
+        except AlidaError:
+            self.deviate(f"{name}: succeeded without a download link", BLOCKING, "§3.2")
+            return
+        if self._download(name, kind, link):
+            self._check_range(name, link)
+
+    def _create(self, name: str, create: Callable[[], Batch]) -> Batch | None:
         with self.call(f"{name}: create") as call:
             try:
                 # A 429 is waited out as in a sync (``admission``), not reported as a refusal.
-                batch = self.admission.create(create, name)
+                return self.admission.create(create, name)
             except AlidaError as exc:
                 call.extra["error"] = str(exc)
                 last = call.statuses[-1] if call.statuses else None
                 what = "no batch id at all" if last and last < 300 else f"create refused (HTTP {last})"
                 self.deviate(f"{name}: {what}", BLOCKING, "§2")
-                return
+                return None
+
+    def _await(self, name: str, batch: Batch) -> bool:
+        """Whether the batch succeeded (its status checked against the contract either way)."""
         with self.call(f"{name}: status") as call:
             try:
                 self.exports.wait(batch)
@@ -194,25 +211,24 @@ class Probe:
                 call.extra["error"] = str(exc)
                 word = safe_word(status_word(batch.status))
                 self.deviate(f"{name}: batch ended {word!r}, not succeeded", BLOCKING, "§3.2")
-                return
+                return False
             except ExportFailedError as exc:  # the wait limits
                 call.extra["error"] = str(exc)
                 self.deviate(f"{name}: status never terminal within the probe's time limit", BLOCKING, "§3.2")
-                return
+                return False
             except AlidaError as exc:
                 call.extra["error"] = str(exc)
                 self.deviate(
                     f"{name}: status could not be read (HTTP {call.statuses[-1:]})", BLOCKING, "§3.1"
                 )
-                return
+                return False
             finally:
                 self.check_status_objects(name)
             call.extra["create_to_done_seconds"] = round(time.monotonic() - batch.created_at, 2)
-        try:
-            link = self.exports.file_link(batch)
-        except AlidaError:
-            self.deviate(f"{name}: succeeded without a download link", BLOCKING, "§3.2")
-            return
+        return True
+
+    def _download(self, name: str, kind: str, link: str) -> bool:
+        """Whether the file could be downloaded (its shape checked by ``check_file``)."""
         with self.call(f"{name}: file") as call:
             try:
                 response = self.client.open_file(
@@ -225,7 +241,10 @@ class Probe:
             except AlidaError as exc:
                 call.extra["error"] = str(exc)
                 self.deviate(f"{name}: the file could not be downloaded", BLOCKING, "§3.3")
-                return
+                return False
+        return True
+
+    def _check_range(self, name: str, link: str) -> None:
         with self.call(f"{name}: range") as call:
             headers = {"Range": "bytes=0-99", "Accept-Encoding": "identity"}
             try:
