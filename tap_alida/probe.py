@@ -1,8 +1,8 @@
 """``tap-alida --probe``: the fewest real calls that show how a tenant answers, as a JSON report.
 
 Token, ``/activities`` (first page), ``/membervariables``, one member export with
-``sinceDatetime`` = now (tiny), and one activity export when ``probe_activity_id``
-is set: each create → poll → file → one ranged GET. The calls go through the
+``sinceDatetime`` = now (tiny), and one activity export when one is given
+(``--probe ACTIVITY_ID``): each create → poll → file → one ranged GET. The calls go through the
 tap's own client and export code (an ``Observer`` on the client records each
 response), so the probe sees what a sync would. The report lists per call the
 HTTP statuses, header names, key paths with value types, status words, timings,
@@ -55,8 +55,9 @@ FILE_KEYS = {
 
 
 class Probe:
-    def __init__(self, client: AlidaClient) -> None:
+    def __init__(self, client: AlidaClient, activity_id: str | None = None) -> None:
         self.client = client
+        self.activity_id = activity_id
         self.settings = client.settings
         self.exports = BatchExports(client)
         self.admission = Admission(
@@ -122,7 +123,7 @@ class Probe:
         self.collection("membervariables", "v1", "membervariables")
         since = format_datetime(dt.datetime.now(dt.UTC))
         self.export("member export", MEMBERS, lambda: self.create_members(since))
-        activity = self.settings.probe_activity_id
+        activity = self.activity_id
         if activity:
             label = f"activity {activity}"
             self.export(
@@ -336,9 +337,10 @@ class Probe:
         }
 
 
-def run(client: AlidaClient) -> int:
-    """Probe, print the report to stdout, return the exit code (1: something is blocking)."""
-    report = Probe(client).run()
+def run(client: AlidaClient, activity_id: str | None = None) -> int:
+    """Probe (``activity_id``: also export that activity), print the report to stdout, return
+    the exit code (1: something is blocking)."""
+    report = Probe(client, activity_id).run()
     sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
     blocking = [d["what"] for d in report["deviations"] if d["severity"] == BLOCKING]

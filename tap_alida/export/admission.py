@@ -13,7 +13,7 @@ knocking while nothing has finished. Instead:
   again; refusals are not counted as failed attempts. A create refused while
   none of this run's exports is in progress (someone else fills the tenant) for
   longer than ``max_wait_to_start_seconds`` fails its export, as a batch stuck in
-  ``pending`` does; a ``Retry-After`` above ``max_retry_after_seconds`` fails at once;
+  ``pending`` does; a ``Retry-After`` above ``MAX_RETRY_AFTER_SECONDS`` fails at once;
 * the limit grows again: by one after ``limit`` creates in a row are accepted
   (against a fixed cap this costs about one refused create per ``limit``
   exports), and doubles after ``QUIET_SECONDS`` without a refusal, so a passing

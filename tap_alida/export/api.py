@@ -325,13 +325,13 @@ def _framed(response: requests.Response) -> bool:
     return "Content-Length" in headers or "chunked" in headers.get("Transfer-Encoding", "").lower()
 
 
-# A finished export is noticed within this share of its age (or poll_interval_seconds).
+# A finished export is noticed within this share of its age (or the first poll interval).
 POLL_SHARE_OF_AGE = 0.1
 
 
 def poll_wait(elapsed: float, settings: AlidaSettings) -> float:
     """Seconds until the next status check: ``POLL_SHARE_OF_AGE`` of the export's age, at least
-    ``poll_interval_seconds`` and at most ``poll_max_interval_seconds``.
+    ``POLL_INTERVAL_SECONDS`` and at most ``POLL_MAX_INTERVAL_SECONDS`` (``settings``).
 
     A finished export is noticed within max(poll_interval, 10 % of its age): one
     that takes 45 s within 4.5 s, where doubling waits (5, 10, 20, 40 s) noticed it
@@ -344,7 +344,7 @@ def poll_wait(elapsed: float, settings: AlidaSettings) -> float:
 def _time_left(not_started: bool, elapsed: float, settings: AlidaSettings) -> float:
     """Seconds until the nearest deadline that applies (a little past it, so the next check fails).
 
-    A poll sleeps at most this long: a long ``poll_interval_seconds`` must not
+    A poll sleeps at most this long: a long poll interval must not
     carry a wait past ``max_wait_seconds`` (or, while pending,
     ``max_wait_to_start_seconds``).
     """

@@ -18,7 +18,7 @@ Every request that may be tried again runs in the same loop::
 Each pass is one try. ``attempt.failed(reason)`` makes the next pass wait
 first: a capped exponential backoff with jitter (1, 2, 4 … 60 s, times
 0.5-1.0), or a 429's ``Retry-After`` (seconds or an HTTP date) up to
-``MAX_RETRY_AFTER_SECONDS``, beyond which the run fails rather than sleeping for
+``settings.MAX_RETRY_AFTER_SECONDS``, beyond which the run fails rather than sleeping for
 an unknown time. After the last try (``max_request_attempts``) the loop ends and
 the caller raises ``gave_up()`` (or its own error, built from ``last``). A pass
 that ends without ``failed`` (a renewed token) starts the next one at once.
@@ -160,8 +160,8 @@ def check_retry_after(retry_after: float, ceiling: float, refused: str) -> None:
     """
     if retry_after > ceiling:
         msg = (
-            f"{refused} and asked to wait {retry_after:.0f} s, more than 'max_retry_after_seconds' "
-            f"({ceiling:.0f} s). Rerun later or raise that setting."
+            f"{refused} and asked to wait {retry_after:.0f} s, more than the tap waits "
+            f"({ceiling:.0f} s, MAX_RETRY_AFTER_SECONDS). Rerun later."
         )
         raise APIError(msg, status=429)
 
