@@ -34,10 +34,6 @@ TEST_POLL_ENV = "ALIDA_TEST_POLL_SECONDS"
 # The longest Retry-After (on a 429) the tap waits; a longer one fails the run (``http.retry``).
 MAX_RETRY_AFTER_SECONDS = 300.0
 
-# Settings whose value is one of a few words (JSON Schema's enum says so too; this
-# check names the setting in plain words).
-CHOICES = {key: prop["enum"] for key, prop in CONFIG_SCHEMA["properties"].items() if "enum" in prop}
-
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 
 
@@ -187,9 +183,6 @@ class AlidaSettings:
                 "2026-01-01 or 2026-01-01T00:00:00Z."
             )
         errors += [problem for key in config if (problem := range_error(key, config[key]))]
-        for key, allowed in CHOICES.items():
-            if key in config and config[key] not in allowed:
-                errors.append(f"Setting '{key}' must be one of {', '.join(allowed)}; got {config[key]!r}.")
         if config.get("sensitive_values") == "hash" and not config.get("sensitive_values_salt"):
             errors.append(
                 "Setting 'sensitive_values' is 'hash' but 'sensitive_values_salt' is not set: set a "

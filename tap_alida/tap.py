@@ -31,7 +31,7 @@ from tap_alida.catalog_keys import CatalogKeys, add_keys
 from tap_alida.community import Activity, Community
 from tap_alida.errors import STREAM_FAILURES, AlidaError
 from tap_alida.http.client import AlidaClient
-from tap_alida.input_files import check_config_files, read_catalog_stream
+from tap_alida.input_files import check_config_files, check_state, read_catalog_stream, read_state_stream
 from tap_alida.modelling.privacy import SensitiveValues
 from tap_alida.modelling.types import WarnOnce
 from tap_alida.modelling.width import warn_if_too_wide
@@ -45,7 +45,6 @@ from tap_alida.settings import (
     unknown_settings,
 )
 from tap_alida.state import StatePacer
-from tap_alida.state_file import check_state, read_state_stream
 from tap_alida.streams import (
     ActivitiesStream,
     ActivityAnswersStream,
@@ -165,7 +164,7 @@ class TapAlida(CheckedConfigTap):
         catalog: IO[str] | None = None,
     ) -> None:
         """The SDK's entry point, with ``--state`` and ``--catalog`` read and checked first
-        (``state_file``, ``input_files``).
+        (``input_files``).
 
         A file that is not JSON or not shaped like a Singer state or catalog becomes
         one error naming the file, instead of a traceback from the SDK's parse.
