@@ -134,13 +134,7 @@ class AlidaClient:
                     allow_redirects=allow_redirects,
                 )
             except TRANSIENT_ERRORS as exc:
-                why = self.retry.first_contact_failed(url, exc)
-                if why is not None:
-                    msg = (
-                        f"Could not {what}: could not connect to {safe_url(url)}: {why}. Check "
-                        "'region'/'api_url', and that this machine can reach the host."
-                    )
-                    raise APIError(msg) from None
+                self._fail_at_first_contact(url, what, exc)
                 self._warn_if_repeated(method, what, type(exc).__name__, exc=exc)
                 attempt.failed(type(exc).__name__)
                 continue
@@ -165,6 +159,17 @@ class AlidaClient:
             msg = f"Could not {what}: HTTP {status} from {safe_url(url)}: {detail}"
             raise error_cls(msg, status=status)
         raise retries.gave_up()
+
+    def _fail_at_first_contact(self, url: str, what: str, exc: BaseException) -> None:
+        """Raise APIError at once when the API host never answered and cannot be reached
+        (``RetryPolicy.first_contact_failed``): a wrong URL is not retried for a minute."""
+        why = self.retry.first_contact_failed(url, exc)
+        if why is not None:
+            msg = (
+                f"Could not {what}: could not connect to {safe_url(url)}: {why}. Check "
+                "'region'/'api_url', and that this machine can reach the host."
+            )
+            raise APIError(msg) from None
 
     def _headers(self, headers: Mapping[str, str] | None) -> dict[str, str]:
         sent = {"Accept": "application/json", **(headers or {})}

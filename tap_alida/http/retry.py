@@ -1,34 +1,21 @@
 """The one retry loop: counting tries, waiting, ``Retry-After`` and the "gave up" message.
 
-Every request that may be tried again runs in the same loop::
-
     retries = client.retry.attempts("list the activities")
     for attempt in retries:
-        try:
-            response = send()
-        except TRANSIENT_ERRORS as exc:
-            attempt.failed(type(exc).__name__)
-            continue
-        if policy.decide(API, response.status_code) is Action.RETRY:
-            attempt.failed(f"HTTP {response.status_code}", response)
-            continue
-        return response
-    raise retries.gave_up()
+        ...                              # one try; on a retriable outcome:
+        attempt.failed("HTTP 503", response)
+        continue                         # (a pass ending without ``failed``: no wait)
+    raise retries.gave_up()              # after the last try
 
-Each pass is one try. ``attempt.failed(reason)`` makes the next pass wait
-first: a capped exponential backoff with jitter (1, 2, 4 … 60 s, times
-0.5-1.0), or a 429's ``Retry-After`` (seconds or an HTTP date) up to
-``settings.MAX_RETRY_AFTER_SECONDS``, beyond which the run fails rather than sleeping for
-an unknown time. After the last try (``max_request_attempts``) the loop ends and
-the caller raises ``gave_up()`` (or its own error, built from ``last``). A pass
-that ends without ``failed`` (a renewed token) starts the next one at once.
-Waits end at once, raising StoppedError, when the run stops.
+``failed`` makes the next pass wait first: a capped exponential backoff with jitter
+(1, 2, 4 … 60 s, times 0.5-1.0), or a 429's ``Retry-After`` (seconds or an HTTP date) up to
+``settings.MAX_RETRY_AFTER_SECONDS``, beyond which the run fails rather than sleeping for an
+unknown time. Every pass counts towards ``max_request_attempts``. Waits raise StoppedError at
+once when the run stops. What an answer means (retry, renew, fail) is ``policy.decide``'s.
 
-Why not ``backoff``/``tenacity``: the waits must wake on the run's stop signal,
-honour a per-response ``Retry-After`` with a ceiling that fails the run, and
-count tries across token renewals shared by threads; the loop that needs all
-that is this module. What an answer *means* (retry, renew, fail) is
-``policy.decide``'s table, not this module's.
+Why not ``backoff``/``tenacity``: the waits must wake on the run's stop signal, honour a
+per-response ``Retry-After`` with a ceiling that fails the run, and count tries across token
+renewals shared by threads; the loop that needs all that is this module.
 """
 
 from __future__ import annotations
