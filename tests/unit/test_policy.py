@@ -118,3 +118,15 @@ def test_every_setting_reaches_the_settings_object():
             {**base, **extra}
         ), key
     assert plain == AlidaSettings.from_config(dict(base))
+
+
+def test_poll_intervals_are_constants_unless_the_test_knob_is_set(monkeypatch):
+    from tap_alida.settings import TEST_POLL_ENV, poll_intervals
+
+    monkeypatch.delenv(TEST_POLL_ENV, raising=False)
+    assert poll_intervals() == (1.0, 60.0)
+    for value, expected in (("0.05,0.2", (0.05, 0.2)), ("0.2", (0.2, 60.0)), ("86400", (86400.0, 86400.0))):
+        monkeypatch.setenv(TEST_POLL_ENV, value)
+        assert poll_intervals() == expected
+    monkeypatch.setenv(TEST_POLL_ENV, "soon")
+    assert poll_intervals() == (1.0, 60.0)
