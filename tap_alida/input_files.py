@@ -166,13 +166,9 @@ class StateFileError(AlidaError):
 
 
 def read_state_stream(stream: IO[str]) -> dict[str, Any]:
-    """The state in an open ``--state`` file, checked; raises StateFileError."""
+    """The state in an open ``--state`` file, checked (an empty file is an empty state);
+    raises StateFileError."""
     text, source = read_stream(stream, "STATE", STATE_REMEDY, StateFileError)
-    return read_state(text, source)
-
-
-def read_state(text: str, source: str) -> dict[str, Any]:
-    """The state in ``text`` (the contents of ``source``), checked; raises StateFileError."""
     value = (
         parse_json(text, "STATE", source, STATE_REMEDY, StateFileError, strict=False) if text.strip() else {}
     )
