@@ -73,7 +73,6 @@ DEMO_SETTINGS = {
     "TAP_ALIDA_COMMUNITY_API_KEY_NAME": "sandbox",
     "TAP_ALIDA_API_KEY": "",  # empty = unset: a real API key is not sent to the sandbox
     "TAP_ALIDA_TOKEN_URL": "",  # empty = {api_url}/oauth2/token, the sandbox's
-    "TAP_ALIDA_POLL_INTERVAL_SECONDS": "1",
 }
 
 # Run by the venv's python after `meltano run … dbt-duckdb:build`: it only reads the dbt

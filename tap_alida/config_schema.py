@@ -2,6 +2,9 @@
 
 This is what the SDK validates, Meltano and ``--about`` show, and what
 ``settings.AlidaSettings`` reads its defaults and ranges from.
+
+Settings that were removed (``REMOVED``) are still accepted in a config: each
+gets one WARNING naming what replaced it, never a failure.
 """
 
 from __future__ import annotations
@@ -9,15 +12,12 @@ from __future__ import annotations
 from singer_sdk import typing as th
 
 # Largest values of the numeric settings. Why: beyond them a value is a typo (a
-# 1e12 s poll interval overflows the sleep call), and the message should say so
+# 1e12 s wait overflows the sleep call), and the message should say so
 # before any request. Waits are also capped by their deadlines (export.wait).
 MAXIMUMS: dict[str, int] = {
-    "poll_interval_seconds": 86400,
-    "poll_max_interval_seconds": 86400,
     "max_wait_to_start_seconds": 30 * 86400,
     "max_wait_seconds": 30 * 86400,
     "request_timeout_seconds": 3600,
-    "max_retry_after_seconds": 86400,
     "max_request_attempts": 100,
     "max_export_attempts": 20,
     "max_concurrent_exports": 64,
@@ -93,7 +93,7 @@ CONFIG_SCHEMA = th.PropertiesList(
         description="Split the community's surveys over this many runs that load one warehouse "
         "(e.g. parallel Meltano jobs, each with its own state ID). A survey belongs to shard "
         "`hash(activity id) mod shard_count`; shard 0 also loads `activities` and the member "
-        "streams. See docs/loading.md (Shards).",
+        "streams. See docs/state.md (Sharding).",
     ),
     th.Property(
         "shard_index",
@@ -112,35 +112,11 @@ CONFIG_SCHEMA = th.PropertiesList(
         "`activity_fields` at most this long after the first run that no longer exports them.",
     ),
     th.Property(
-        "probe_activity_id",
-        th.StringType,
-        title="Probe activity ID",
-        description="Activity exported by `tap-alida --probe` (the contract check of a first run) "
-        "besides a tiny member export. Pick a small survey: its whole file is exported. Absent: "
-        "the probe exports no activity.",
-    ),
-    th.Property(
         "start_date",
         th.DateTimeType,
         title="Start date",
         description="First `sinceDatetime` for member profile exports. Absent: the first run "
         "exports every active member's profile.",
-    ),
-    th.Property(
-        "poll_interval_seconds",
-        th.NumberType(exclusive_minimum=0, maximum=MAXIMUMS["poll_interval_seconds"]),
-        default=1,
-        title="Poll interval (seconds)",
-        description="Shortest wait between batch status checks. The wait grows with the export's "
-        "age (10 % of it, up to `poll_max_interval_seconds`): a finished export is noticed within "
-        "max(this, 10 % of its age), and a slow one costs few requests.",
-    ),
-    th.Property(
-        "poll_max_interval_seconds",
-        th.NumberType(exclusive_minimum=0, maximum=MAXIMUMS["poll_max_interval_seconds"]),
-        default=60,
-        title="Maximum poll interval (seconds)",
-        description="Cap on the wait between batch status checks.",
     ),
     th.Property(
         "max_wait_to_start_seconds",
@@ -170,13 +146,6 @@ CONFIG_SCHEMA = th.PropertiesList(
         title="Maximum request attempts",
         description="Tries per HTTP request on 429, 5xx, timeouts and dropped connections "
         "(capped exponential backoff with jitter).",
-    ),
-    th.Property(
-        "max_retry_after_seconds",
-        th.NumberType(minimum=0, maximum=MAXIMUMS["max_retry_after_seconds"]),
-        default=300,
-        title="Maximum Retry-After (seconds)",
-        description="Longest `Retry-After` the tap honours on a 429; a longer one fails the run.",
     ),
     th.Property(
         "max_export_attempts",
@@ -314,3 +283,14 @@ CONFIG_SCHEMA = th.PropertiesList(
         "only costs time (one WARNING).",
     ),
 ).to_dict()
+
+# Settings of earlier versions: the key, and what replaced it (one WARNING each when a
+# config still sets it; the value is ignored, except probe_activity_id's, see tap.cb_probe).
+REMOVED: dict[str, str] = {
+    "poll_interval_seconds": "a constant: status checks start 1 s apart and grow to 10 % of the "
+    "export's age, at most 60 s",
+    "poll_max_interval_seconds": "a constant: status checks are at most 60 s apart",
+    "max_retry_after_seconds": "a constant: a Retry-After longer than 300 s fails the run",
+    "probe_activity_id": "the argument of `--probe`: `tap-alida --probe ACTIVITY_ID` (the setting "
+    "is still used by a bare `--probe`)",
+}

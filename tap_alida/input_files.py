@@ -1,10 +1,17 @@
-"""The config and catalog files the tap is given: read and shape-checked before the SDK sees them.
+"""The files the tap is given (``--config``, ``--catalog``, ``--state``): read and shape-checked
+before the SDK sees them.
 
-Why: the SDK reads ``--config`` and ``--catalog`` with a bare ``json.loads`` and
-then walks them assuming the right shapes, so a missing, truncated or
-hand-broken file ends in a Python traceback that names neither the file nor the
-way out. Here each such file is one ``InputFileError`` naming the file, what is
-wrong and what to do (``state_file`` does the same for ``--state``).
+Why: the SDK reads them with a bare ``json.loads`` and then walks them assuming
+the right shapes, so a missing, truncated or hand-broken file ends in a Python
+traceback that names neither the file nor the way out. Here each such file is
+one error (``InputFileError``, ``StateFileError``) naming the file, what is
+wrong and what to do. What JSON Schema checks in the settings is the SDK's
+(``settings`` only re-words ranges); unknown keys pass.
+
+Of a STATE only what the tap reads is checked: ``bookmarks`` is an object of
+objects, ``alida_batches`` and ``alida_last_exports`` (activity_answers'
+per-activity entries) are objects, and a bookmark value
+(``replication_key_value``) is an ISO-8601 date-time.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tap_alida.errors import AlidaError
+from tap_alida.modelling.types import parse_datetime
 
 logger = logging.getLogger("tap_alida.input_files")
 
@@ -142,3 +150,73 @@ def json_kind(value: Any) -> str:
     if value is None:
         return "null"
     return "object"
+
+
+# -- --state ---------------------------------------------------------------------------
+
+STATE_REMEDY = (
+    "Give the tap the value of the last STATE message of a run (Meltano keeps it: `meltano state "
+    "get <state id>`), or remove the file to start afresh (member profiles are then exported from "
+    "'start_date', or in full)."
+)
+
+
+class StateFileError(AlidaError):
+    """The STATE given to the tap is not JSON or not of the shape of a Singer state."""
+
+
+def read_state_stream(stream: IO[str]) -> dict[str, Any]:
+    """The state in an open ``--state`` file, checked (an empty file is an empty state);
+    raises StateFileError."""
+    text, source = read_stream(stream, "STATE", STATE_REMEDY, StateFileError)
+    value = (
+        parse_json(text, "STATE", source, STATE_REMEDY, StateFileError, strict=False) if text.strip() else {}
+    )
+    return check_state(value, source)
+
+
+def check_state(value: Any, source: str) -> dict[str, Any]:
+    """``value`` when it has the shape of a Singer state the tap can read; raises StateFileError.
+
+    ``meltano state get`` prints the state wrapped in ``{"singer_state": …}`` (and the
+    tap's own messages point there): that wrapper is taken off, with one INFO line,
+    rather than read as a state without bookmarks (which would export everything).
+    """
+    if (
+        isinstance(value, Mapping)
+        and "bookmarks" not in value
+        and isinstance(value.get("singer_state"), Mapping)
+    ):
+        logger.info(
+            "The STATE file %s is as `meltano state get` prints it: its 'singer_state' is used.", source
+        )
+        value = value["singer_state"]
+    problem = _state_problem(value)
+    if problem is None:
+        state: dict[str, Any] = value
+        return state
+    msg = f"The STATE file {source} is not a Singer state the tap can read: {problem}. {STATE_REMEDY}"
+    raise StateFileError(msg)
+
+
+def _state_problem(value: Any) -> str | None:
+    if not isinstance(value, Mapping):
+        return f"it holds a JSON {json_kind(value)}, not an object"
+    bookmarks = value.get("bookmarks", {})
+    if bookmarks is None:
+        return None
+    if not isinstance(bookmarks, Mapping):
+        return f"'bookmarks' is a JSON {json_kind(bookmarks)}, not an object of stream name → object"
+    for stream, entry in bookmarks.items():
+        if not isinstance(entry, Mapping):
+            return f"bookmarks[{stream!r}] is a JSON {json_kind(entry)}, not an object"
+        for key in ("alida_batches", "alida_last_exports"):  # per activity id
+            per_activity = entry.get(key)
+            if per_activity is not None and not isinstance(per_activity, Mapping):
+                return f"bookmarks[{stream!r}][{key!r}] is a JSON {json_kind(per_activity)}, not an object"
+        bookmark = entry.get("replication_key_value")
+        if bookmark is not None and parse_datetime(bookmark) is None:
+            return (
+                f"bookmarks[{stream!r}]['replication_key_value'] is {bookmark!r}, not an ISO-8601 date-time"
+            )
+    return None

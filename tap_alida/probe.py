@@ -1,8 +1,8 @@
 """``tap-alida --probe``: the fewest real calls that show how a tenant answers, as a JSON report.
 
 Token, ``/activities`` (first page), ``/membervariables``, one member export with
-``sinceDatetime`` = now (tiny), and one activity export when ``probe_activity_id``
-is set: each create → poll → file → one ranged GET. The calls go through the
+``sinceDatetime`` = now (tiny), and one activity export when one is given
+(``--probe ACTIVITY_ID``): each create → poll → file → one ranged GET. The calls go through the
 tap's own client and export code (an ``Observer`` on the client records each
 response), so the probe sees what a sync would. The report lists per call the
 HTTP statuses, header names, key paths with value types, status words, timings,
@@ -55,8 +55,9 @@ FILE_KEYS = {
 
 
 class Probe:
-    def __init__(self, client: AlidaClient) -> None:
+    def __init__(self, client: AlidaClient, activity_id: str | None = None) -> None:
         self.client = client
+        self.activity_id = activity_id
         self.settings = client.settings
         self.exports = BatchExports(client)
         self.admission = Admission(
@@ -122,7 +123,7 @@ class Probe:
         self.collection("membervariables", "v1", "membervariables")
         since = format_datetime(dt.datetime.now(dt.UTC))
         self.export("member export", MEMBERS, lambda: self.create_members(since))
-        activity = self.settings.probe_activity_id
+        activity = self.activity_id
         if activity:
             label = f"activity {activity}"
             self.export(
@@ -177,16 +178,33 @@ class Probe:
         return Batch(MEMBERS, batch_id, f"member profiles (since {since})", status=status, since=since)
 
     def export(self, name: str, kind: str, create: Callable[[], Batch]) -> None:
+        """Create, await and download one export, then ask for its first bytes with ``Range``;
+        a step that deviates is recorded and ends the export."""
+        batch = self._create(name, create)
+        if batch is None or not self._await(name, batch):
+            return
+        try:
+            link = self.exports.file_link(batch)
+        except AlidaError:
+            self.deviate(f"{name}: succeeded without a download link", BLOCKING, "§3.2")
+            return
+        if self._download(name, kind, link):
+            self._check_range(name, link)
+
+    def _create(self, name: str, create: Callable[[], Batch]) -> Batch | None:
         with self.call(f"{name}: create") as call:
             try:
                 # A 429 is waited out as in a sync (``admission``), not reported as a refusal.
-                batch = self.admission.create(create, name)
+                return self.admission.create(create, name)
             except AlidaError as exc:
                 call.extra["error"] = str(exc)
                 last = call.statuses[-1] if call.statuses else None
                 what = "no batch id at all" if last and last < 300 else f"create refused (HTTP {last})"
                 self.deviate(f"{name}: {what}", BLOCKING, "§2")
-                return
+                return None
+
+    def _await(self, name: str, batch: Batch) -> bool:
+        """Whether the batch succeeded (its status checked against the contract either way)."""
         with self.call(f"{name}: status") as call:
             try:
                 self.exports.wait(batch)
@@ -194,25 +212,24 @@ class Probe:
                 call.extra["error"] = str(exc)
                 word = safe_word(status_word(batch.status))
                 self.deviate(f"{name}: batch ended {word!r}, not succeeded", BLOCKING, "§3.2")
-                return
+                return False
             except ExportFailedError as exc:  # the wait limits
                 call.extra["error"] = str(exc)
                 self.deviate(f"{name}: status never terminal within the probe's time limit", BLOCKING, "§3.2")
-                return
+                return False
             except AlidaError as exc:
                 call.extra["error"] = str(exc)
                 self.deviate(
                     f"{name}: status could not be read (HTTP {call.statuses[-1:]})", BLOCKING, "§3.1"
                 )
-                return
+                return False
             finally:
                 self.check_status_objects(name)
             call.extra["create_to_done_seconds"] = round(time.monotonic() - batch.created_at, 2)
-        try:
-            link = self.exports.file_link(batch)
-        except AlidaError:
-            self.deviate(f"{name}: succeeded without a download link", BLOCKING, "§3.2")
-            return
+        return True
+
+    def _download(self, name: str, kind: str, link: str) -> bool:
+        """Whether the file could be downloaded (its shape checked by ``check_file``)."""
         with self.call(f"{name}: file") as call:
             try:
                 response = self.client.open_file(
@@ -225,7 +242,10 @@ class Probe:
             except AlidaError as exc:
                 call.extra["error"] = str(exc)
                 self.deviate(f"{name}: the file could not be downloaded", BLOCKING, "§3.3")
-                return
+                return False
+        return True
+
+    def _check_range(self, name: str, link: str) -> None:
         with self.call(f"{name}: range") as call:
             headers = {"Range": "bytes=0-99", "Accept-Encoding": "identity"}
             try:
@@ -317,9 +337,10 @@ class Probe:
         }
 
 
-def run(client: AlidaClient) -> int:
-    """Probe, print the report to stdout, return the exit code (1: something is blocking)."""
-    report = Probe(client).run()
+def run(client: AlidaClient, activity_id: str | None = None) -> int:
+    """Probe (``activity_id``: also export that activity), print the report to stdout, return
+    the exit code (1: something is blocking)."""
+    report = Probe(client, activity_id).run()
     sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
     blocking = [d["what"] for d in report["deviations"] if d["severity"] == BLOCKING]

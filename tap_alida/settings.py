@@ -11,20 +11,28 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from tap_alida.config_schema import CONFIG_SCHEMA, MAXIMUMS
+from tap_alida.config_schema import CONFIG_SCHEMA, MAXIMUMS, REMOVED
 from tap_alida.modelling.types import parse_datetime
 
-__all__ = ["CONFIG_SCHEMA", "MAXIMUMS", "AlidaSettings"]
+__all__ = ["CONFIG_SCHEMA", "MAXIMUMS", "REMOVED", "AlidaSettings"]
 
-# Settings whose value is one of a few words (JSON Schema's enum says so too; this
-# check names the setting in plain words).
-CHOICES = {key: prop["enum"] for key, prop in CONFIG_SCHEMA["properties"].items() if "enum" in prop}
+# Batch status checks start this far apart and grow to 10 % of the export's age, at most
+# POLL_MAX_INTERVAL_SECONDS (``export.api.poll_wait``). Settings until 0.x: no user had a
+# reason to change them (the deadlines bound the waits, and a poll costs one small GET).
+POLL_INTERVAL_SECONDS = 1.0
+POLL_MAX_INTERVAL_SECONDS = 60.0
+# Test-only: "MIN[,MAX]" seconds between status checks, for tests and benchmarks against
+# the sandbox, whose exports finish in milliseconds (docs/development.md).
+TEST_POLL_ENV = "ALIDA_TEST_POLL_SECONDS"
+# The longest Retry-After (on a 429) the tap waits; a longer one fails the run (``http.retry``).
+MAX_RETRY_AFTER_SECONDS = 300.0
 
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 
@@ -54,6 +62,26 @@ def _host_errors(config: Mapping[str, Any]) -> list[str]:
     return [
         "Set 'region' (e.g. 'na1', 'eu1') or 'api_url': the tap cannot tell which Alida host "
         "serves your community."
+    ]
+
+
+def poll_intervals() -> tuple[float, float]:
+    """The first and the longest wait between status checks (``TEST_POLL_ENV`` for tests)."""
+    given = os.environ.get(TEST_POLL_ENV, "").split(",")
+    try:
+        first = float(given[0]) if given[0] else POLL_INTERVAL_SECONDS
+        longest = float(given[1]) if len(given) > 1 else max(first, POLL_MAX_INTERVAL_SECONDS)
+    except ValueError:
+        return POLL_INTERVAL_SECONDS, POLL_MAX_INTERVAL_SECONDS
+    return first, longest
+
+
+def removed_settings(config: Mapping[str, Any]) -> list[str]:
+    """One warning for each removed setting the config still sets, naming what replaced it."""
+    return [
+        f"Setting {key!r} was removed and is ignored; it was replaced by {REMOVED[key]}."
+        for key in sorted(REMOVED)
+        if key in config
     ]
 
 
@@ -156,8 +184,6 @@ class AlidaSettings:
             errors.append(
                 f"Setting 'shard_index' is {index}; with 'shard_count' {count} it must be 0 to {count - 1}."
             )
-        if "probe_activity_id" in config and not str(config["probe_activity_id"]).strip():
-            errors.append("Setting 'probe_activity_id' is empty.")
         start = config.get("start_date")
         if start not in (None, "") and parse_datetime(start) is None:
             errors.append(
@@ -165,9 +191,6 @@ class AlidaSettings:
                 "2026-01-01 or 2026-01-01T00:00:00Z."
             )
         errors += [problem for key in config if (problem := range_error(key, config[key]))]
-        for key, allowed in CHOICES.items():
-            if key in config and config[key] not in allowed:
-                errors.append(f"Setting '{key}' must be one of {', '.join(allowed)}; got {config[key]!r}.")
         if config.get("sensitive_values") == "hash" and not config.get("sensitive_values_salt"):
             errors.append(
                 "Setting 'sensitive_values' is 'hash' but 'sensitive_values_salt' is not set: set a "
@@ -183,6 +206,7 @@ class AlidaSettings:
         else:
             base_url = f"https://api.{config['region']}.alida.com"
         ids = config.get("activity_ids")
+        poll_interval, poll_max_interval = poll_intervals()
         return cls(
             community=str(config["community_api_key_name"]).strip(),
             client_id=str(config["client_id"]),
@@ -195,13 +219,13 @@ class AlidaSettings:
             shard_count=int(_setting(config, "shard_count")),
             shard_index=int(_setting(config, "shard_index")),
             shard_window_minutes=float(_setting(config, "shard_window_minutes")),
-            poll_interval=float(_setting(config, "poll_interval_seconds")),
-            poll_max_interval=float(_setting(config, "poll_max_interval_seconds")),
+            poll_interval=poll_interval,
+            poll_max_interval=poll_max_interval,
             max_wait_to_start=float(_setting(config, "max_wait_to_start_seconds")),
             max_wait=float(_setting(config, "max_wait_seconds")),
             timeout=float(_setting(config, "request_timeout_seconds")),
             max_attempts=int(_setting(config, "max_request_attempts")),
-            max_retry_after=float(_setting(config, "max_retry_after_seconds")),
+            max_retry_after=MAX_RETRY_AFTER_SECONDS,
             max_export_attempts=int(_setting(config, "max_export_attempts")),
             max_concurrent_exports=int(_setting(config, "max_concurrent_exports")),
             set_columns=str(_setting(config, "set_columns")),
@@ -212,9 +236,8 @@ class AlidaSettings:
             schema_drift=str(_setting(config, "schema_drift")),
             member_profiles_incremental=bool(_setting(config, "member_profiles_incremental")),
             emit_activate_version=bool(_setting(config, "emit_activate_version_messages")),
-            probe_activity_id=str(config["probe_activity_id"]).strip()
-            if config.get("probe_activity_id")
-            else None,
+            # Removed (``--probe ACTIVITY_ID``); a bare ``--probe`` still uses it.
+            probe_activity_id=str(config.get("probe_activity_id") or "").strip() or None,
             closed_activities=str(_setting(config, "closed_activities")),
             closed_activity_refresh_days=float(_setting(config, "closed_activity_refresh_days")),
             cache_dir=config.get("cache_dir") or None,
@@ -226,11 +249,12 @@ def unknown_settings(config: Mapping[str, Any], known: Iterable[str]) -> list[st
     """A warning for each config key that is no setting, with the closest setting name.
 
     JSON Schema lets unknown keys through, so a misspelt key (``poll_intervall_seconds``)
-    would silently leave its setting at the default.
+    would silently leave its setting at the default. Removed settings are
+    ``removed_settings``'s to warn about.
     """
     names = sorted(set(known))
     warnings = []
-    for key in sorted(set(config) - set(names)):
+    for key in sorted(set(config) - set(names) - set(REMOVED)):
         close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}?" if close else "`tap-alida --about` lists the settings."
         warnings.append(f"Setting {key!r} is not a tap-alida setting and is ignored; {hint}")
@@ -244,7 +268,7 @@ def plain_schema_error(error: str, config: Mapping[str, Any]) -> str:
     """A JSON-schema range error in the words of ``range_error``.
 
     jsonschema says "Decimal('1E+12') is greater than the maximum of 86400 in
-    config['poll_interval_seconds']"; a user reads the setting and its bound better.
+    config['max_wait_seconds']"; a user reads the setting and its bound better.
     """
     match = _SCHEMA_KEY.search(error)
     if match is None:

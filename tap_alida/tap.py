@@ -32,15 +32,20 @@ from tap_alida.catalog_keys import CatalogKeys, add_keys
 from tap_alida.directory import Activity
 from tap_alida.errors import STREAM_FAILURES, AlidaError
 from tap_alida.http.client import AlidaClient
-from tap_alida.input_files import check_config_files, read_catalog_stream
+from tap_alida.input_files import check_config_files, check_state, read_catalog_stream, read_state_stream
 from tap_alida.modelling.privacy import SensitiveValues
 from tap_alida.modelling.types import WarnOnce
 from tap_alida.modelling.width import warn_if_too_wide
 from tap_alida.run import Run
 from tap_alida.sdk import CheckedConfigTap, CountingWriter, PacedStateWriter
-from tap_alida.settings import CONFIG_SCHEMA, AlidaSettings, plain_schema_error, unknown_settings
+from tap_alida.settings import (
+    CONFIG_SCHEMA,
+    AlidaSettings,
+    plain_schema_error,
+    removed_settings,
+    unknown_settings,
+)
 from tap_alida.state import StatePacer, flush_held_state
-from tap_alida.state_file import check_state, read_state_stream
 from tap_alida.streams import (
     ActivitiesStream,
     ActivityAnswersStream,
@@ -50,6 +55,9 @@ from tap_alida.streams import (
     MemberProfileValuesStream,
     member_profiles_schema,
 )
+
+# What click passes for a bare ``--probe`` (no activity id): not a possible id.
+PROBE_WITHOUT_ACTIVITY = "\x00"
 
 
 class _UnsortedNoteFilter(logging.Filter):
@@ -96,7 +104,8 @@ class TapAlida(CheckedConfigTap):
 
     def check_config(self, schema_errors: list[str]) -> list[str]:
         """The SDK's JSON-schema checks plus ours, reported together, before any request."""
-        for warning in unknown_settings(self.config, self.config_jsonschema.get("properties", {})):
+        known = self.config_jsonschema.get("properties", {})
+        for warning in removed_settings(self.config) + unknown_settings(self.config, known):
             self.logger.warning(warning)
         errors = [plain_schema_error(error, self.config) for error in schema_errors]
         return errors or AlidaSettings.errors(self.config)
@@ -153,7 +162,7 @@ class TapAlida(CheckedConfigTap):
         catalog: IO[str] | None = None,
     ) -> None:
         """The SDK's entry point, with ``--state`` and ``--catalog`` read and checked first
-        (``state_file``, ``input_files``).
+        (``input_files``).
 
         A file that is not JSON or not shaped like a Singer state or catalog becomes
         one error naming the file, instead of a traceback from the SDK's parse.
@@ -213,18 +222,33 @@ class TapAlida(CheckedConfigTap):
     def get_singer_command(cls) -> click.Command:
         """The SDK's command plus ``--probe`` (``probe``: a JSON report of how the tenant answers)."""
         command = super().get_singer_command()
-        help_text = "Probe the API contract with a few real calls; print a JSON report (exit 1: blocking)."
-        command.params.append(
-            click.Option(["--probe"], is_flag=True, expose_value=False, callback=cls.cb_probe, help=help_text)
+        help_text = (
+            "Probe the API contract with a few real calls; print a JSON report (exit 1: blocking). "
+            "With ACTIVITY_ID, one activity is exported too (pick a small survey)."
         )
+        option = click.Option(
+            ["--probe"],
+            metavar="[ACTIVITY_ID]",
+            is_flag=False,
+            flag_value=PROBE_WITHOUT_ACTIVITY,
+            default=None,
+            expose_value=False,
+            callback=cls.cb_probe,
+            help=help_text,
+        )
+        command.params.append(option)
         return command
 
     @classmethod
-    def cb_probe(cls, ctx: click.Context, param: click.Option, value: bool) -> None:
-        if value:
-            config = ctx.params.get("config")
-            kwargs = {"config": config.config, "parse_env_config": config.parse_env} if config else {}
-            ctx.exit(probe.run(cls(**kwargs, validate_config=True, catalog={"streams": []}).client))
+    def cb_probe(cls, ctx: click.Context, param: click.Option, value: str | None) -> None:
+        """``--probe [ACTIVITY_ID]``; a bare ``--probe`` uses the removed ``probe_activity_id``."""
+        if value is None:
+            return
+        config = ctx.params.get("config")
+        kwargs = {"config": config.config, "parse_env_config": config.parse_env} if config else {}
+        client = cls(**kwargs, validate_config=True, catalog={"streams": []}).client
+        activity = value.strip() if value != PROBE_WITHOUT_ACTIVITY else client.settings.probe_activity_id
+        ctx.exit(probe.run(client, activity or None))
 
     def check_connection(self) -> None:
         """Token, activities in scope, member variables: raises AlidaError when one fails."""

@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# The sandbox's exports finish in milliseconds: every tap these tests start (in process or as a
+# subprocess) checks a batch's status every 0.05-0.2 s, not 1-60 s (tap_alida.settings.TEST_POLL_ENV).
+os.environ.setdefault("ALIDA_TEST_POLL_SECONDS", "0.05,0.2")
 # Primary keys of the fixed streams (activity streams: activity_id + response_id).
 FIXED_STREAM_KEYS = {
     "activity_fields": ("activity_id", "field_id"),
@@ -95,8 +98,6 @@ class Sandbox:
             "client_id": "sandbox",
             "client_secret": "sandbox",
             "community_api_key_name": "sandbox",
-            "poll_interval_seconds": 0.05,
-            "poll_max_interval_seconds": 0.2,
         }
         config.update(overrides)
         return {k: v for k, v in config.items() if v is not None}

@@ -13,7 +13,7 @@ knocking while nothing has finished. Instead:
   again; refusals are not counted as failed attempts. A create refused while
   none of this run's exports is in progress (someone else fills the tenant) for
   longer than ``max_wait_to_start_seconds`` fails its export, as a batch stuck in
-  ``pending`` does; a ``Retry-After`` above ``max_retry_after_seconds`` fails at once;
+  ``pending`` does; a ``Retry-After`` above ``MAX_RETRY_AFTER_SECONDS`` fails at once;
 * the limit grows again: by one after ``limit`` creates in a row are accepted
   (against a fixed cap this costs about one refused create per ``limit``
   exports), and doubles after ``QUIET_SECONDS`` without a refusal, so a passing
@@ -31,9 +31,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from tap_alida.errors import APIError, ExportFailedError, RateLimitedError
+from tap_alida.errors import ExportFailedError, RateLimitedError
 from tap_alida.export.batch import Batch
-from tap_alida.http.policy import jittered_backoff
+from tap_alida.http.retry import check_retry_after, jittered_backoff
 from tap_alida.stop import RunStop
 
 logger = logging.getLogger("tap_alida.export.admission")
@@ -69,7 +69,11 @@ class Admission:
         self._changed = threading.Condition()
 
     def create(self, create: Callable[[], Batch], label: str) -> Batch:
-        """Run ``create`` when a place is free; after a 429, wait and try again."""
+        """Run ``create`` when a place is free; after a 429, wait and try again.
+
+        Not ``retry.attempts``: a refusal here is not a failed try (none is counted, the
+        bound is the time refused while none of ours runs) and the wait is for a place
+        as much as for the backoff; the Retry-After ceiling is the same (``check_retry_after``)."""
         refusals = 0
         refused_alone_since: float | None = None  # refused while none of ours was in progress
         while True:
@@ -180,13 +184,10 @@ class Admission:
 
     def _wait_after_refusal(self, exc: RateLimitedError, label: str, refusals: int, alone: float) -> None:
         retry_after = exc.retry_after
-        if retry_after is not None and retry_after > self.max_retry_after:
-            msg = (
-                f"Alida refused to start the export of {label} (HTTP 429) and asked to wait "
-                f"{retry_after:.0f} s, more than 'max_retry_after_seconds' "
-                f"({self.max_retry_after:.0f} s). Rerun later or raise that setting."
+        if retry_after is not None:
+            check_retry_after(
+                retry_after, self.max_retry_after, f"Alida refused to start the export of {label} (HTTP 429)"
             )
-            raise APIError(msg, status=429)
         if alone > self.max_wait_to_start:
             msg = (
                 f"Alida refused to start the export of {label} for {alone:.0f} s (HTTP 429: too many "

@@ -46,7 +46,8 @@ from tap_alida.export.file import read_definition_from_stream
 from tap_alida.export.status import BatchState, classify, error_text, status_word
 from tap_alida.http.client import AlidaClient
 from tap_alida.http.links import LINK_KEYS
-from tap_alida.http.policy import STREAM_ERRORS, TRANSIENT_ERRORS, error_detail, parse_retry_after
+from tap_alida.http.policy import STREAM_ERRORS, TRANSIENT_ERRORS, error_detail
+from tap_alida.http.retry import parse_retry_after
 from tap_alida.http.urls import segment
 from tap_alida.modelling.types import format_datetime
 from tap_alida.settings import AlidaSettings
@@ -156,6 +157,9 @@ class BatchExports:
     def refresh(self, batch: Batch) -> dict[str, Any]:
         """Read the batch's status; a 404 right after the create is waited out briefly."""
         what = f"read the status of {batch.describe()}"
+        # Not ``retry.attempts``: this wait is bounded by the batch's age, not by a count of
+        # tries, waits a fixed second (no backoff, no Retry-After) and gives up by re-raising
+        # the 404; the GET inside already runs in the retry loop for 429/5xx.
         while True:
             try:
                 status = self.client.get_json(self._status_url(batch), what=what)
@@ -265,25 +269,25 @@ class BatchExports:
         """
         what = f"read the definition in the export file of {batch.describe()}"
         link = self.file_link(batch)
-        attempt = 0
-        while True:
-            attempt += 1
+        retries = self.client.retry.attempts(what)
+        for attempt in retries:
             try:
                 response = self.client.open_file(link, what=what)
             except StorageLinkError:
-                if attempt >= self.settings.max_attempts:
+                if attempt.number >= self.client.retry.max_attempts:
                     raise
                 link = self._fresh_link(batch)
-                continue
+                continue  # a try without a wait
             try:
                 return read_definition_from_stream(response.raw, batch, framed=_framed(response))
             except (BadExportFileError, TruncatedFileError):
                 raise  # the file itself is bad (or cut by Alida): reading it again cannot help
             except (*TRANSIENT_ERRORS, *STREAM_ERRORS, ExportFileError) as exc:
                 # ExportFileError: a body cut short looks like malformed JSON here.
-                self.client.retry.pause(attempt, what, type(exc).__name__, None)
+                attempt.failed(type(exc).__name__)
             finally:
                 response.close()
+        raise retries.gave_up()
 
     def _fresh_link(self, batch: Batch) -> str:
         """A new file link from the batch status, after the storage host refused one."""
@@ -326,13 +330,13 @@ def _framed(response: requests.Response) -> bool:
     return "Content-Length" in headers or "chunked" in headers.get("Transfer-Encoding", "").lower()
 
 
-# A finished export is noticed within this share of its age (or poll_interval_seconds).
+# A finished export is noticed within this share of its age (or the first poll interval).
 POLL_SHARE_OF_AGE = 0.1
 
 
 def poll_wait(elapsed: float, settings: AlidaSettings) -> float:
     """Seconds until the next status check: ``POLL_SHARE_OF_AGE`` of the export's age, at least
-    ``poll_interval_seconds`` and at most ``poll_max_interval_seconds``.
+    ``POLL_INTERVAL_SECONDS`` and at most ``POLL_MAX_INTERVAL_SECONDS`` (``settings``).
 
     A finished export is noticed within max(poll_interval, 10 % of its age): one
     that takes 45 s within 4.5 s, where doubling waits (5, 10, 20, 40 s) noticed it
@@ -345,7 +349,7 @@ def poll_wait(elapsed: float, settings: AlidaSettings) -> float:
 def _time_left(not_started: bool, elapsed: float, settings: AlidaSettings) -> float:
     """Seconds until the nearest deadline that applies (a little past it, so the next check fails).
 
-    A poll sleeps at most this long: a long ``poll_interval_seconds`` must not
+    A poll sleeps at most this long: a long poll interval must not
     carry a wait past ``max_wait_seconds`` (or, while pending,
     ``max_wait_to_start_seconds``).
     """

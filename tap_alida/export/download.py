@@ -92,16 +92,26 @@ class Download:
         self.what = f"download the export file of {self.batch.describe()}"
         self.link = self._link(self.batch)
         self.progress = _Progress(self.batch)
-        self.received = self.drops = 0
+        self.received = 0
         self.fresh_links = FreshLinks()
         self.etag: str | None = None
-        while True:
+        retries = self.client.retry.attempts(self.what)
+        broke: BaseException | None = None
+        for attempt in retries:  # one pass per connection that broke off
             response = self._open()
-            if response is None or not self._usable(response, out):
-                continue
-            if self._copy(response, out):
+            while response is None or not self._usable(response, out):
+                response = self._open()  # a fresh link, or a start over: not a broken connection
+            broke = self._copy(response, out)
+            if broke is None:
                 self.progress.done(self.received)
                 return
+            attempt.failed(f"{type(broke).__name__} after {self.received} bytes; it resumes at that byte")
+        msg = (
+            f"The download of {self.batch.describe()} broke off {retries.last.number} times (last after "
+            f"{self.received} bytes, {type(broke).__name__}). Nothing from this file was "
+            "emitted; rerun the sync, or raise 'max_request_attempts'."
+        )
+        raise ExportFileError(msg) from broke
 
     def _open(self) -> requests.Response | None:
         """A GET of the file from the last byte on disk; None after a refused link (renewed)."""
@@ -152,38 +162,17 @@ class Download:
             self.etag = tag if tag and not tag.startswith("W/") else None
         return True
 
-    def _copy(self, response: requests.Response, out: Any) -> bool:
-        """Write the body to disk; False after a dropped connection (to resume after a backoff)."""
+    def _copy(self, response: requests.Response, out: Any) -> BaseException | None:
+        """Write the body to disk; the error when the connection broke off (to resume from there)."""
         try:
             for chunk in response.iter_content(CHUNK_BYTES):
                 self.client.stop.check()
                 out.write(chunk)
                 self.received += len(chunk)
                 self.progress.update(self.received)
-            return True
+            return None
         except (*TRANSIENT_ERRORS, *STREAM_ERRORS) as exc:
-            self.drops += 1
-            attempts = self.client.settings.max_attempts
-            if self.drops >= attempts:
-                msg = (
-                    f"The download of {self.batch.describe()} broke off {self.drops} times (last after "
-                    f"{self.received} bytes, {type(exc).__name__}). Nothing from this file was "
-                    "emitted; rerun the sync, or raise 'max_request_attempts'."
-                )
-                raise ExportFileError(msg) from exc
-            wait = self.client.retry.backoff(self.drops)
-            logger.warning(
-                "The download of %s broke off after %d bytes (%s); resuming from there in "
-                "%.1f s (retry %d of %d).",
-                self.batch.describe(),
-                self.received,
-                type(exc).__name__,
-                wait,
-                self.drops,
-                attempts - 1,
-            )
-            self.client.stop.sleep(wait)
-            return False
+            return exc
         finally:
             response.close()
 

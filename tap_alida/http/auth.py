@@ -14,8 +14,9 @@ import requests
 from singer_sdk.authenticators import OAuthAuthenticator
 
 from tap_alida import __version__
-from tap_alida.errors import APIError, AuthenticationError
-from tap_alida.http.policy import RETRY_STATUSES, TRANSIENT_ERRORS, Observer, RetryPolicy, error_detail
+from tap_alida.errors import AuthenticationError
+from tap_alida.http.policy import TOKEN, TRANSIENT_ERRORS, Action, Observer, decide, error_detail
+from tap_alida.http.retry import RetryPolicy
 from tap_alida.http.urls import safe_url
 from tap_alida.sdk import oauth_headers
 from tap_alida.settings import AlidaSettings
@@ -71,17 +72,10 @@ class AlidaAuthenticator(OAuthAuthenticator):
         self.last_refreshed = None
         self.access_token = None
 
-    def update_access_token(self) -> None:
-        """Fetch a token; refused credentials become one clear, secret-free error.
-
-        Replaces the SDK's version, which logs the response body and raises a bare
-        RuntimeError, and whose retrying session covers https only.
-        """
-        request_time = dt.datetime.now(dt.UTC)
-        what = "obtain an access token"
-        attempt = 0
-        while True:
-            attempt += 1
+    def _token_response(self, what: str) -> requests.Response:
+        """The token endpoint's answer, after retrying dropped connections and 429/5xx."""
+        retries = self._retry.attempts(what)
+        for attempt in retries:
             try:
                 response = requests.post(
                     self.auth_endpoint,
@@ -99,23 +93,33 @@ class AlidaAuthenticator(OAuthAuthenticator):
                         "can reach the host."
                     )
                     raise AuthenticationError(msg) from None
-                try:
-                    self._retry.pause(attempt, what, type(exc).__name__, None)
-                except APIError:
-                    msg = (
-                        f"Could not reach the Alida token endpoint {safe_url(self.auth_endpoint)} "
-                        f"({type(exc).__name__}). Check 'region'/'api_url' and 'token_url', "
-                        "and that this machine can reach the host."
-                    )
-                    raise AuthenticationError(msg) from None
+                attempt.failed(type(exc).__name__)
                 continue
             self._retry.answered(self.auth_endpoint)
             if self.observer is not None:
                 self.observer(response, False)
-            if response.status_code not in RETRY_STATUSES:
-                break
+            if decide(TOKEN, response.status_code) is not Action.RETRY:
+                return response
             response.close()
-            self._retry.pause(attempt, what, f"HTTP {response.status_code}", response)
+            attempt.failed(f"HTTP {response.status_code}", response)
+        if retries.last.response is None:  # the connection kept breaking: a network problem
+            msg = (
+                f"Could not reach the Alida token endpoint {safe_url(self.auth_endpoint)} "
+                f"({retries.last.reason}). Check 'region'/'api_url' and 'token_url', "
+                "and that this machine can reach the host."
+            )
+            raise AuthenticationError(msg)
+        raise retries.gave_up()
+
+    def update_access_token(self) -> None:
+        """Fetch a token; refused credentials become one clear, secret-free error.
+
+        Replaces the SDK's version, which logs the response body and raises a bare
+        RuntimeError, and whose retrying session covers https only.
+        """
+        request_time = dt.datetime.now(dt.UTC)
+        what = "obtain an access token"
+        response = self._token_response(what)
         if response.status_code >= 400:
             msg = (
                 f"Alida refused the token request (HTTP {response.status_code} from "

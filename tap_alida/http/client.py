@@ -38,11 +38,11 @@ from tap_alida.http.policy import (
     TRANSIENT_ERRORS,
     Action,
     Observer,
-    RetryPolicy,
     decide,
     error_detail,
     may_have_acted,
 )
+from tap_alida.http.retry import RetryPolicy
 from tap_alida.http.urls import safe_url
 from tap_alida.settings import AlidaSettings
 from tap_alida.stop import RunStop
@@ -125,9 +125,8 @@ class AlidaClient:
             msg = f"Refusing to send credentials to {safe_url(url)}: not the API host."
             raise APIError(msg)
         renewals = _Renewals(self.settings.max_attempts)
-        attempt = 0
-        while True:
-            attempt += 1
+        retries = self.retry.attempts(what)
+        for attempt in retries:
             try:
                 response, token_used = self._send(
                     requests.Request(method, url, headers=self._headers(headers), json=json, params=params),
@@ -135,14 +134,9 @@ class AlidaClient:
                     allow_redirects=allow_redirects,
                 )
             except TRANSIENT_ERRORS as exc:
-                why = self.retry.first_contact_failed(url, exc)
-                if why is not None:
-                    msg = (
-                        f"Could not {what}: could not connect to {safe_url(url)}: {why}. Check "
-                        "'region'/'api_url', and that this machine can reach the host."
-                    )
-                    raise APIError(msg) from None
-                self._before_retry(method, what, attempt, exc=exc)
+                self._fail_at_first_contact(url, what, exc)
+                self._warn_if_repeated(method, what, type(exc).__name__, exc=exc)
+                attempt.failed(type(exc).__name__)
                 continue
             self.retry.answered(url)
             if self.observer is not None:
@@ -153,17 +147,29 @@ class AlidaClient:
                 return response
             if action is Action.RENEW_TOKEN and self._renew(token_used, renewals, what):
                 response.close()
-                continue
+                continue  # a try without a wait
             detail = error_detail(response)
             response.close()
             if action is Action.RETRY:
-                self._before_retry(
-                    method, what, attempt, response=response, detail=f"HTTP {status}: {detail}"
-                )
+                reason = f"HTTP {status}: {detail}"
+                self._warn_if_repeated(method, what, reason, status=status)
+                attempt.failed(reason, response)
                 continue
             error_cls = NotFoundError if action is Action.NOT_FOUND else APIError
             msg = f"Could not {what}: HTTP {status} from {safe_url(url)}: {detail}"
             raise error_cls(msg, status=status)
+        raise retries.gave_up()
+
+    def _fail_at_first_contact(self, url: str, what: str, exc: BaseException) -> None:
+        """Raise APIError at once when the API host never answered and cannot be reached
+        (``RetryPolicy.first_contact_failed``): a wrong URL is not retried for a minute."""
+        why = self.retry.first_contact_failed(url, exc)
+        if why is not None:
+            msg = (
+                f"Could not {what}: could not connect to {safe_url(url)}: {why}. Check "
+                "'region'/'api_url', and that this machine can reach the host."
+            )
+            raise APIError(msg) from None
 
     def _headers(self, headers: Mapping[str, str] | None) -> dict[str, str]:
         sent = {"Accept": "application/json", **(headers or {})}
@@ -202,27 +208,19 @@ class AlidaClient:
             return True
         return False
 
-    def _before_retry(
-        self,
-        method: str,
-        what: str,
-        attempt: int,
-        *,
-        exc: BaseException | None = None,
-        response: requests.Response | None = None,
-        detail: str = "",
+    @staticmethod
+    def _warn_if_repeated(
+        method: str, what: str, reason: str, *, exc: BaseException | None = None, status: int | None = None
     ) -> None:
-        """Wait before trying again (``RetryPolicy.pause``); a POST that Alida may already
-        have acted on is repeated only with a WARNING that a duplicate may exist."""
-        reason = type(exc).__name__ if exc is not None else detail
-        if method == "POST" and may_have_acted(response.status_code if response is not None else None, exc):
+        """A POST that Alida may already have acted on is repeated only with a WARNING that
+        a duplicate may exist (``policy.may_have_acted``)."""
+        if method == "POST" and may_have_acted(status, exc):
             logger.warning(
                 "The request to %s may have reached Alida before it failed (%s); Alida offers no way "
                 "to check, so it is sent again and a duplicate export may exist on Alida's side.",
                 what,
                 reason,
             )
-        self.retry.pause(attempt, what, reason, response)
 
     def get_json(self, url: str, *, what: str, params: Mapping[str, Any] | None = None) -> Any:
         response = self.request("GET", url, what=what, params=params)
@@ -311,9 +309,8 @@ class AlidaClient:
         A ``Location`` header is the link whatever the status (``files_route_location``);
         else a 200 JSON body may hold it (``peek_link``).
         """
-        attempt = 0
-        while True:
-            attempt += 1
+        retries = self.retry.attempts(what)
+        for attempt in retries:
             response = self.request(
                 "GET",
                 url,
@@ -333,16 +330,16 @@ class AlidaClient:
                 found = peek_link(response)
             except (*TRANSIENT_ERRORS, *STREAM_ERRORS) as exc:
                 response.close()
-                self.retry.pause(attempt, what, type(exc).__name__, None)
+                attempt.failed(type(exc).__name__)
                 continue
             if found is not None:
                 response.close()
             return response, found
+        raise retries.gave_up()
 
     def _storage_get(self, url: str, *, what: str, headers: Mapping[str, str] | None) -> requests.Response:
-        attempt = 0
-        while True:
-            attempt += 1
+        retries = self.retry.attempts(what)
+        for attempt in retries:
             try:
                 response = self.storage_session.get(
                     url,
@@ -352,7 +349,7 @@ class AlidaClient:
                     timeout=self.settings.timeout,
                 )
             except TRANSIENT_ERRORS as exc:
-                self.retry.pause(attempt, what, type(exc).__name__, None)
+                attempt.failed(type(exc).__name__)
                 continue
             if self.observer is not None:
                 self.observer(response, True)
@@ -363,12 +360,13 @@ class AlidaClient:
             detail = f"HTTP {status} from storage host {safe_url(url)}"
             response.close()
             if action is Action.RETRY:
-                self.retry.pause(attempt, what, detail, response)
+                attempt.failed(detail, response)
                 continue
             if action is Action.NEW_LINK:
                 # Pre-signed links expire (S3 answers 400 or 403); the caller fetches a fresh one.
                 raise StorageLinkError(f"Could not {what}: {detail}.", status=status)
             raise APIError(f"Could not {what}: {detail}.", status=status)
+        raise retries.gave_up()
 
 
 class _Renewals:

@@ -19,33 +19,18 @@ the Batch Data Extract API has no way to list batches (``docs/api.md`` §2-3),
 so the tap repeats it and says that a duplicate export may exist
 (``may_have_acted``).
 
-``RetryPolicy`` holds the mechanics: capped exponential backoff with jitter,
-``Retry-After`` (seconds or HTTP date) up to a bound, a bounded number of tries,
-waits that end at once when the run stops. Why not ``backoff``/``tenacity``:
-the waits must wake on the run's stop signal, honour a per-response
-``Retry-After`` with a ceiling that fails the run, and count tries across token
-renewals shared by threads; the loop that needs all that is a few lines.
+The mechanics (counting tries, waiting, ``Retry-After``, the "gave up"
+message) are ``retry.RetryPolicy.attempts``, the one retry loop every request uses.
 """
 
 from __future__ import annotations
 
-import email.utils
 import enum
-import logging
-import random
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 import urllib3
-
-from tap_alida.errors import APIError
-from tap_alida.settings import AlidaSettings
-from tap_alida.stop import RunStop
-
-logger = logging.getLogger("tap_alida.http.policy")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 TRANSIENT_ERRORS = (
@@ -114,74 +99,6 @@ def may_have_acted(status: int | None = None, error: BaseException | None = None
     return status not in (429, 503)
 
 
-class RetryPolicy:
-    """When and how long to wait before trying a request again.
-
-    Capped exponential backoff with jitter (1, 2, 4 … 60 s, times 0.5-1.0) for
-    5xx, timeouts and dropped connections; a 429's ``Retry-After`` (seconds or an
-    HTTP date) is honoured up to ``max_retry_after_seconds``, beyond which the run
-    fails rather than sleeping for an unknown time. ``max_request_attempts``
-    bounds the tries. Shared by API calls, the token call and storage downloads,
-    so every path retries the same way and logs the same line.
-    """
-
-    def __init__(self, settings: AlidaSettings, stop: RunStop) -> None:
-        self.stop = stop
-        self.max_attempts = settings.max_attempts
-        self.max_retry_after = settings.max_retry_after
-        self._answered: set[str] = set()  # hosts that answered at least once
-
-    def answered(self, url: str) -> None:
-        """Note that ``url``'s host answered (any HTTP status): from now on it may be retried."""
-        self._answered.add(urlsplit(url).netloc.lower())
-
-    def first_contact_failed(self, url: str, exc: BaseException) -> str | None:
-        """Why the first request to a host that never answered could not connect, else None.
-
-        Retries with backoff are for a connection that worked and then broke: a host
-        refusing connections or a name that does not resolve at first contact is a
-        wrong 'api_url'/'region' or a network rule, not a blip, and waiting ~20 s of
-        backoffs before saying so only hides it. A timeout is not judged here (it is
-        retried as before): a slow network may still answer.
-        """
-        if urlsplit(url).netloc.lower() in self._answered:
-            return None
-        return connect_failure(exc)
-
-    def backoff(self, attempt: int) -> float:
-        return jittered_backoff(attempt)
-
-    def pause(self, attempt: int, what: str, reason: str, response: requests.Response | None) -> None:
-        """Sleep before try ``attempt + 1``, or raise APIError when the tries are used up."""
-        if attempt >= self.max_attempts:
-            msg = (
-                f"Could not {what} after {attempt} attempts (last: {reason}). Alida or the "
-                "network is failing; rerun later or raise 'max_request_attempts'."
-            )
-            raise APIError(msg, status=response.status_code if response is not None else None)
-        wait = self.backoff(attempt)
-        if response is not None and response.status_code == 429:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if retry_after is not None:
-                if retry_after > self.max_retry_after:
-                    msg = (
-                        f"Alida rate-limited the request to {what} and asked to wait "
-                        f"{retry_after:.0f} s, more than 'max_retry_after_seconds' "
-                        f"({self.max_retry_after:.0f} s). Rerun later or raise that setting."
-                    )
-                    raise APIError(msg, status=429)
-                wait = retry_after
-        logger.warning(
-            "Could not %s (%s); retry %d of %d in %.1f s.",
-            what,
-            reason,
-            attempt,
-            self.max_attempts - 1,
-            wait,
-        )
-        self.stop.sleep(wait)
-
-
 def connect_failure(exc: BaseException) -> str | None:
     """Why a connection could not be made at all (name not resolved, refused), else None."""
     if not isinstance(exc, requests.ConnectionError) or isinstance(exc, requests.Timeout):
@@ -193,28 +110,6 @@ def connect_failure(exc: BaseException) -> str | None:
     if isinstance(reason, urllib3.exceptions.NewConnectionError):
         return "no connection could be made (refused, or the host is unreachable)"
     return None
-
-
-def jittered_backoff(attempt: int, first: float = 1.0, cap: float = 60.0) -> float:
-    """Seconds to wait before try ``attempt + 1``: first × 2^(attempt-1), at most ``cap``,
-    times 0.5-1.0 (jitter, so that threads refused together do not come back together)."""
-    return min(first * 2.0 ** (attempt - 1), cap) * (0.5 + random.random() / 2)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def error_detail(response: requests.Response) -> str:

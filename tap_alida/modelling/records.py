@@ -272,25 +272,15 @@ class ActivityRecordMapper:
 
     # -- converters, one per field: each takes the field's non-empty ``values`` list --
 
-    def _converter(self, f: FieldDefinition) -> Converter:  # noqa: C901
+    def _converter(self, f: FieldDefinition) -> Converter:
         """The field's converter, built once per export.
 
-        Why one long factory instead of a class per type: each branch returns a
-        closure specialised for one data type (the per-record hot path, see
-        benchmarks/bench.py), and keeping them side by side shows every type's
-        rule in one place.
+        Each factory returns a closure specialised for one data type (the
+        per-record hot path, see benchmarks/bench.py).
         """
         canonical = f.canonical
         if canonical == SET:
-            labels = self._label_lookup(f)
-
-            def set_labels(values: list[Any]) -> Any:
-                found = [labels(v) for v in values if v is not None]
-                if None in found:  # structured values, counted by the lookup
-                    found = [label for label in found if label is not None]
-                return found
-
-            return set_labels
+            return self._set_converter(f)
         many = self._many_values(f)
         if canonical == ENUM:
             label = self._label_lookup(f)
@@ -302,43 +292,67 @@ class ActivityRecordMapper:
 
             return enum
         if canonical == DOUBLE:
-            bad = self._bad_value(f, "a number")
-
-            def number(values: list[Any]) -> Any:
-                if len(values) > 1:
-                    many(len(values))
-                value = values[0]
-                if type(value) is float:  # the common case, ready as it is
-                    return value
-                result = to_number(value)
-                if result is None and value is not None:
-                    if is_out_of_range(value):
-                        self._overflow(f)
-                    elif is_structured(value):
-                        self._structured(f)
-                    else:
-                        bad(value)
-                return result
-
-            return number
+            return self._number_converter(f, many)
         if canonical == DATE_TIME:
-            bad = self._bad_value(f, "a date-time")
+            return self._date_time_converter(f, many)
+        return self._text_converter(f, many)
 
-            def date_time(values: list[Any]) -> Any:
-                if len(values) > 1:
-                    many(len(values))
-                value = values[0]
-                if is_canonical_datetime(value):
-                    return value
-                result = normalize_datetime(value)
-                if result is None and value is not None:
-                    if is_structured(value):
-                        self._structured(f)
-                    else:
-                        bad(value)
-                return result
+    def _set_converter(self, f: FieldDefinition) -> Converter:
+        """Multi-select: the labels of the chosen options (structured values left out, counted)."""
+        labels = self._label_lookup(f)
 
-            return date_time
+        def set_labels(values: list[Any]) -> Any:
+            found = [labels(v) for v in values if v is not None]
+            if None in found:  # structured values, counted by the lookup
+                found = [label for label in found if label is not None]
+            return found
+
+        return set_labels
+
+    def _number_converter(self, f: FieldDefinition, many: Callable[[int], None]) -> Converter:
+        """A number; a value out of range, structured or not numeric becomes null (counted)."""
+        bad = self._bad_value(f, "a number")
+
+        def number(values: list[Any]) -> Any:
+            if len(values) > 1:
+                many(len(values))
+            value = values[0]
+            if type(value) is float:  # the common case, ready as it is
+                return value
+            result = to_number(value)
+            if result is None and value is not None:
+                if is_out_of_range(value):
+                    self._overflow(f)
+                elif is_structured(value):
+                    self._structured(f)
+                else:
+                    bad(value)
+            return result
+
+        return number
+
+    def _date_time_converter(self, f: FieldDefinition, many: Callable[[int], None]) -> Converter:
+        """An RFC 3339 date-time; a structured or unreadable value becomes null (counted)."""
+        bad = self._bad_value(f, "a date-time")
+
+        def date_time(values: list[Any]) -> Any:
+            if len(values) > 1:
+                many(len(values))
+            value = values[0]
+            if is_canonical_datetime(value):
+                return value
+            result = normalize_datetime(value)
+            if result is None and value is not None:
+                if is_structured(value):
+                    self._structured(f)
+                else:
+                    bad(value)
+            return result
+
+        return date_time
+
+    def _text_converter(self, f: FieldDefinition, many: Callable[[int], None]) -> Converter:
+        """Text (every other type); a structured value becomes null (counted)."""
 
         def text(values: list[Any]) -> Any:
             if len(values) > 1:

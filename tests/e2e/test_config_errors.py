@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from harness import executable, run_tap
 
-from tap_alida.settings import CONFIG_SCHEMA, unknown_settings
+from tap_alida.settings import CONFIG_SCHEMA, removed_settings, unknown_settings
 
 BASE = {
     "api_url": "http://127.0.0.1:9",
@@ -18,8 +18,8 @@ BASE = {
 BROKEN = [
     ({k: v for k, v in BASE.items() if k != "client_secret"}, "'client_secret' is a required property"),
     (
-        {**BASE, "poll_interval_seconds": -1},
-        "Setting 'poll_interval_seconds' is -1; it must be greater than 0.",
+        {**BASE, "request_timeout_seconds": -1},
+        "Setting 'request_timeout_seconds' is -1; it must be greater than 0.",
     ),
     ({**BASE, "start_date": "yesterday"}, "Setting 'start_date' is 'yesterday'; give an ISO-8601 date"),
 ]
@@ -39,14 +39,41 @@ def test_config_errors_are_named_by_every_entry_point(tmp_path, mode, config, pr
 
 
 def test_unknown_key_is_warned_with_the_closest_name(fixture_sandbox, tmp_path):
-    config = fixture_sandbox.config(poll_intervall_seconds=3, zzz_unrelated=1)
+    config = fixture_sandbox.config(request_timout_seconds=3, zzz_unrelated=1)
     run = run_tap(tmp_path, config, "--test", timeout=60)
     assert run.returncode == 0, run.stderr[-2000:]
     warnings = [s for s in run.stderr.splitlines() if " WARNING " in s and "is not a tap-alida" in s]
     assert len(warnings) == 2
-    assert "'poll_intervall_seconds'" in warnings[0]
-    assert "did you mean 'poll_interval_seconds'?" in warnings[0]
+    assert "'request_timout_seconds'" in warnings[0]
+    assert "did you mean 'request_timeout_seconds'?" in warnings[0]
     assert "'zzz_unrelated'" in warnings[1] and "did you mean" not in warnings[1]
+
+
+def test_a_removed_setting_is_one_warning_naming_its_replacement_never_a_failure(fixture_sandbox, tmp_path):
+    config = fixture_sandbox.config(
+        poll_interval_seconds=-1, poll_max_interval_seconds=3, max_retry_after_seconds=9
+    )
+    run = run_tap(tmp_path, config, "--test", timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    warnings = [s for s in run.stderr.splitlines() if " WARNING " in s]
+    assert len(warnings) == 3, run.stderr[-2000:]
+    assert (
+        "'max_retry_after_seconds' was removed and is ignored; it was replaced by a constant" in warnings[0]
+    )
+    assert "'poll_interval_seconds' was removed" in warnings[1] and "at most 60 s" in warnings[1]
+    assert not [w for w in warnings if "is not a tap-alida setting" in w]
+
+
+def test_removed_settings_are_named_with_their_replacement_and_not_as_unknown():
+    config = {"client_id": "a", "probe_activity_id": "x", "poll_intervall_seconds": 1}
+    assert removed_settings(config) == [
+        "Setting 'probe_activity_id' was removed and is ignored; it was replaced by the argument of "
+        "`--probe`: `tap-alida --probe ACTIVITY_ID` (the setting is still used by a bare `--probe`)."
+    ]
+    assert unknown_settings(config, CONFIG_SCHEMA["properties"]) == [
+        "Setting 'poll_intervall_seconds' is not a tap-alida setting and is ignored; "
+        "`tap-alida --about` lists the settings."
+    ]
 
 
 def test_unknown_settings_lists_only_unknown_keys():

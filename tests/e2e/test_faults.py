@@ -86,9 +86,8 @@ CASES = [
         "rate_limit beyond cap",
         "rate_limit=1",
         "fail then resume",
-        ("asked to wait", "max_retry_after_seconds"),
+        ("asked to wait", "MAX_RETRY_AFTER_SECONDS"),
         ("--retry-after", "600"),
-        {"max_retry_after_seconds": 5},
     ),
     Case("server_error", "server_error=0.15"),
     Case(

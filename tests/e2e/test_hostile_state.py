@@ -88,7 +88,9 @@ def test_meltano_s_state_get_output_is_read_as_its_singer_state(start_sandbox, t
 # --------------------------------------------------------------------------- 7. huge settings, long polls
 
 
-@pytest.mark.parametrize("setting", ["poll_interval_seconds", "request_timeout_seconds", "max_wait_seconds"])
+@pytest.mark.parametrize(
+    "setting", ["max_wait_to_start_seconds", "request_timeout_seconds", "max_wait_seconds"]
+)
 def test_a_huge_time_setting_is_a_clear_error(fixture_sandbox, tmp_path, setting):
     run = run_tap(tmp_path, fixture_sandbox.config(**{setting: 1e12}))
     assert run.returncode == 1
@@ -112,13 +114,12 @@ def test_a_poll_interval_longer_than_the_deadline_stops_at_the_deadline(start_sa
     sandbox = start_sandbox("--fixtures", str(FIXTURES), "--job-delay", "120")
     config = sandbox.config(
         activity_ids=[QP],
-        poll_interval_seconds=86400,  # the largest allowed
-        poll_max_interval_seconds=86400,
         max_wait_to_start_seconds=600,
         max_wait_seconds=2,
     )
     started = time.monotonic()
-    run = run_tap(tmp_path, config, "--discover", timeout=60)
+    # A day between status checks (the test-only poll knob, settings.TEST_POLL_ENV).
+    run = run_tap(tmp_path, config, "--discover", timeout=60, env={"ALIDA_TEST_POLL_SECONDS": "86400,86400"})
     assert time.monotonic() - started < 30
     assert run.returncode == 1 and TRACEBACK not in run.stderr, run.stderr
     assert "has not finished after 2 s" in errors(run)[0] and "'max_wait_seconds' = 2" in errors(run)[0]

@@ -25,15 +25,16 @@ from tap_alida.probe_shapes import MAX_PATHS, key_types, link_lifetime, render, 
 ACTIVITY = "9b2e61d0-7c11-4a53-8e0f-a62c0059ca52"  # a survey of the fixture community
 QUIRKS = "capitalised_status,lowercase_errormessage,empty_create,json_link"
 SECRET = "probe-client-secret-Zq9x"
-FAST = {"poll_interval_seconds": 0.05, "poll_max_interval_seconds": 0.2}
 
 
-def probe(tmp_path: Path, config: dict[str, Any]) -> tuple[int, dict[str, Any] | None, str, str]:
-    """Run ``tap-alida --config … --probe``: exit code, parsed report, raw stdout, stderr."""
+def probe(
+    tmp_path: Path, config: dict[str, Any], activity: str | None = None
+) -> tuple[int, dict[str, Any] | None, str, str]:
+    """Run ``tap-alida --config … --probe [activity]``: exit code, parsed report, raw stdout, stderr."""
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     done = subprocess.run(
-        [executable("tap-alida"), "--config", str(path), "--probe"],
+        [executable("tap-alida"), "--config", str(path), "--probe", *([activity] if activity else [])],
         capture_output=True,
         text=True,
         timeout=180,
@@ -65,7 +66,7 @@ def test_clean_sandbox_reports_every_call_and_no_deviation(start_sandbox, tmp_pa
         "--seed", "5", "--activities", "1", "--members", "8", "--responses", "6", "--job-delay", "0.3"
     )
     survey = next(a["id"] for a in sandbox.truth()["activities"] if a["activityType"] == "Survey")
-    code, report, _, stderr = probe(tmp_path, sandbox.config(probe_activity_id=survey))
+    code, report, _, stderr = probe(tmp_path, sandbox.config(), survey)
     assert code == 0, stderr[-3000:]
     assert report is not None and report["deviations"] == [] and report["blocking"] == 0
     found = calls(report)
@@ -105,7 +106,24 @@ def test_clean_sandbox_reports_every_call_and_no_deviation(start_sandbox, tmp_pa
     assert error_lines(stderr) == []
 
 
-def test_without_probe_activity_id_no_activity_is_exported(fixture_sandbox, tmp_path):
+def test_the_removed_probe_activity_id_setting_still_names_the_activity_with_one_warning(
+    fixture_sandbox, tmp_path
+):
+    code, report, _, stderr = probe(tmp_path, fixture_sandbox.config(probe_activity_id=ACTIVITY))
+    assert code == 0, stderr[-3000:]
+    assert report is not None and "activity export: file" in calls(report)
+    warnings = [line for line in stderr.splitlines() if " WARNING " in line and "probe_activity_id" in line]
+    assert len(warnings) == 1, stderr[-3000:]
+    assert "'probe_activity_id' was removed" in warnings[0] and "--probe ACTIVITY_ID" in warnings[0]
+
+
+def test_an_activity_id_given_to_probe_wins_over_the_removed_setting(fixture_sandbox, tmp_path):
+    code, report, _, stderr = probe(tmp_path, fixture_sandbox.config(probe_activity_id="no-such"), ACTIVITY)
+    assert code == 0, stderr[-3000:]
+    assert report is not None and "activity export: file" in calls(report)
+
+
+def test_without_an_activity_id_no_activity_is_exported(fixture_sandbox, tmp_path):
     code, report, _, stderr = probe(tmp_path, fixture_sandbox.config())
     assert code == 0, stderr[-3000:]
     assert report is not None
@@ -160,8 +178,8 @@ def test_quirky_sandbox_lists_tolerated_deviations_and_leaks_nothing(start_sandb
         "/_sandbox/members/touch", {"count": 2, "effectiveDate": tomorrow, "value": "Probe-city Xyzzy"}
     )
     assert touched["changed"] == 2
-    config = sandbox.config(client_secret=SECRET, probe_activity_id=ACTIVITY)
-    code, report, stdout, stderr = probe(tmp_path, config)
+    config = sandbox.config(client_secret=SECRET)
+    code, report, stdout, stderr = probe(tmp_path, config, ACTIVITY)
     assert code == 0, stderr[-3000:]
     assert report is not None and report["blocking"] == 0
     tolerated = whats(report, "tolerated")
@@ -203,7 +221,7 @@ def test_location_answers_and_paging_variants_are_named(start_sandbox, tmp_path)
         "--page-max", "2", "--quirks", "location_202,location_json_body,paging_empty_links",
     )  # fmt: skip
     survey = next(a["id"] for a in sandbox.truth()["activities"] if a["activityType"] == "Survey")
-    code, report, _, stderr = probe(tmp_path, sandbox.config(probe_activity_id=survey))
+    code, report, _, stderr = probe(tmp_path, sandbox.config(), survey)
     assert code == 0, stderr[-3000:]
     assert report is not None and report["blocking"] == 0
     tolerated = whats(report, "tolerated")
@@ -220,7 +238,7 @@ def test_location_answers_and_paging_variants_are_named(start_sandbox, tmp_path)
 
 def test_cancelled_batches_are_blocking(start_sandbox, tmp_path):
     sandbox = start_sandbox("--fixtures", str(FIXTURES), "--quirks", "cancelled_jobs")
-    code, report, _, stderr = probe(tmp_path, sandbox.config(probe_activity_id=ACTIVITY))
+    code, report, _, stderr = probe(tmp_path, sandbox.config(), ACTIVITY)
     assert code == 1
     assert report is not None and report["blocking"] == 2
     assert whats(report, "blocking") == [
@@ -235,8 +253,8 @@ def test_cancelled_batches_are_blocking(start_sandbox, tmp_path):
 
 
 def test_bad_credentials_are_blocking(fixture_sandbox, tmp_path):
-    config = fixture_sandbox.config(client_secret="wrong", probe_activity_id=ACTIVITY)
-    code, report, stdout, stderr = probe(tmp_path, config)
+    config = fixture_sandbox.config(client_secret="wrong")
+    code, report, stdout, stderr = probe(tmp_path, config, ACTIVITY)
     assert code == 1
     assert report is not None
     assert [c["call"] for c in report["calls"]] == ["token"]
@@ -266,10 +284,8 @@ def test_stuck_batch_is_blocking_ignored_range_and_late_status_are_tolerated(sta
         "--job-delay",
         "0.3",
     )
-    config = sandbox.config(
-        probe_activity_id=ACTIVITY, max_wait_seconds=1.5, max_wait_to_start_seconds=1.5, **FAST
-    )
-    code, report, _, stderr = probe(tmp_path, config)
+    config = sandbox.config(max_wait_seconds=1.5, max_wait_to_start_seconds=1.5)
+    code, report, _, stderr = probe(tmp_path, config, ACTIVITY)
     assert code == 1
     assert report is not None and report["time_limit_seconds"] == 1.5
     # The first batch (members) never leaves pending; the activity export goes through.

@@ -1,26 +1,22 @@
-"""The HTTP policy table, the POST duplicate rule, and the retry mechanics (no sockets)."""
+"""The HTTP policy table, the POST duplicate rule, and the settings object (no sockets).
+
+The retry mechanics (tries, waits, Retry-After) are in ``test_retry.py``."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 import requests
 import urllib3
 
-from tap_alida.errors import APIError, StoppedError
 from tap_alida.http.policy import (
     API,
     STORAGE,
     TOKEN,
     Action,
-    RetryPolicy,
     decide,
     may_have_acted,
-    parse_retry_after,
 )
 from tap_alida.settings import AlidaSettings
-from tap_alida.stop import RunStop
 
 
 @pytest.mark.parametrize(
@@ -91,53 +87,6 @@ def settings(**overrides):
     return AlidaSettings.from_config(config)
 
 
-def response(status, headers=None):
-    answer = requests.Response()
-    answer.status_code = status
-    answer.headers.update(headers or {})
-    return answer
-
-
-def test_retry_after_is_honoured_and_bounded():
-    policy = RetryPolicy(settings(max_retry_after_seconds=5), RunStop())
-    started = time.monotonic()
-    policy.pause(1, "list things", "HTTP 429", response(429, {"Retry-After": "0"}))
-    assert time.monotonic() - started < 0.5
-    with pytest.raises(APIError, match="asked to wait 60 s, more than 'max_retry_after_seconds'"):
-        policy.pause(1, "list things", "HTTP 429", response(429, {"Retry-After": "60"}))
-
-
-def test_the_last_attempt_fails_naming_the_call_and_the_setting():
-    policy = RetryPolicy(settings(max_request_attempts=2), RunStop())
-    with pytest.raises(APIError, match=r"Could not list things after 2 attempts .*'max_request_attempts'"):
-        policy.pause(2, "list things", "HTTP 503", response(503))
-
-
-def test_a_stopped_run_wakes_a_backoff_at_once():
-    stop = RunStop()
-    policy = RetryPolicy(settings(), stop)
-    stop.set()
-    started = time.monotonic()
-    with pytest.raises(StoppedError):
-        policy.pause(5, "list things", "HTTP 503", response(503))  # would sleep 8-16 s
-    assert time.monotonic() - started < 0.5
-
-
-def test_backoff_is_capped_exponential_with_jitter():
-    policy = RetryPolicy(settings(), RunStop())
-    for attempt, base in ((1, 1), (2, 2), (3, 4), (7, 60), (20, 60)):
-        waits = [policy.backoff(attempt) for _ in range(50)]
-        assert all(base * 0.5 <= w <= base for w in waits)
-
-
-def test_retry_after_accepts_seconds_and_http_dates():
-    assert parse_retry_after("7") == 7
-    assert parse_retry_after(" 0 ") == 0
-    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
-    in_a_minute = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 60))
-    assert 55 <= parse_retry_after(in_a_minute) <= 61
-
-
 def test_every_setting_reaches_the_settings_object():
     """Each key of the config schema changes the typed settings (none is dropped on the way)."""
     from tap_alida.settings import CONFIG_SCHEMA
@@ -171,36 +120,13 @@ def test_every_setting_reaches_the_settings_object():
     assert plain == AlidaSettings.from_config(dict(base))
 
 
-def _connect_error(cause: Exception) -> requests.ConnectionError:
-    """What requests raises when urllib3 could not connect (its MaxRetryError wraps the cause)."""
-    return requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/oauth2/token", cause))
+def test_poll_intervals_are_constants_unless_the_test_knob_is_set(monkeypatch):
+    from tap_alida.settings import TEST_POLL_ENV, poll_intervals
 
-
-@pytest.mark.parametrize(
-    ("exc", "why"),
-    [
-        (
-            _connect_error(urllib3.exceptions.NewConnectionError(None, "refused")),
-            "no connection could be made",
-        ),
-        (
-            _connect_error(urllib3.exceptions.NameResolutionError("x.invalid", None, OSError())),
-            "does not resolve",
-        ),
-        (requests.ConnectTimeout("slow"), None),
-        (requests.ConnectionError(urllib3.exceptions.ProtocolError("Connection aborted.")), None),
-        (requests.exceptions.ChunkedEncodingError("cut"), None),
-    ],
-)
-def test_only_a_refused_or_unresolved_first_contact_fails_at_once(exc, why):
-    policy = RetryPolicy(settings(), RunStop())
-    found = policy.first_contact_failed("http://127.0.0.1:1/oauth2/token", exc)
-    assert (found is None) if why is None else (found is not None and why in found)
-
-
-def test_a_host_that_answered_once_is_retried_again():
-    policy = RetryPolicy(settings(), RunStop())
-    refused = _connect_error(urllib3.exceptions.NewConnectionError(None, "refused"))
-    policy.answered("http://API.example:8443/v1/x")
-    assert policy.first_contact_failed("http://api.example:8443/v2/y", refused) is None
-    assert policy.first_contact_failed("http://other.example/v2/y", refused) is not None
+    monkeypatch.delenv(TEST_POLL_ENV, raising=False)
+    assert poll_intervals() == (1.0, 60.0)
+    for value, expected in (("0.05,0.2", (0.05, 0.2)), ("0.2", (0.2, 60.0)), ("86400", (86400.0, 86400.0))):
+        monkeypatch.setenv(TEST_POLL_ENV, value)
+        assert poll_intervals() == expected
+    monkeypatch.setenv(TEST_POLL_ENV, "soon")
+    assert poll_intervals() == (1.0, 60.0)

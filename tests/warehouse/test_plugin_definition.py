@@ -132,20 +132,23 @@ def test_hub_definition_is_meltano_yml_plugin(hub, project_tap, about):
         assert setting["label"] == about["settings"]["properties"][setting["name"]]["title"], setting["name"]
 
 
-def test_meltano_passes_a_fractional_poll_interval_from_meltano_yml(tmp_path):
+def test_meltano_passes_a_fractional_wait_from_meltano_yml(tmp_path):
     """`kind: integer` still lets meltano.yml's 0.2 through as a number, and an env var's whole seconds."""
     project = tmp_path / "project"
     project.mkdir()
     text = (
         (ROOT / "meltano.yml")
         .read_text()
-        .replace("poll_interval_seconds: 1\n", "poll_interval_seconds: 0.2\n")
+        .replace(
+            "community_api_key_name: sandbox\n",
+            "community_api_key_name: sandbox\n          max_wait_seconds: 0.2\n",
+        )
     )
     (project / "meltano.yml").write_text(text)
     env = {"MELTANO_PROJECT_ROOT": str(project), "MELTANO_ENVIRONMENT": "sandbox"}
     printed = run_meltano(tmp_path, "config", "print", "tap-alida", env=env, timeout=120)
     assert printed.returncode == 0, printed.stderr[-2000:]
-    assert json.loads(printed.stdout)["poll_interval_seconds"] == 0.2
+    assert json.loads(printed.stdout)["max_wait_seconds"] == 0.2
     env["TAP_ALIDA_MAX_WAIT_SECONDS"] = "120"
     printed = run_meltano(tmp_path, "config", "print", "tap-alida", env=env, timeout=120)
     assert printed.returncode == 0, printed.stderr[-2000:]
