@@ -31,9 +31,12 @@ logger = logging.getLogger("tap_alida.export.lifecycle")
 
 T = TypeVar("T")
 
-# A batch left in STATE by a crashed run is re-used only while it is this young:
-# Alida documents no file retention, and an old snapshot is not what a rerun wants.
-RESUME_MAX_AGE_SECONDS = 24 * 3600
+# A batch left in STATE by a crashed run is re-used only while it is this young: a rerun
+# soon after a crash saves Alida the export again, but a rerun loads Alida as it was at that
+# export, so a snapshot from the night before must not stand in for tonight's (nights are
+# hours apart; the simulation test ages STATE by a day between nights). Alida documents no
+# file retention either.
+RESUME_MAX_AGE_SECONDS = 6 * 3600
 PREVIOUS_RUN = "the previous run"
 DISCOVERY = "discovery"
 _MAX_AGE = {PREVIOUS_RUN: RESUME_MAX_AGE_SECONDS, DISCOVERY: DISCOVERY_BATCH_MAX_AGE_SECONDS}

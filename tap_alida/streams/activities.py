@@ -111,6 +111,8 @@ class ActivityAnswersStream(AlidaStream):
     activity streams (each file is parsed once per stream that reads it).
     """
 
+    several_surveys = True
+
     primary_keys = ("activity_id", "response_id", "field_id", "value_index")
     replication_key = None
 
@@ -224,6 +226,8 @@ ACTIVITY_FIELDS_SCHEMA = th.PropertiesList(
 
 class ActivityFieldsStream(AlidaStream):
     """The data dictionary: one row per activity × field, for analysts to join against."""
+
+    several_surveys = True
 
     primary_keys = ("activity_id", "field_id")
     replication_key = None

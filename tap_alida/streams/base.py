@@ -40,6 +40,9 @@ class AlidaStream(FastRecordMessages):
     # A stream of the whole community (members, the activities list), not of surveys: with
     # ``shard_count`` above 1 only shard 0 loads it (``loaded_by_another_shard``).
     whole_community: bool = False
+    # A stream that holds every survey's rows (activity_answers, activity_fields): closed
+    # surveys it skips keep theirs by row versions (``scheduler.row_version``).
+    several_surveys: bool = False
 
     def __init__(self, run: Run, schema: dict[str, Any], name: str) -> None:
         super().__init__(run.tap, schema=schema, name=name)
@@ -47,6 +50,7 @@ class AlidaStream(FastRecordMessages):
         self.warn = WarnOnce(self.logger)
         self._after_written: list[Callable[[], None]] = []
         self._failure_after_files: RunFailedError | None = None
+        self._activate_with_files = False
 
     # -- STATE is never ahead of the data ----------------------------------------------------
 
@@ -72,13 +76,17 @@ class AlidaStream(FastRecordMessages):
     def get_batches(self, batch_config: Any, context: Mapping[str, Any] | None = None) -> Iterable[Any]:
         """The SDK's batch files; after the last one's BATCH message, what ``when_written`` held.
 
-        The SDK writes each BATCH message before asking for the next manifest, so the
-        code after the loop runs once every file of the stream is written and announced.
-        A file that cannot be written stops the run with one error naming the storage.
+        Every file of the stream is written before the first is announced; the SDK writes
+        each BATCH message before asking for the next manifest, so the code after the
+        ``yield from`` runs once every file is written and announced. A file that cannot be
+        written stops the run with one error naming the storage.
         """
         self._after_written.clear()
+        self._activate_with_files = False
         try:
-            yield from super().get_batches(batch_config, context)
+            # Every file first (the SDK writes each before yielding it): a read that fails
+            # half-way announces none, and ACTIVATE_VERSION can precede them (``empties_before_files``).
+            files = list(super().get_batches(batch_config, context))
         except OSError as exc:
             self.run.stop()
             root = getattr(getattr(batch_config, "storage", None), "root", "?")
@@ -88,6 +96,9 @@ class AlidaStream(FastRecordMessages):
                 "can read) and its credentials; STATE was not advanced past the last written file."
             )
             raise BatchStorageError(msg) from exc
+        if self._activate_with_files:
+            self._write_activate_version()
+        yield from files
         applied, self._after_written = self._after_written, []
         for apply in applied:
             apply()
@@ -185,10 +196,31 @@ class AlidaStream(FastRecordMessages):
         activates versions, which would delete them (``scheduler.decide``)."""
         return {"version": version} if self.activates_versions else {}
 
+    @cached_property
+    def empties_before_files(self) -> bool:
+        """BATCH mode, a full-table stream of one survey, the members or the activities list:
+        once every file of a complete read is written, ACTIVATE_VERSION goes out *before* the
+        BATCH messages (``get_batches``), so the target drops the rows of earlier loads (rows
+        deleted in Alida, another survey's rows under a name that moved) and then loads the
+        files, whose rows carry no version. Not for streams of several surveys: a closed
+        survey skipped tonight keeps its rows there."""
+        return (
+            bool(self.get_batch_config(self.config))
+            and self.run.settings.emit_activate_version
+            and self.replication_method == REPLICATION_FULL_TABLE
+            and not self.several_surveys
+        )
+
     def activate_version(self) -> None:
         """After the last record of a complete full-table read: rows of older versions left the export."""
+        if self.empties_before_files:
+            self._activate_with_files = True  # written by get_batches, before the BATCH messages
+            return
         if not self.activates_versions or table_version(self) is None:
             return
+        self._write_activate_version()
+
+    def _write_activate_version(self) -> None:
         version = self.run.table_version
         for stream_map in self.stream_maps:
             if isinstance(stream_map, RemoveRecordTransform):

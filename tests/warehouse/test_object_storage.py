@@ -94,7 +94,9 @@ def test_batch_files_in_s3_loaded_by_target_postgres(start_sandbox, s3, postgres
     run = run_tap(tmp_path, sandbox.config(batch_config=batch_config), catalog=catalog, env=s3.env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert not run.records
-    assert not [m for m in run.messages if m["type"] == "ACTIVATE_VERSION"]
+    # Full-table streams of one thing empty their table first; not the streams of several surveys.
+    activated = {m["stream"] for m in run.messages if m["type"] == "ACTIVATE_VERSION"}
+    assert "member_profiles" in activated and not activated & {"activity_answers", "activity_fields"}
     manifests = {m["stream"]: m["manifest"] for m in run.messages if m["type"] == "BATCH"}
     assert set(manifests) == {s["tap_stream_id"] for s in catalog["streams"]}
 
@@ -146,7 +148,7 @@ def test_batch_files_in_s3_loaded_by_target_postgres(start_sandbox, s3, postgres
     )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     for stream, expected in counts.items():
-        (n,) = postgres.sql(f'select count(*) from alida_s3."{stream}"')[0]
+        (n,) = postgres.sql(f'select count(*) from alida_s3."{stream}" where _sdc_deleted_at is null')[0]
         assert int(n) == expected > 0, stream
 
 
