@@ -21,6 +21,7 @@ A *slot* names where an entry lives: a stream name, or
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import weakref
@@ -37,6 +38,8 @@ BATCHES_STATE_KEY = "alida_batches"
 BOOKMARK_KEY = "replication_key_value"
 EXPORT_MARK_KEY = "alida_last_export"
 EXPORT_MARKS_KEY = "alida_last_exports"
+# How much earlier than its bookmark a member export starts (``member_since``).
+MEMBER_SINCE_OVERLAP = dt.timedelta(minutes=1)
 
 
 def answers_slot(activity_id: str) -> str:
@@ -312,13 +315,22 @@ def member_since(streams: Iterable[Stream], start_date: str | None) -> str | Non
     member streams read the same file, so the export starts from the *older* of
     their bookmarks: a stream whose last run died mid-file is not skipped past.
     A stream without a bookmark means ``start_date`` (or a full export).
+
+    A bookmark is sent ``MEMBER_SINCE_OVERLAP`` earlier: whether Alida keeps values
+    effective *at* ``sinceDatetime`` is unknown, and its times are whole seconds, so a
+    change made in the second of the last ``lastSyncDate`` (after that export) would
+    otherwise never arrive. The overlap re-sends a few unchanged values: upserts of the
+    same rows.
     """
     readers = list(streams)
     if any(not s.replication_key for s in readers):
         return None
     # Read bookmarks from state directly: the SDK's get_starting_timestamp() only
     # answers once that stream's own sync has begun, and the other may not have.
-    parsed = [parse_datetime(s.stream_state.get(BOOKMARK_KEY) or start_date) for s in readers]
-    if not parsed or any(start is None for start in parsed):
+    starts = []
+    for stream in readers:
+        bookmark = parse_datetime(stream.stream_state.get(BOOKMARK_KEY))
+        starts.append(bookmark - MEMBER_SINCE_OVERLAP if bookmark else parse_datetime(start_date))
+    if not starts or any(start is None for start in starts):
         return None
-    return format_datetime(min(start for start in parsed if start is not None))
+    return format_datetime(min(start for start in starts if start is not None))

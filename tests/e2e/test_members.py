@@ -3,12 +3,20 @@ incremental from its bookmark; bookmarks never move backwards."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from harness import discover, run_tap, select_all
 
 M1 = "14dfcbeb-b17a-464b-8372-a62c0065a966"
 M2 = "96689e68-f64b-42de-a8c6-7e134f490f16"
 M3 = "0bfb0f1b-160d-43b1-b711-a62c0059ca52"
 MEMBER_STREAMS = {"member_profiles", "member_profile_values"}
+
+
+def a_minute_before(bookmark: str) -> str:
+    """The sinceDatetime sent for a bookmark (``state.MEMBER_SINCE_OVERLAP``)."""
+    moment = dt.datetime.fromisoformat(bookmark.replace("Z", "+00:00")) - dt.timedelta(minutes=1)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def member_batch_bodies(sandbox):
@@ -78,10 +86,11 @@ def test_member_profiles_full_every_run_values_incremental(fixture_sandbox, tmp_
     only_values = select_all(discover(tmp_path, config), only={"member_profile_values"})
     third = run_tap(tmp_path, config, catalog=only_values, state=first.state)
     assert third.returncode == 0, third.stderr
-    assert member_batch_bodies(fixture_sandbox)[-1] == {"sinceDatetime": last_sync}
-    assert [(v["member_id"], v["variable_name"]) for v in third.records["member_profile_values"]] == [
-        (M1, "Interests")
-    ]
+    assert member_batch_bodies(fixture_sandbox)[-1] == {"sinceDatetime": a_minute_before(last_sync)}
+    # The change, and again the values of the minute before the bookmark (M2's, at 09:00).
+    assert sorted(
+        (v["member_id"], v["variable_name"]) for v in third.records["member_profile_values"]
+    ) == sorted([(M1, "Interests"), (M2, "email"), (M2, "Interests")])
     assert not [m for m in third.messages if m["type"] == "ACTIVATE_VERSION"]  # incremental
 
 
@@ -97,25 +106,33 @@ def test_member_profiles_incremental_setting(fixture_sandbox, tmp_path):
         assert first.state["bookmarks"][stream]["replication_key_value"] == last_sync
     assert not [m for m in first.messages if m["type"] == "ACTIVATE_VERSION"]
 
-    # Nothing changed: the second run sends the bookmark and gets no member.
+    # Nothing changed: the second run asks from a minute before the bookmark and gets only the
+    # member whose values are of that minute (M2, at 09:00), unchanged.
     second = run_tap(tmp_path, config, catalog=catalog, state=first.state)
     assert second.returncode == 0, second.stderr
-    assert member_batch_bodies(fixture_sandbox)[-1] == {"sinceDatetime": last_sync}
-    assert second.records["member_profiles"] == []
+    assert member_batch_bodies(fixture_sandbox)[-1] == {"sinceDatetime": a_minute_before(last_sync)}
+    assert [r["member_id"] for r in second.records["member_profiles"]] == [M2]
+    again, before = (
+        second.records["member_profiles"][0],
+        next(r for r in first.records["member_profiles"] if r["member_id"] == M2),
+    )
+    assert (again["email"], again["interests"]) == (before["email"], before["interests"])
     assert second.state["bookmarks"]["member_profiles"]["replication_key_value"] == last_sync
 
     # One member changes: the third run gets exactly that change.
     fixture_sandbox.post("/_sandbox/members/touch", {"count": 1, "effectiveDate": "2026-11-20T00:00:00Z"})
     third = run_tap(tmp_path, config, catalog=catalog, state=second.state)
     assert third.returncode == 0, third.stderr
-    assert member_batch_bodies(fixture_sandbox)[-1] == {"sinceDatetime": last_sync}
-    assert [r["member_id"] for r in third.records["member_profiles"]] == [M1]
-    changed = third.records["member_profiles"][0]
+    assert member_batch_bodies(fixture_sandbox)[-1] == {"sinceDatetime": a_minute_before(last_sync)}
+    assert sorted(r["member_id"] for r in third.records["member_profiles"]) == sorted(
+        [M1, M2]
+    )  # M2: the minute
+    changed = next(r for r in third.records["member_profiles"] if r["member_id"] == M1)
     # a full row: the variables the export did not carry are null, not omitted
     assert changed["interests"] == ["Updated 1"] and changed["age"] is None
-    assert [(v["member_id"], v["variable_name"]) for v in third.records["member_profile_values"]] == [
-        (M1, "Interests")
-    ]
+    assert sorted(
+        (v["member_id"], v["variable_name"]) for v in third.records["member_profile_values"]
+    ) == sorted([(M1, "Interests"), (M2, "email"), (M2, "Interests")])
     assert (
         third.state["bookmarks"]["member_profile_values"]["replication_key_value"] == "2026-11-20T00:00:00Z"
     )
@@ -139,7 +156,7 @@ def test_start_date_is_the_first_since(fixture_sandbox, tmp_path):
     catalog = select_all(discover(tmp_path, config), only={"member_profile_values"})
     run = run_tap(tmp_path, config, catalog=catalog)
     assert run.returncode == 0, run.stderr
-    assert member_batch_bodies(fixture_sandbox) == [{"sinceDatetime": "2026-11-04T00:00:00Z"}]
+    assert member_batch_bodies(fixture_sandbox) == [{"sinceDatetime": "2026-11-04T00:00:00Z"}]  # as given
     # variables effective after 2026-11-04: M1 segment+interests, M2 email+interests
     assert sorted(
         (v["member_id"], v["variable_name"]) for v in run.records["member_profile_values"]
@@ -163,4 +180,4 @@ def test_older_bookmark_wins_when_streams_disagree(fixture_sandbox, tmp_path):
     }
     run = run_tap(tmp_path, config, catalog=catalog, state=state)
     assert run.returncode == 0, run.stderr
-    assert member_batch_bodies(fixture_sandbox) == [{"sinceDatetime": "2026-11-04T00:00:00Z"}]
+    assert member_batch_bodies(fixture_sandbox) == [{"sinceDatetime": "2026-11-03T23:59:00Z"}]

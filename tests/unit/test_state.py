@@ -75,10 +75,12 @@ def test_forget_everywhere_drops_a_bad_batch_from_every_slot_only():
 
 
 def test_member_since_is_the_older_bookmark_or_a_full_export():
+    """A bookmark is sent a minute early (values effective in its own second still arrive);
+    start_date as given."""
     values = FakeStream("member_profile_values", bookmark="2026-11-04T00:00:00+00:00")
     profiles = FakeStream("member_profiles", bookmark="2026-11-09T00:00:00Z")
-    assert member_since([values, profiles], None) == "2026-11-04T00:00:00Z"
-    assert member_since([values], "2026-01-01T00:00:00Z") == "2026-11-04T00:00:00Z"
+    assert member_since([values, profiles], None) == "2026-11-03T23:59:00Z"
+    assert member_since([values], "2026-01-01T00:00:00Z") == "2026-11-03T23:59:00Z"
     assert (
         member_since([FakeStream("member_profile_values")], "2026-01-01T00:00:00Z") == "2026-01-01T00:00:00Z"
     )
