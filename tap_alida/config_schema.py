@@ -22,7 +22,7 @@ MAXIMUMS: dict[str, int] = {
     "max_export_attempts": 20,
     "max_concurrent_exports": 64,
     "shard_count": 1000,
-    "shard_window_minutes": 7 * 1440,
+    "shard_validity_hours": 24 * 365,
 }
 
 CONFIG_SCHEMA = th.PropertiesList(
@@ -103,13 +103,15 @@ CONFIG_SCHEMA = th.PropertiesList(
         description="Which shard this run loads, from 0 to `shard_count` - 1.",
     ),
     th.Property(
-        "shard_window_minutes",
-        th.NumberType(minimum=0, maximum=MAXIMUMS["shard_window_minutes"]),
-        default=360,
-        title="Shard window (minutes)",
-        description="With `shard_count` above 1: the shards of one night must all start within "
-        "this many minutes of each other, and rows deleted in Alida leave `activity_answers` and "
-        "`activity_fields` at most this long after the first run that no longer exports them.",
+        "shard_validity_hours",
+        th.NumberType(exclusive_minimum=0, maximum=MAXIMUMS["shard_validity_hours"]),
+        default=36,
+        title="Shard row validity (hours)",
+        description="With `shard_count` above 1: how long a shard's rows in `activity_answers` and "
+        "`activity_fields` stay valid without that shard loading them again, so that the other "
+        "shards' `ACTIVATE_VERSION` keeps them. Set it above the longest time between two complete "
+        "runs of one shard (a missed night included); a row deleted in Alida leaves those two tables "
+        "at most this long after the last load that had it.",
     ),
     th.Property(
         "start_date",

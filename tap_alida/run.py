@@ -43,7 +43,7 @@ from tap_alida.state import (
     last_export,
     member_since,
     recorded_batch,
-    streams_by_activity,
+    streams_of_activities,
 )
 from tap_alida.stop import RunStop
 
@@ -133,9 +133,10 @@ class Run:
 
     @property
     def shard_window(self) -> dt.timedelta:
-        """How much longer rows of several surveys stay valid: the shards' ``shard_window_minutes``."""
+        """How much longer rows of several surveys stay valid: with shards, ``shard_validity_hours``
+        (until the shard's next complete run, a missed night included)."""
         settings = self.settings
-        return dt.timedelta(minutes=settings.shard_window_minutes if settings.shard_count > 1 else 0)
+        return dt.timedelta(hours=settings.shard_validity_hours if settings.shard_count > 1 else 0)
 
     def _selected(self) -> list[Any]:
         return [s for s in self.tap.streams.values() if s.selected]
@@ -354,33 +355,49 @@ class Run:
         survey of the same name is: the older of two namesakes has the plain name, so when it is
         renamed the other one takes it. Discovery cannot keep it (Meltano passes it neither
         STATE nor the catalog before); ``stream_naming: id`` gives names that never move.
-        An old stream that is now another survey's stream is not emptied: that survey's
-        export replaces its rows.
+        An old stream that is now the stream of a survey loaded tonight (selected here) or by
+        another shard is not emptied: that survey's export replaces its rows; its STATE entry,
+        which names this survey, goes (its export writes its own). Any other old stream (no
+        survey's, out of scope, or deselected) is emptied.
         """
-        loaded_in = streams_by_activity(self.tap.state)
-        taken = set(self.tap.streams) | {a.stream_name for a in self.directory.listed}
+        loaded_in = streams_of_activities(self.tap.state)
+        mine = {a.id for a in self.directory.activities}
+        taken = {name for name, stream in self.tap.streams.items() if stream.selected} | {
+            a.stream_name
+            for a in self.directory.listed
+            if a.id in self.directory.in_any_shard and a.id not in mine
+        }
         for activity in self.directory.activities:
-            old = loaded_in.get(activity.id.lower())
-            if old is None or old == activity.stream_name:
-                continue
-            if old not in taken and self.settings.emit_activate_version:
-                self._retire(old)
-                what = f"{old!r} is emptied (ACTIVATE_VERSION)"
-            elif old in taken:
-                what = f"{old!r} is now the stream of another survey, whose export replaces its rows"
-            else:
-                what = f"its rows stay in {old!r} (emit_activate_version_messages is false)"
-            logger.warning(
-                "Activity %r (%s) was loaded into stream %r until now; its stream is now %r (it, or "
-                "a survey of the same name, was renamed and the catalog discovered again): %s, and "
-                "the survey is loaded into %r. 'stream_naming: id' keeps stream names fixed.",
-                activity.name,
-                activity.id,
-                old,
-                activity.stream_name,
-                what,
-                activity.stream_name,
-            )
+            for old in sorted(loaded_in.get(activity.id.lower(), set()) - {activity.stream_name}):
+                if old in taken:
+                    self._forget(old)
+                    what = f"{old!r} is now the stream of another survey, whose export replaces its rows"
+                elif self.settings.emit_activate_version:
+                    self._retire(old)
+                    what = f"{old!r} is emptied (ACTIVATE_VERSION)"
+                else:
+                    self._forget(old)
+                    what = f"its rows stay in {old!r} (emit_activate_version_messages is false)"
+                logger.warning(
+                    "Activity %r (%s) was loaded into stream %r until now; its stream is now %r (it, "
+                    "or a survey of the same name, was renamed and the catalog discovered again): %s, "
+                    "and the survey is loaded into %r. 'stream_naming: id' keeps stream names fixed.",
+                    activity.name,
+                    activity.id,
+                    old,
+                    activity.stream_name,
+                    what,
+                    activity.stream_name,
+                )
+
+    def _forget(self, stream: str) -> None:
+        """Drop a stream's STATE entry that names a survey now loaded elsewhere (a stream this
+        run syncs keeps it: its export writes a new one)."""
+        if stream in self.tap.streams:
+            return
+        bookmarks = self.tap.state.get("bookmarks")
+        if isinstance(bookmarks, dict):
+            bookmarks.pop(stream, None)
 
     def _retire(self, stream: str) -> None:
         """Empty a stream the catalog no longer has: a target deletes every row of a version

@@ -141,7 +141,7 @@ class AlidaSettings:
     activity_ids: tuple[str, ...] | None
     shard_count: int
     shard_index: int
-    shard_window_minutes: float
+    shard_validity_hours: float
     start_date: str | None
     poll_interval: float
     poll_max_interval: float
@@ -218,7 +218,7 @@ class AlidaSettings:
             start_date=config.get("start_date"),
             shard_count=int(_setting(config, "shard_count")),
             shard_index=int(_setting(config, "shard_index")),
-            shard_window_minutes=float(_setting(config, "shard_window_minutes")),
+            shard_validity_hours=float(_setting(config, "shard_validity_hours")),
             poll_interval=poll_interval,
             poll_max_interval=poll_max_interval,
             max_wait_to_start=float(_setting(config, "max_wait_to_start_seconds")),

@@ -294,16 +294,16 @@ class BatchLedger:
                         self.record((f"{name}:{activity_id}",), None)
 
 
-def streams_by_activity(state: Mapping[str, Any]) -> dict[str, str]:
-    """Activity id (lower case) → the stream whose last completed export was of it, from a
-    STATE's marks (``alida_last_export`` names its activity): where each survey was loaded."""
-    found: dict[str, str] = {}
+def streams_of_activities(state: Mapping[str, Any]) -> dict[str, set[str]]:
+    """Activity id (lower case) → every stream whose last completed export was of it (a survey
+    whose stream name moved has two until the old one is emptied)."""
+    found: dict[str, set[str]] = {}
     bookmarks = state.get("bookmarks")
     for stream, entry in bookmarks.items() if isinstance(bookmarks, Mapping) else ():
         mark = entry.get(EXPORT_MARK_KEY) if isinstance(entry, Mapping) else None
         activity_id = mark.get("activity_id") if isinstance(mark, Mapping) else None
         if isinstance(activity_id, str):
-            found[activity_id.lower()] = str(stream)
+            found.setdefault(activity_id.lower(), set()).add(str(stream))
     return found
 
 

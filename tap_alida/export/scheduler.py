@@ -146,9 +146,10 @@ def row_version(
     (at most ``closed_activity_refresh_days`` after it).
 
     Shards (``shard_count`` above 1) load the same two tables, and each activates its own
-    run's version: every row stays valid ``shard_window`` longer, so that the shards of
-    one night, started within that window, keep each other's rows (and a row deleted in
-    Alida leaves at most that long after the last load that had it).
+    run's version: every row stays valid ``shard_window`` longer, longer than the time
+    until its own shard loads it again, so that the other shards keep it whatever their
+    order, and a shard that misses a night loses nothing (a row deleted in Alida leaves at
+    most that long after the last load that had it).
     """
     closed_on = parse_datetime(getattr(activity, "closed_on", None))
     valid = shard_window

@@ -231,3 +231,34 @@ def test_a_namesake_s_rename_leaves_the_warehouse_equal_to_a_fresh_load(start_sa
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert differences(warehouse, Warehouse().load(fresh.messages)) == {}
     assert warehouse.live("customer_satisfaction_a0c27044") == {}
+
+
+def test_a_renamed_survey_s_old_name_taken_by_a_survey_out_of_scope_is_emptied(start_sandbox, tmp_path):
+    """``activity_ids`` names the older "Customer Satisfaction" only; it is renamed, and the name
+    passes to its namesake, which no run loads. The old table must not keep its rows for ever."""
+    sandbox = start_sandbox("--activities", "3", "--members", "5", "--responses", "5")
+    folders = [tmp_path / n for n in ("first", "second", "fresh")]
+    for folder in folders:
+        folder.mkdir()
+    everything = select_all(run_tap_here(folders[0], sandbox.config(), "--discover").messages[0])
+    plain = next(i for i, s in activity_streams(everything).items() if s == "customer_satisfaction")
+    config = sandbox.config(activity_ids=[plain])
+    first = run_tap_here(
+        folders[0], config, catalog=select_all(run_tap_here(folders[0], config, "--discover").messages[0])
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert {r["activity_id"] for r in first.records["customer_satisfaction"]} == {plain}
+    warehouse = Warehouse().load(first.messages)
+
+    sandbox.post(f"/_sandbox/activities/{plain}/rename", {"name": "Customer Feedback"})
+    catalog = select_all(run_tap_here(folders[1], config, "--discover").messages[0])
+    second = run_tap_here(folders[1], config, catalog=catalog, state=first.state)
+    assert second.returncode == 0, second.stderr[-3000:]
+    warehouse.load(second.messages)
+    assert "'customer_satisfaction' is emptied (ACTIVATE_VERSION)" in second.stderr
+    assert "customer_satisfaction" not in second.state["bookmarks"]
+
+    fresh_catalog = select_all(run_tap_here(folders[2], config, "--discover").messages[0])
+    fresh = run_tap_here(folders[2], config, catalog=fresh_catalog)
+    assert differences(warehouse, Warehouse().load(fresh.messages)) == {}
+    assert warehouse.live("customer_satisfaction") == {}

@@ -80,9 +80,9 @@ CHANGES = (
     "question_removed",
 )
 FAULTS = ("none", "none", "none", "none", "none", "none", "kill", "failed_export", "storage")
-# Shards of a night start within this window (two in-process runs take well under a second);
-# the next night starts after it, as nights hours apart would.
-SHARD_WINDOW_MINUTES = 0.02
+# Shards' rows stay valid this long (1.2 s: longer than a night's two in-process shard runs);
+# the next night starts after it, as nights a day apart would with the default 36 h.
+SHARD_VALIDITY_HOURS = 1.2 / 3600
 SPENT: Counter[str] = Counter()  # seconds by kind of work, over the session (printed per sequence)
 NAMES = ("Customer Feedback", "Brand Pulse", "Exit Survey", "Onboarding Check")
 
@@ -306,7 +306,7 @@ class Nights(RuleBasedStateMachine):
             clean = clean and run.returncode == 0
         self.rediscovered = not self.renamed_since
         if shards > 1:
-            self.window_ends = time.monotonic() + SHARD_WINDOW_MINUTES * 60
+            self.window_ends = time.monotonic() + SHARD_VALIDITY_HOURS * 3600
         self.sandbox.post("/_sandbox/faults", {"fail_job": 0})  # disarmed: a fault lasts one night
         self.closed_loads |= {a["id"] for a in self._surveys() if a["status"] == "closed"}
         self.nights += 1
@@ -316,7 +316,7 @@ class Nights(RuleBasedStateMachine):
     def _config(self, index: int, shards: int, closed: str) -> dict[str, Any]:
         config = dict(self.config, closed_activities=closed)
         if shards > 1:
-            config.update(shard_count=shards, shard_index=index, shard_window_minutes=SHARD_WINDOW_MINUTES)
+            config.update(shard_count=shards, shard_index=index, shard_validity_hours=SHARD_VALIDITY_HOURS)
         return config
 
     def _run(

@@ -16,7 +16,7 @@ import duckdb
 import pytest
 from harness import FIXED_STREAM_KEYS, discover, run_loader, run_meltano, run_tap, select_all
 
-from tap_alida.state import streams_by_activity
+from tap_alida.state import streams_of_activities
 
 FIXED = set(FIXED_STREAM_KEYS)
 
@@ -288,7 +288,7 @@ def test_sharded_meltano_runs_in_parallel_into_one_database(sandbox, postgres, t
         states[name] = json.loads(listed.stdout)["singer_state"]["bookmarks"]
     one, two = states["tap-alida--shard-1"], states["tap-alida--shard-2"]
     assert "replication_key_value" in one["member_profile_values"] and "member_profile_values" not in two
-    loaded = [set(streams_by_activity({"bookmarks": bookmarks})) for bookmarks in (one, two)]
+    loaded = [set(streams_of_activities({"bookmarks": bookmarks})) for bookmarks in (one, two)]
     assert loaded[0] and loaded[1] and not loaded[0] & loaded[1]
     assert loaded[0] | loaded[1] == {s.lower() for s in surveys}
 
