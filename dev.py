@@ -444,7 +444,16 @@ def soak_nights(options: dict[str, str]) -> int:
         "TAP_ALIDA_SIMULATION_STEPS": str(SIMULATION_STEPS),
     }
     # No per-test timeout: the soak is one long test (pyproject sets 900 s for CI).
-    command = [str(BIN / "pytest"), "-x", "-q", "-s", "-p", "no:cacheprovider", "--timeout=0", f"--hypothesis-seed={seed}"]
+    command = [
+        str(BIN / "pytest"),
+        "-x",
+        "-q",
+        "-s",
+        "-p",
+        "no:cacheprovider",
+        "--timeout=0",
+        f"--hypothesis-seed={seed}",
+    ]
     print("+ pytest tests/e2e/test_simulation.py", flush=True)
     done = subprocess.run([*command, "tests/e2e/test_simulation.py"], cwd=ROOT, env=env, check=False)
     print(f"soak: seed {seed}, exit {done.returncode}", flush=True)

@@ -29,6 +29,7 @@ def night(
     states: dict[int, Any],
     warehouse: Warehouse,
     n: int,
+    *,
     only: tuple[int, ...] | None = None,
 ) -> dict[int, Any]:
     """Every shard (or ``only`` these) once, one after the other, each with its own catalog and STATE."""
