@@ -79,14 +79,17 @@ def differences(
     incremental: Warehouse,
     fresh: Warehouse,
     extra_allowed: Callable[[str, dict[str, Any]], bool] | None = None,
+    *,
     skipped: frozenset[str] = frozenset(),
     stated: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+    missing_allowed: Callable[[str, dict[str, Any]], bool] | None = None,
 ) -> dict[str, str]:
     """Per table, how the incremental warehouse's live rows differ from a fresh full load's.
 
     ``extra_allowed(table, row)``: an extra row a stated exception allows (never a missing one);
     ``skipped``: columns a stated exception leaves out of the comparison; ``stated(table, row)``:
-    an incremental row as a stated exception lets it compare.
+    an incremental row as a stated exception lets it compare; ``missing_allowed(table, row)``: a
+    fresh row a stated exception lets the incremental warehouse lack.
     """
     found = {}
     for stream in sorted(set(fresh.tables) | set(incremental.tables)):
@@ -95,6 +98,10 @@ def differences(
         if extra_allowed is not None:
             extra = Counter(
                 {row: n for row, n in extra.items() if not extra_allowed(stream, json.loads(row))}
+            )
+        if missing_allowed is not None:
+            missing = Counter(
+                {row: n for row, n in missing.items() if not missing_allowed(stream, json.loads(row))}
             )
         if missing or extra:
             found[stream] = (
