@@ -33,7 +33,10 @@ Allowed differences, each stated in docs/state.md and bounded:
   discovery (its rows are in activity_answers), and stream names (the ``stream_name`` columns)
   follow the catalog in use until the next discovery;
 * a closed survey skipped by activity_fields keeps the ``stream_name`` of its last load there
-  until its next export.
+  until its next export;
+* with shards, a shard's rows in activity_answers and activity_fields are deleted by a later
+  shard's run that starts more than ``shard_validity_hours`` after it (here 1.2 s, which a loaded
+  machine can overrun: ``expired_tonight``), until that shard loads them again.
 
 The tap runs in this process (``harness.run_tap_here``: the same entry point, files and
 sockets, without an interpreter start per run), except the SIGKILL nights. ``…_EXAMPLES`` and
