@@ -19,7 +19,6 @@ MAXIMUMS: dict[str, int] = {
     "max_wait_seconds": 30 * 86400,
     "request_timeout_seconds": 3600,
     "max_request_attempts": 100,
-    "max_export_attempts": 20,
     "max_concurrent_exports": 64,
     "shard_count": 1000,
     "shard_validity_hours": 24 * 365,
@@ -148,14 +147,6 @@ CONFIG_SCHEMA = th.PropertiesList(
         title="Maximum request attempts",
         description="Tries per HTTP request on 429, 5xx, timeouts and dropped connections "
         "(capped exponential backoff with jitter).",
-    ),
-    th.Property(
-        "max_export_attempts",
-        th.IntegerType(minimum=1, maximum=MAXIMUMS["max_export_attempts"]),
-        default=3,
-        title="Maximum export attempts",
-        description="Batches created per export when Alida reports one `failed` or its file is "
-        "truncated; after the last, the run fails naming the activity, batch and error.",
     ),
     th.Property(
         "max_concurrent_exports",
@@ -293,6 +284,8 @@ REMOVED: dict[str, str] = {
     "export's age, at most 60 s",
     "poll_max_interval_seconds": "a constant: status checks are at most 60 s apart",
     "max_retry_after_seconds": "a constant: a Retry-After longer than 300 s fails the run",
+    "max_export_attempts": "a constant: 3 batches per export when Alida reports one `failed` or "
+    "its file is truncated",
     "probe_activity_id": "the argument of `--probe`: `tap-alida --probe ACTIVITY_ID` (the setting "
     "is still used by a bare `--probe`)",
 }

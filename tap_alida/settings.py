@@ -31,6 +31,10 @@ POLL_MAX_INTERVAL_SECONDS = 60.0
 # Test-only: "MIN[,MAX]" seconds between status checks, for tests and benchmarks against
 # the sandbox, whose exports finish in milliseconds (docs/development.md).
 TEST_POLL_ENV = "ALIDA_TEST_POLL_SECONDS"
+# Batches created per export when Alida reports one `failed` or its file is truncated
+# (``export.lifecycle``). A setting until 0.x: a third failure in a row is Alida's problem to
+# fix, not a reason to create more batches, so no user had a reason to change it.
+EXPORT_ATTEMPTS = 3
 # The longest Retry-After (on a 429) the tap waits; a longer one fails the run (``http.retry``).
 MAX_RETRY_AFTER_SECONDS = 300.0
 
@@ -150,7 +154,6 @@ class AlidaSettings:
     timeout: float
     max_attempts: int
     max_retry_after: float
-    max_export_attempts: int
     max_concurrent_exports: int
     set_columns: str
     column_naming: str
@@ -226,7 +229,6 @@ class AlidaSettings:
             timeout=float(_setting(config, "request_timeout_seconds")),
             max_attempts=int(_setting(config, "max_request_attempts")),
             max_retry_after=MAX_RETRY_AFTER_SECONDS,
-            max_export_attempts=int(_setting(config, "max_export_attempts")),
             max_concurrent_exports=int(_setting(config, "max_concurrent_exports")),
             set_columns=str(_setting(config, "set_columns")),
             column_naming=str(_setting(config, "column_naming")),

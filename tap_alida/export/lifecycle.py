@@ -7,7 +7,7 @@ The rules (``docs/api.md`` §3, §12b; the tap's own where Alida is silent):
   cancelled (nor 404: gone); so is the batch discovery made for an activity
   (``catalog_keys``), under the same checks but only while under an hour old;
 * a batch Alida reports ``failed``, or whose file is truncated, is created again,
-  up to ``max_export_attempts`` batches; a cancelled one is not (someone meant it);
+  up to ``EXPORT_ATTEMPTS`` (3) batches; a cancelled one is not (someone meant it);
 * a wait past ``max_wait_to_start_seconds`` / ``max_wait_seconds`` fails the export.
 """
 
@@ -24,7 +24,7 @@ from tap_alida.export.admission import Admission
 from tap_alida.export.api import BatchExports
 from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
 from tap_alida.export.status import BatchState, classify, status_word
-from tap_alida.settings import AlidaSettings
+from tap_alida.settings import EXPORT_ATTEMPTS, AlidaSettings
 from tap_alida.stop import RunStop
 
 logger = logging.getLogger("tap_alida.export.lifecycle")
@@ -90,9 +90,9 @@ class BatchLifecycle:
     ) -> T:
         """Await and fetch a batch: the first of ``candidates`` (batches to re-use, best
         first) that is still usable, else a new one; make a new one when Alida reports it
-        ``failed`` or its file is truncated, up to ``max_export_attempts`` batches.
+        ``failed`` or its file is truncated, up to ``EXPORT_ATTEMPTS`` (3) batches.
         Creates wait for a place when Alida limits exports in progress (``admission``)."""
-        limit = self.settings.max_export_attempts
+        limit = EXPORT_ATTEMPTS
         created = 0
         queue = list(candidates)
         while True:
@@ -117,7 +117,7 @@ class BatchLifecycle:
                 elif created >= limit:
                     report(None)  # a rerun starts with a new batch
                     msg = (
-                        f"{exc}. {created} batch(es) tried ('max_export_attempts' = {limit}); rerun "
+                        f"{exc}. {created} batches tried; rerun "
                         "the sync later, and if it keeps failing give Alida support the batch id."
                     )
                     raise type(exc)(msg) from exc

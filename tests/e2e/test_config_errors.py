@@ -51,16 +51,20 @@ def test_unknown_key_is_warned_with_the_closest_name(fixture_sandbox, tmp_path):
 
 def test_a_removed_setting_is_one_warning_naming_its_replacement_never_a_failure(fixture_sandbox, tmp_path):
     config = fixture_sandbox.config(
-        poll_interval_seconds=-1, poll_max_interval_seconds=3, max_retry_after_seconds=9
+        poll_interval_seconds=-1,
+        poll_max_interval_seconds=3,
+        max_retry_after_seconds=9,
+        max_export_attempts=0,
     )
     run = run_tap(tmp_path, config, "--test", timeout=60)
     assert run.returncode == 0, run.stderr[-2000:]
     warnings = [s for s in run.stderr.splitlines() if " WARNING " in s]
-    assert len(warnings) == 3, run.stderr[-2000:]
+    assert len(warnings) == 4, run.stderr[-2000:]
+    assert "'max_export_attempts' was removed and is ignored; it was replaced by a constant: 3" in warnings[0]
     assert (
-        "'max_retry_after_seconds' was removed and is ignored; it was replaced by a constant" in warnings[0]
+        "'max_retry_after_seconds' was removed and is ignored; it was replaced by a constant" in warnings[1]
     )
-    assert "'poll_interval_seconds' was removed" in warnings[1] and "at most 60 s" in warnings[1]
+    assert "'poll_interval_seconds' was removed" in warnings[2] and "at most 60 s" in warnings[2]
     assert not [w for w in warnings if "is not a tap-alida setting" in w]
 
 

@@ -74,14 +74,14 @@ def test_failed_export_names_activity_batch_and_error_message(start_sandbox, tmp
     config = sandbox.config()
     catalog = select_all(discover(tmp_path, config), only={"quick_poll"})
     failing = start_sandbox("--fixtures", str(FIXTURES), "--faults", "fail_job=1.0")
-    run = run_tap(tmp_path, failing.config(max_export_attempts=2), catalog=catalog)
+    run = run_tap(tmp_path, failing.config(), catalog=catalog)
     assert run.returncode != 0
     created = re.findall(r"Created batch ([0-9a-f-]{36}) for activity 'Quick Poll'", run.stderr)
-    assert len(created) == 2  # max_export_attempts
+    assert len(created) == 3  # settings.EXPORT_ATTEMPTS
     error = [line for line in run.stderr.splitlines() if "ERROR" in line and "export failed" in line]
     assert error, run.stderr
     assert created[-1] in error[0] and "'Quick Poll'" in error[0]
-    assert "the data service timed out" in error[0] and "'max_export_attempts' = 2" in error[0]
+    assert "the data service timed out" in error[0] and ". 3 batches tried; rerun" in error[0]
     assert run.records.get("quick_poll", []) == []
 
 

@@ -218,7 +218,7 @@ def test_unknown_status_word_is_named_when_the_wait_runs_out(start_sandbox, tmp_
 
 def test_cancelled_jobs_fail_at_once_naming_the_word_and_batch(start_sandbox, tmp_path, clean):
     sandbox = start_sandbox(*DATA, "--quirks", "capitalised_status,cancelled_jobs", "--job-delay", "0.3")
-    config = sandbox.config(max_wait_to_start_seconds=600, max_wait_seconds=600, max_export_attempts=3)
+    config = sandbox.config(max_wait_to_start_seconds=600, max_wait_seconds=600)
     started = time.monotonic()
     run = run_tap(tmp_path, config, catalog=clean[0])
     elapsed = time.monotonic() - started

@@ -27,7 +27,7 @@ def test_a_sync_after_a_failed_sync_in_the_same_process_succeeds(start_sandbox, 
     catalog = select_all(discover(tmp_path, good.config()), only={"quick_poll", "product_feedback_q4"})
     failing = start_sandbox("--fixtures", str(FIXTURES), "--faults", "fail_job=1.0")
 
-    first = TapAlida(config=failing.config(max_export_attempts=1), catalog=catalog, validate_config=True)
+    first = TapAlida(config=failing.config(), catalog=catalog, validate_config=True)
     with pytest.raises(AlidaError, match="export failed"):
         first.sync_all()
     capfd.readouterr()
