@@ -35,7 +35,7 @@ TEST_POLL_ENV = "ALIDA_TEST_POLL_SECONDS"
 # (``export.lifecycle``). A setting until 0.x: a third failure in a row is Alida's problem to
 # fix, not a reason to create more batches, so no user had a reason to change it.
 EXPORT_ATTEMPTS = 3
-# The longest Retry-After (on a 429) the tap waits; a longer one fails the run (``http.retry``).
+# The longest Retry-After (on a 429) the tap waits; a longer one fails the run (``http.policy``).
 MAX_RETRY_AFTER_SECONDS = 300.0
 
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")

@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 from tap_alida.errors import ExportFailedError, RateLimitedError
 from tap_alida.export.batch import Batch
-from tap_alida.http.retry import check_retry_after, jittered_backoff
+from tap_alida.http.policy import check_retry_after, jittered_backoff
 from tap_alida.stop import RunStop
 
 logger = logging.getLogger("tap_alida.export.admission")

@@ -46,8 +46,7 @@ from tap_alida.export.file import read_definition_from_stream
 from tap_alida.export.status import BatchState, classify, error_text, status_word
 from tap_alida.http.client import AlidaClient
 from tap_alida.http.links import LINK_KEYS
-from tap_alida.http.policy import STREAM_ERRORS, TRANSIENT_ERRORS, error_detail
-from tap_alida.http.retry import parse_retry_after
+from tap_alida.http.policy import STREAM_ERRORS, TRANSIENT_ERRORS, error_detail, parse_retry_after
 from tap_alida.http.urls import segment
 from tap_alida.modelling.types import format_datetime
 from tap_alida.settings import AlidaSettings

@@ -15,8 +15,15 @@ from singer_sdk.authenticators import OAuthAuthenticator
 
 from tap_alida import __version__
 from tap_alida.errors import AuthenticationError
-from tap_alida.http.policy import TOKEN, TRANSIENT_ERRORS, Action, Observer, decide, error_detail
-from tap_alida.http.retry import RetryPolicy
+from tap_alida.http.policy import (
+    TOKEN,
+    TRANSIENT_ERRORS,
+    Action,
+    Observer,
+    RetryPolicy,
+    decide,
+    error_detail,
+)
 from tap_alida.http.urls import safe_url
 from tap_alida.sdk import oauth_headers
 from tap_alida.settings import AlidaSettings

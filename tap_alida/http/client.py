@@ -38,11 +38,11 @@ from tap_alida.http.policy import (
     TRANSIENT_ERRORS,
     Action,
     Observer,
+    RetryPolicy,
     decide,
     error_detail,
     may_have_acted,
 )
-from tap_alida.http.retry import RetryPolicy
 from tap_alida.http.urls import safe_url
 from tap_alida.settings import AlidaSettings
 from tap_alida.stop import RunStop

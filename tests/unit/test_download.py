@@ -1,4 +1,4 @@
-"""A download whose connection breaks off runs in the one retry loop (``http.retry``): it resumes
+"""A download whose connection breaks off runs in the one retry loop (``policy.RetryPolicy``): it resumes
 with ``Range`` from the last byte on disk, and gives up after ``max_request_attempts`` drops
 with its own message (no sockets: a fake client serves the body)."""
 
@@ -13,7 +13,7 @@ import requests
 from tap_alida.errors import ExportFileError
 from tap_alida.export.batch import ACTIVITY, Batch
 from tap_alida.export.download import Download
-from tap_alida.http.retry import RetryPolicy
+from tap_alida.http.policy import RetryPolicy
 from tap_alida.settings import AlidaSettings
 from tap_alida.stop import RunStop
 

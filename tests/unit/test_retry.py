@@ -1,4 +1,4 @@
-"""The one retry loop (``http.retry``): tries, waits, Retry-After, "gave up" (no sockets)."""
+"""The one retry loop (``policy.RetryPolicy``): tries, waits, Retry-After, "gave up" (no sockets)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import requests
 import urllib3
 
 from tap_alida.errors import APIError, StoppedError
-from tap_alida.http.retry import RetryPolicy, check_retry_after, parse_retry_after
+from tap_alida.http.policy import RetryPolicy, check_retry_after, parse_retry_after
 from tap_alida.settings import AlidaSettings
 from tap_alida.stop import RunStop
 
@@ -58,7 +58,7 @@ def test_each_failure_waits_the_backoff_then_tries_again(caplog):
     policy = RetryPolicy(settings(max_request_attempts=4), RunStop())
     waited = []
     policy.backoff = lambda attempt: waited.append(attempt) or 0.0
-    with caplog.at_level(logging.WARNING, logger="tap_alida.http.retry"):
+    with caplog.at_level(logging.WARNING, logger="tap_alida.http.policy"):
         assert tries(policy, ["ReadTimeout", "HTTP 503"]) == 3
     assert waited == [1, 2]
     lines = [r.getMessage() for r in caplog.records]
