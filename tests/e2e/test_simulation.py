@@ -594,4 +594,14 @@ Nights.TestCase.settings = settings(
     database=None,
     phases=list(Phase) if SHRINK else [Phase.explicit, Phase.reuse, Phase.generate],
 )
-TestNights = Nights.TestCase
+
+
+class TestNights(Nights.TestCase):
+    """The sequences; in CI (derandomized, the default budget) at least 200 nights."""
+
+    def runTest(self) -> None:  # noqa: N802 (unittest's name)
+        before = sum(SIMULATED_NIGHTS)
+        super().runTest()
+        nights = sum(SIMULATED_NIGHTS) - before
+        if not RANDOM and (EXAMPLES, STEPS) == (12, 25):  # CI's budget
+            assert nights >= 200, f"the simulation ran {nights} nights, fewer than the 200 CI promises"
