@@ -108,9 +108,10 @@ CONFIG_SCHEMA = th.PropertiesList(
         title="Shard row validity (hours)",
         description="With `shard_count` above 1: how long a shard's rows in `activity_answers` and "
         "`activity_fields` stay valid without that shard loading them again, so that the other "
-        "shards' `ACTIVATE_VERSION` keeps them. Set it above the longest time between two complete "
-        "runs of one shard (a missed night included); a row deleted in Alida leaves those two tables "
-        "at most this long after the last load that had it.",
+        "shards' `ACTIVATE_VERSION` keeps them. Counted from the start of the shard's run: set it "
+        "above the longest time from the start of one complete run of a shard to the start of any "
+        "other shard's run before its next complete run (a missed night included); a row deleted "
+        "in Alida leaves those two tables at most this long after the last load that had it.",
     ),
     th.Property(
         "start_date",

@@ -24,7 +24,7 @@ from tap_alida.modelling.types import parse_datetime
 __all__ = ["CONFIG_SCHEMA", "MAXIMUMS", "REMOVED", "AlidaSettings"]
 
 # Batch status checks start this far apart and grow to 10 % of the export's age, at most
-# POLL_MAX_INTERVAL_SECONDS (``export.api.poll_wait``). Settings until 0.x: no user had a
+# POLL_MAX_INTERVAL_SECONDS (``export.api.poll_wait``). Settings until this release: no user had a
 # reason to change them (the deadlines bound the waits, and a poll costs one small GET).
 POLL_INTERVAL_SECONDS = 1.0
 POLL_MAX_INTERVAL_SECONDS = 60.0
@@ -32,7 +32,7 @@ POLL_MAX_INTERVAL_SECONDS = 60.0
 # the sandbox, whose exports finish in milliseconds (docs/development.md).
 TEST_POLL_ENV = "ALIDA_TEST_POLL_SECONDS"
 # Batches created per export when Alida reports one `failed` or its file is truncated
-# (``export.lifecycle``). A setting until 0.x: a third failure in a row is Alida's problem to
+# (``export.lifecycle``). A setting until this release: a third failure in a row is Alida's problem to
 # fix, not a reason to create more batches, so no user had a reason to change it.
 EXPORT_ATTEMPTS = 3
 # The longest Retry-After (on a 429) the tap waits; a longer one fails the run (``http.policy``).

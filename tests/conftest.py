@@ -12,9 +12,10 @@ from harness import FAULT_RESULTS, FIXTURES, SIMULATED_NIGHTS, Postgres, Sandbox
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     write = terminalreporter.write_line
     if SIMULATED_NIGHTS:
+        nights, compared = (sum(counts) for counts in zip(*SIMULATED_NIGHTS, strict=True))
         write(
-            f"Simulation of random nights: {sum(SIMULATED_NIGHTS)} nights in {len(SIMULATED_NIGHTS)} "
-            "sequences, each compared with a fresh full load."
+            f"Simulation of random nights: {nights} nights in {len(SIMULATED_NIGHTS)} sequences, "
+            f"{compared} comparisons with a fresh full load (after every night or rerun that succeeded)."
         )
     if not FAULT_RESULTS:
         return

@@ -36,8 +36,9 @@ FIXED_STREAM_KEYS = {
 }
 # Filled by test_faults; printed as a table at the end of the session (conftest).
 FAULT_RESULTS: list[dict[str, Any]] = []
-# Nights per sequence of the simulation (test_simulation); their total is printed at the end.
-SIMULATED_NIGHTS: list[int] = []
+# Per sequence of the simulation (test_simulation): (nights, comparisons with a fresh load);
+# their totals are printed at the end.
+SIMULATED_NIGHTS: list[tuple[int, int]] = []
 
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "community"

@@ -19,8 +19,8 @@ the Batch Data Extract API has no way to list batches (``docs/api.md`` §2-3),
 so the tap repeats it and says that a duplicate export may exist
 (``may_have_acted``).
 
-The mechanics act on it in one retry loop, which every request uses: counting tries,
-waiting, ``Retry-After`` and the "gave up" message (``RetryPolicy.attempts``):
+One retry loop, used by every request, acts on that table: it counts tries, waits, honours
+``Retry-After`` and words the "gave up" error (``RetryPolicy.attempts``):
 
     retries = client.retry.attempts("list the activities")
     for attempt in retries:

@@ -81,7 +81,8 @@ def test_failed_export_names_activity_batch_and_error_message(start_sandbox, tmp
     error = [line for line in run.stderr.splitlines() if "ERROR" in line and "export failed" in line]
     assert error, run.stderr
     assert created[-1] in error[0] and "'Quick Poll'" in error[0]
-    assert "the data service timed out" in error[0] and ". 3 batches tried; rerun" in error[0]
+    assert "the data service timed out" in error[0]
+    assert "). 3 batches were tried. Rerun the sync later" in error[0]
     assert run.records.get("quick_poll", []) == []
 
 

@@ -109,7 +109,7 @@ CASES = [
         "fail_job every batch",
         "fail_job=3",
         "fail then resume",
-        ("export failed", "the data service timed out", "3 batches tried"),
+        ("export failed", "the data service timed out", "3 batches were tried"),
         only="first activity",
     ),
     Case("truncate_file once", "truncate_file=1"),

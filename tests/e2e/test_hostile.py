@@ -304,7 +304,7 @@ def test_a_file_cut_before_its_definition_ends_is_exported_again(start_sandbox, 
     assert len(created) == 3
     first = next(line for line in run.stderr.splitlines() if "| ERROR" in line)
     assert f"batch {created[-1]} is truncated: its JSON stops at byte {len(text)}" in first
-    assert ". 3 batches tried; rerun" in first
+    assert "). 3 batches were tried. Rerun the sync later; if it keeps failing" in first
     assert "; retry " not in run.stderr
 
 

@@ -76,7 +76,8 @@ def test_a_failed_batch_is_created_again_up_to_the_limit():
     failed = BatchFailedError("Alida reports the export failed")
     result, create, _ = run(FakeExports({"b1": failed, "b2": failed}))
     assert result == "b3" and create.created == 3
-    with pytest.raises(BatchFailedError, match=r"\. 3 batches tried; rerun the sync later"):
+    tried = r"failed\. 3 batches were tried\. Rerun the sync later; if it keeps failing"
+    with pytest.raises(BatchFailedError, match=tried):
         run(FakeExports({"b1": failed, "b2": failed, "b3": failed}))
 
 
