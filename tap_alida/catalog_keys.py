@@ -10,7 +10,7 @@ run`` runs them as two processes, with the catalog file between them):
 * ``alida-batch``: the batch discovery created to read the activity's fields
   (the same entry STATE keeps in ``alida_batch``). A sync that starts within
   ``DISCOVERY_BATCH_MAX_AGE_SECONDS`` re-uses it instead of exporting the same
-  survey a second time (``export.lifecycle``).
+  survey a second time (``export.plan``).
 
 Why not through the SDK's metadata classes: ``StreamMetadata`` keeps only the
 Singer keys (it drops unknown ones when it parses a catalog and has no place for

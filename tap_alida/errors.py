@@ -28,7 +28,7 @@ class APIError(AlidaError):
 
 class RateLimitedError(APIError):
     """Alida answered a batch create with 429: no more exports at once just now
-    (``export.admission`` waits and creates fewer at once)."""
+    (``export.scheduler.Admission`` waits and creates fewer at once)."""
 
     def __init__(self, message: str, retry_after: float | None) -> None:
         super().__init__(message, status=429)

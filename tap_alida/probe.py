@@ -26,9 +26,9 @@ import requests
 
 from tap_alida import __version__
 from tap_alida.errors import AlidaError, APIError, BatchCancelledError, BatchFailedError, ExportFailedError
-from tap_alida.export.admission import Admission
 from tap_alida.export.api import BatchExports, created_batch
 from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
+from tap_alida.export.scheduler import Admission
 from tap_alida.export.status import BatchState, classify, status_word
 from tap_alida.http.client import AlidaClient
 from tap_alida.http.paging import describe as describe_paging

@@ -26,12 +26,10 @@ import singer_sdk.singerlib as singer
 from singer_sdk import Stream, Tap
 
 from tap_alida.catalog_keys import CatalogKeys
-from tap_alida.definitions import Definitions
-from tap_alida.directory import Activity, Directory
+from tap_alida.directory import Activity, Definitions, Directory
 from tap_alida.errors import RunFailedError
 from tap_alida.export.batch import Batch
-from tap_alida.export.lifecycle import DISCOVERY
-from tap_alida.export.plan import ExportPlan, MemberExport
+from tap_alida.export.plan import DISCOVERY, ExportPlan, MemberExport
 from tap_alida.export.scheduler import Decision, decide, row_version
 from tap_alida.http.client import AlidaClient
 from tap_alida.modelling.tally import Tally

@@ -32,7 +32,7 @@ POLL_MAX_INTERVAL_SECONDS = 60.0
 # the sandbox, whose exports finish in milliseconds (docs/development.md).
 TEST_POLL_ENV = "ALIDA_TEST_POLL_SECONDS"
 # Batches created per export when Alida reports one `failed` or its file is truncated
-# (``export.lifecycle``). A setting until this release: a third failure in a row is Alida's problem to
+# (``export.plan``). A setting until this release: a third failure in a row is Alida's problem to
 # fix, not a reason to create more batches, so no user had a reason to change it.
 EXPORT_ATTEMPTS = 3
 # The longest Retry-After (on a 429) the tap waits; a longer one fails the run (``http.policy``).

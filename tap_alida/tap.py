@@ -2,7 +2,7 @@
 
 Read from here down: ``TapAlida`` checks settings (``settings``, ``config_schema``)
 and discovers streams (``streams``); everything one run shares lives in ``run.Run``
-(HTTP client; ``directory``: activities and member variables; ``definitions``;
+(HTTP client; ``directory``: activities, their field definitions and member variables;
 ``export.plan``: every export and its files; STATE in ``state``). Each stream's
 records come from a batch export (``export``: create → poll → download) read
 with ijson (``export.file``) and typed from the file's field definitions

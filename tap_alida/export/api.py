@@ -1,4 +1,4 @@
-"""The lifecycle of one batch export: create → poll → resolve the link → download.
+"""Alida's batch export endpoints, one batch at a time: create → poll → resolve the link → download.
 
 Alida's Batch Data Extract is asynchronous (``docs/api.md`` §2-3): a POST
 creates a batch, GETs poll its status (``pending → running → succeeded |
@@ -140,7 +140,7 @@ class BatchExports:
 
     def _post(self, url: str, what: str, body: Any) -> requests.Response:
         """The create request; a 429 is not retried here but raised as RateLimitedError, so
-        that the run creates fewer exports at once (``admission``) instead of each knocking."""
+        that the run creates fewer exports at once (``scheduler.Admission``) instead of each knocking."""
         response = self.client.request(
             "POST", url, what=what, json=body, headers=RETURN_RESOURCE, ok_statuses=(429,)
         )

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from tap_alida.errors import APIError, ExportFailedError, RateLimitedError
-from tap_alida.export import admission as admission_module
-from tap_alida.export.admission import Admission
+from tap_alida.export import scheduler as admission_module
 from tap_alida.export.batch import ACTIVITY, Batch
+from tap_alida.export.scheduler import Admission
 from tap_alida.stop import RunStop
 
 LABEL = "activity 'A' (a1)"
@@ -169,7 +169,7 @@ def test_other_errors_give_the_place_back():
 
 def test_waiting_creates_are_reported_in_one_line_a_while(caplog, monkeypatch):
     monkeypatch.setattr(admission_module, "PROGRESS_EVERY_SECONDS", 0.05)
-    caplog.set_level("INFO", logger="tap_alida.export.admission")
+    caplog.set_level("INFO", logger="tap_alida.export.scheduler")
     admission, alida = Admission(RunStop(), 60, 60), CappedAlida(cap=1)
     run_all(admission, alida, 4, 0.1)
     lines = [r.getMessage() for r in caplog.records if "exports wait to be created" in r.getMessage()]

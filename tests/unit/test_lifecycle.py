@@ -9,7 +9,7 @@ import pytest
 
 from tap_alida.errors import BatchCancelledError, BatchFailedError, ExportFailedError, NotFoundError
 from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
-from tap_alida.export.lifecycle import RESUME_MAX_AGE_SECONDS, BatchLifecycle
+from tap_alida.export.plan import RESUME_MAX_AGE_SECONDS, BatchLifecycle
 from tap_alida.settings import AlidaSettings
 from tap_alida.stop import RunStop
 
