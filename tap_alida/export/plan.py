@@ -33,7 +33,10 @@ re-create. The rules (``docs/api.md`` §3, §12b; the tap's own where Alida is s
   (``catalog_keys``), under the same checks but only while under an hour old;
 * a batch Alida reports ``failed``, or whose file is truncated, is created again,
   up to ``EXPORT_ATTEMPTS`` (3) batches; a cancelled one is not (someone meant it);
-* a wait past ``max_wait_to_start_seconds`` / ``max_wait_seconds`` fails the export.
+* a wait past ``max_wait_to_start_seconds`` / ``max_wait_seconds`` fails the export;
+* a batch whose file is wrong the same way on every read (``BadExportFileError``) fails
+  the export at once; like a cancelled or timed-out one, it leaves STATE, so a rerun
+  exports afresh (a re-used one is passed over for a new batch).
 """
 
 from __future__ import annotations
@@ -51,7 +54,13 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from tap_alida.catalog_keys import DISCOVERY_BATCH_MAX_AGE_SECONDS
-from tap_alida.errors import BatchFailedError, ExportFailedError, NotFoundError, TruncatedFileError
+from tap_alida.errors import (
+    BadExportFileError,
+    BatchFailedError,
+    ExportFailedError,
+    NotFoundError,
+    TruncatedFileError,
+)
 from tap_alida.export.api import BatchExports
 from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
 from tap_alida.export.file import ExportFile
@@ -304,7 +313,9 @@ class BatchLifecycle:
                     raise type(exc)(msg) from exc
                 else:
                     logger.warning("%s; creating a new batch (attempt %d of %d).", exc, created + 1, limit)
-            except ExportFailedError as exc:  # waited too long: pending or unfinished
+            except (ExportFailedError, BadExportFileError) as exc:
+                # Waited too long (pending or unfinished), cancelled, or a file no re-read can
+                # mend: the export fails, and its batch leaves STATE so that a rerun exports afresh.
                 if not batch.resumed:
                     report(None)
                     raise

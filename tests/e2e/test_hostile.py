@@ -270,6 +270,28 @@ def test_a_file_malformed_midway_leaves_no_batch_in_state(start_sandbox, tmp_pat
     assert len(posts_after) > len(posts)  # the rerun exported afresh
 
 
+def test_a_file_bad_on_arrival_leaves_no_batch_in_state(start_sandbox, tmp_path):
+    """A file found bad when it arrives (here a vertical tab between values, which no JSON
+    allows) fails the survey at once, as one found bad mid-way does, and its batch leaves
+    STATE: re-reading that file cannot help, so the rerun must export afresh rather than
+    re-use the batch (for 6 h, each rerun failing alike)."""
+    good = record("r1", '{"id": "q", "values": ["a"]}')
+    text = export_text(good, good.replace("r1", "r2")).replace('"records": [', '"records": [\x0b')
+    sandbox = start_sandbox("--fixtures", str(write_community(tmp_path, text, fields=[field("q", "string")])))
+    run = run_tap(tmp_path, sandbox.config())
+    assert run.returncode == 1
+    assert TRACEBACK not in run.stderr, run.stderr
+    first = next(line for line in run.stderr.splitlines() if "| ERROR" in line)
+    (batch,) = set(re.findall(r"Created batch ([0-9a-f-]{36}) for activity 'Quick Poll'", run.stderr))
+    assert f"batch {batch} is not valid JSON: byte" in first, first
+    assert "quick_poll" not in run.records  # nothing from the file was emitted
+    assert batch not in json.dumps(run.state)  # the final STATE does not hold it
+    rerun = run_tap(tmp_path, sandbox.config(), state=run.state)
+    assert rerun.returncode == 1 and "Re-using activity" not in rerun.stderr, rerun.stderr
+    (again,) = set(re.findall(r"Created batch ([0-9a-f-]{36}) for activity 'Quick Poll'", rerun.stderr))
+    assert again != batch  # the rerun exported afresh
+
+
 # --------------------------------------------------------------- 14. wider than a warehouse allows
 
 

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from tap_alida.errors import BatchCancelledError, BatchFailedError, ExportFailedError, NotFoundError
+from tap_alida.errors import (
+    BadExportFileError,
+    BatchCancelledError,
+    BatchFailedError,
+    ExportFailedError,
+    NotFoundError,
+)
 from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
 from tap_alida.export.plan import RESUME_MAX_AGE_SECONDS, BatchLifecycle
 from tap_alida.settings import AlidaSettings
@@ -96,6 +102,25 @@ def test_a_timeout_forgets_the_batch_and_fails():
     assert reports[-1] is None  # the rerun starts with a new batch
 
 
+def bad_file(bad: set[str]) -> Any:
+    """A fetch whose file is bad (``BadExportFileError``) for the batches in ``bad``."""
+
+    def fetch(batch: Batch) -> str:
+        if batch.id in bad:
+            raise BadExportFileError(f"The export file of batch {batch.id} is not valid JSON")
+        return batch.id
+
+    return fetch
+
+
+def test_a_bad_file_fails_at_once_and_forgets_the_batch():
+    create, reports = Creator(), []
+    with pytest.raises(BadExportFileError, match="batch b1 is not valid JSON"):
+        lifecycle(FakeExports({})).run(create, [], reports.append, bad_file({"b1"}), "activity 'A' (a1)")
+    assert create.created == 1  # re-reading it cannot help: no second batch
+    assert [r and r["id"] for r in reports] == ["b1", None]  # the rerun starts with a new batch
+
+
 def recorded(batch_id: str = "old", age: float = 60, **extra: Any) -> Batch:
     entry = {"id": batch_id, "kind": ACTIVITY, "created_at": time.time() - age, "activity_id": "a1", **extra}
     batch = lifecycle(FakeExports({})).resumable(entry, "activity 'A' (a1)", "a1")
@@ -121,6 +146,15 @@ def test_a_recorded_batch_that_fails_later_is_replaced_without_counting():
     failed = BatchFailedError("failed")
     result, create, _ = run(FakeExports({"old": failed, "b1": failed, "b2": failed}), recorded())
     assert result == "b3" and create.created == 3
+
+
+def test_a_recorded_batch_whose_file_is_bad_is_replaced():
+    create, reports = Creator(), []
+    result = lifecycle(FakeExports({})).run(
+        create, [recorded()], reports.append, bad_file({"old"}), "activity 'A' (a1)"
+    )
+    assert result == "b1" and create.created == 1
+    assert [r["id"] for r in reports] == ["old", "b1"]
 
 
 def test_recorded_entries_that_may_not_be_reused():
