@@ -336,7 +336,7 @@ class Definitions:
         """Start an export that reads only the ``definition`` part of the activity's file.
 
         None when no export is needed: the definition is known from this run or,
-        for a closed survey, from the definitions cache (``definitions``). The batch
+        for a closed survey, from the definitions cache (``DefinitionsCache``). The batch
         discovery made (``discovered``, from the catalog) is read when still usable.
         """
         if self.known_definition(activity) is not None:

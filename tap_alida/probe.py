@@ -194,7 +194,7 @@ class Probe:
     def _create(self, name: str, create: Callable[[], Batch]) -> Batch | None:
         with self.call(f"{name}: create") as call:
             try:
-                # A 429 is waited out as in a sync (``admission``), not reported as a refusal.
+                # A 429 is waited out as in a sync (``scheduler.Admission``), not reported as a refusal.
                 return self.admission.create(create, name)
             except AlidaError as exc:
                 call.extra["error"] = str(exc)

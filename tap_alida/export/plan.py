@@ -281,8 +281,11 @@ class BatchLifecycle:
     ) -> T:
         """Await and fetch a batch: the first of ``candidates`` (batches to re-use, best
         first) that is still usable, else a new one; make a new one when Alida reports it
-        ``failed`` or its file is truncated, up to ``EXPORT_ATTEMPTS`` (3) batches.
-        Creates wait for a place when Alida limits exports in progress (``admission``)."""
+        ``failed`` or its file is truncated, up to ``EXPORT_ATTEMPTS`` (3) batches. A file no
+        re-read can mend (``BadExportFileError``), a cancelled batch or a wait too long fails
+        the export at once. Every batch given up leaves STATE (``report(None)``), so that a
+        rerun never fetches it again. Creates wait for a place when Alida limits exports in
+        progress (``scheduler.Admission``)."""
         limit = EXPORT_ATTEMPTS
         created = 0
         queue = list(candidates)
@@ -301,10 +304,10 @@ class BatchLifecycle:
             except NotFoundError:
                 if not batch.resumed:
                     raise
-                logger.info("%s from %s is gone; not re-using it.", batch.describe(), batch.source)
+                _pass_over(batch, report, "is gone")
             except (BatchFailedError, TruncatedFileError) as exc:
                 if batch.resumed:
-                    logger.info("%s from %s is not usable (%s).", batch.describe(), batch.source, exc)
+                    _pass_over(batch, report, f"is not usable ({exc})")
                 elif created >= limit:
                     report(None)  # a rerun starts with a new batch
                     msg = f"{str(exc).rstrip('.')}. {created} batches were tried."
@@ -314,17 +317,18 @@ class BatchLifecycle:
                 else:
                     logger.warning("%s; creating a new batch (attempt %d of %d).", exc, created + 1, limit)
             except (ExportFailedError, BadExportFileError) as exc:
-                # Waited too long (pending or unfinished), cancelled, or a file no re-read can
-                # mend: the export fails, and its batch leaves STATE so that a rerun exports afresh.
+                # Waited too long (pending or unfinished), cancelled, or a file no re-read can mend.
                 if not batch.resumed:
                     report(None)
                     raise
-                logger.info("%s from %s is not usable (%s).", batch.describe(), batch.source, exc)
+                # A bad file is Alida's to explain: a WARNING, with the batch id its text names.
+                bad = isinstance(exc, BadExportFileError)
+                _pass_over(batch, report, f"is not usable ({exc})", logging.WARNING if bad else logging.INFO)
 
     def _next_usable(self, queue: list[Batch]) -> Batch | None:
         """The first candidate that can still be used (taken off ``queue``), or None.
 
-        A re-used batch Alida is still working on holds a place (``admission``)."""
+        A re-used batch Alida is still working on holds a place (``scheduler.Admission``)."""
         while queue:
             batch = queue.pop(0)
             if not batch.resumed:
@@ -363,3 +367,10 @@ class BatchLifecycle:
             return None
         logger.info("Re-using %s from %s (status %s).", batch.describe(), batch.source, word or "unknown")
         return status
+
+
+def _pass_over(batch: Batch, report: Report, why: str, level: int = logging.INFO) -> None:
+    """Give up a re-used batch that cannot serve: it leaves STATE at once, so that a rerun does
+    not fetch it again should the new batch fail before it is recorded."""
+    report(None)
+    logger.log(level, "%s from %s %s; not re-using it.", batch.describe(), batch.source, why)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import FIXTURES, run_tap
+from harness import FIXTURES, discover, run_tap, select_all, without_batches
 
 from tap_alida.modelling.layout import ActivityLayout
 from tap_alida.modelling.records import ActivityRecordMapper, ResponseIds
@@ -250,7 +250,9 @@ def test_a_file_malformed_midway_leaves_no_batch_in_state(start_sandbox, tmp_pat
     good = record("r1", '{"id": "q", "values": ["a"]}')
     text = export_text(good, '{"id": "r2", "ownerId": nope}', good.replace("r1", "r3"))
     sandbox = start_sandbox("--fixtures", str(write_community(tmp_path, text, fields=[field("q", "string")])))
-    run = run_tap(tmp_path, sandbox.config())
+    # As Meltano runs it: a catalog from an earlier discovery, so the sync's batches are its own.
+    catalog = select_all(without_batches(discover(tmp_path, sandbox.config())))
+    run = run_tap(tmp_path, sandbox.config(), catalog=catalog)
     assert run.returncode == 1
     assert TRACEBACK not in run.stderr, run.stderr
     first = next(line for line in run.stderr.splitlines() if "| ERROR" in line)
@@ -262,7 +264,7 @@ def test_a_file_malformed_midway_leaves_no_batch_in_state(start_sandbox, tmp_pat
     posts = [
         r for r in sandbox.requests() if r["method"] == "POST" and r["path"].endswith("/responses/batch")
     ]
-    rerun = run_tap(tmp_path, sandbox.config(), state=run.state)
+    rerun = run_tap(tmp_path, sandbox.config(), catalog=catalog, state=run.state)
     assert rerun.returncode == 1 and "Re-using activity" not in rerun.stderr
     posts_after = [
         r for r in sandbox.requests() if r["method"] == "POST" and r["path"].endswith("/responses/batch")
@@ -278,7 +280,9 @@ def test_a_file_bad_on_arrival_leaves_no_batch_in_state(start_sandbox, tmp_path)
     good = record("r1", '{"id": "q", "values": ["a"]}')
     text = export_text(good, good.replace("r1", "r2")).replace('"records": [', '"records": [\x0b')
     sandbox = start_sandbox("--fixtures", str(write_community(tmp_path, text, fields=[field("q", "string")])))
-    run = run_tap(tmp_path, sandbox.config())
+    # As Meltano runs it: a catalog from an earlier discovery, so the sync's batches are its own.
+    catalog = select_all(without_batches(discover(tmp_path, sandbox.config())))
+    run = run_tap(tmp_path, sandbox.config(), catalog=catalog)
     assert run.returncode == 1
     assert TRACEBACK not in run.stderr, run.stderr
     first = next(line for line in run.stderr.splitlines() if "| ERROR" in line)
@@ -286,7 +290,7 @@ def test_a_file_bad_on_arrival_leaves_no_batch_in_state(start_sandbox, tmp_path)
     assert f"batch {batch} is not valid JSON: byte" in first, first
     assert "quick_poll" not in run.records  # nothing from the file was emitted
     assert batch not in json.dumps(run.state)  # the final STATE does not hold it
-    rerun = run_tap(tmp_path, sandbox.config(), state=run.state)
+    rerun = run_tap(tmp_path, sandbox.config(), catalog=catalog, state=run.state)
     assert rerun.returncode == 1 and "Re-using activity" not in rerun.stderr, rerun.stderr
     (again,) = set(re.findall(r"Created batch ([0-9a-f-]{36}) for activity 'Quick Poll'", rerun.stderr))
     assert again != batch  # the rerun exported afresh

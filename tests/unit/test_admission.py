@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tap_alida.errors import APIError, ExportFailedError, RateLimitedError
-from tap_alida.export import scheduler as admission_module
+from tap_alida.export import scheduler
 from tap_alida.export.batch import ACTIVITY, Batch
 from tap_alida.export.scheduler import Admission
 from tap_alida.stop import RunStop
@@ -19,7 +19,7 @@ LABEL = "activity 'A' (a1)"
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
     """Backoffs of 10 ms instead of 1 s, so the tests take well under a second each."""
-    monkeypatch.setattr(admission_module, "BACKOFF_FIRST_SECONDS", 0.01)
+    monkeypatch.setattr(scheduler, "BACKOFF_FIRST_SECONDS", 0.01)
 
 
 class CappedAlida:
@@ -102,7 +102,7 @@ def test_a_create_refused_while_none_of_ours_runs_fails_after_max_wait_to_start(
 
 
 def test_retry_after_zero_backs_off_instead_of_looping(monkeypatch):
-    monkeypatch.setattr(admission_module, "BACKOFF_FIRST_SECONDS", 0.03)
+    monkeypatch.setattr(scheduler, "BACKOFF_FIRST_SECONDS", 0.03)
     admission = Admission(RunStop(), max_wait_to_start=0.3, max_retry_after=60)
     alida = CappedAlida(cap=0, retry_after=0.0)
     with pytest.raises(ExportFailedError):
@@ -120,7 +120,7 @@ def test_a_retry_after_above_the_ceiling_fails_at_once():
 
 
 def test_a_passing_rate_limit_does_not_slow_the_rest_of_the_run(monkeypatch):
-    monkeypatch.setattr(admission_module, "QUIET_SECONDS", 0.03)
+    monkeypatch.setattr(scheduler, "QUIET_SECONDS", 0.03)
     admission = Admission(RunStop(), 60, 60)
     alida = CappedAlida(cap=100, retry_after=0.0, refuse_first=1)  # one 429, with nothing in progress
     first = admission.create(alida.create, LABEL)
@@ -168,7 +168,7 @@ def test_other_errors_give_the_place_back():
 
 
 def test_waiting_creates_are_reported_in_one_line_a_while(caplog, monkeypatch):
-    monkeypatch.setattr(admission_module, "PROGRESS_EVERY_SECONDS", 0.05)
+    monkeypatch.setattr(scheduler, "PROGRESS_EVERY_SECONDS", 0.05)
     caplog.set_level("INFO", logger="tap_alida.export.scheduler")
     admission, alida = Admission(RunStop(), 60, 60), CappedAlida(cap=1)
     run_all(admission, alida, 4, 0.1)

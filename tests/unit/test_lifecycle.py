@@ -12,6 +12,7 @@ from tap_alida.errors import (
     BatchCancelledError,
     BatchFailedError,
     ExportFailedError,
+    ExportFileError,
     NotFoundError,
 )
 from tap_alida.export.batch import ACTIVITY, MEMBERS, Batch
@@ -154,7 +155,33 @@ def test_a_recorded_batch_whose_file_is_bad_is_replaced():
         create, [recorded()], reports.append, bad_file({"old"}), "activity 'A' (a1)"
     )
     assert result == "b1" and create.created == 1
-    assert [r["id"] for r in reports] == ["old", "b1"]
+    assert [r and r["id"] for r in reports] == ["old", None, "b1"]  # given up at once
+
+
+def test_a_recorded_batch_given_up_leaves_state_even_when_the_new_create_fails():
+    """Else every rerun within 6 h would download the bad file again before passing it over."""
+    reports: list[Any] = []
+
+    def refused() -> Batch:
+        raise ExportFailedError("Alida refused to start the export")
+
+    with pytest.raises(ExportFailedError):
+        lifecycle(FakeExports({})).run(
+            refused, [recorded()], reports.append, bad_file({"old"}), "activity 'A' (a1)"
+        )
+    assert [r and r["id"] for r in reports] == ["old", None]
+
+
+def test_a_download_that_keeps_breaking_keeps_the_batch_for_the_rerun():
+    """The file is not known to be bad (the network broke): a rerun may re-use the batch."""
+    reports: list[Any] = []
+
+    def broken(batch: Batch) -> str:
+        raise ExportFileError(f"The download of {batch.describe()} broke off 5 times")
+
+    with pytest.raises(ExportFileError, match="broke off"):
+        lifecycle(FakeExports({})).run(Creator(), [], reports.append, broken, "activity 'A' (a1)")
+    assert [r and r["id"] for r in reports] == ["b1"]
 
 
 def test_recorded_entries_that_may_not_be_reused():
