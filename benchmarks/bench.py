@@ -36,7 +36,7 @@ os.environ.setdefault("ALIDA_TEST_POLL_SECONDS", "0.2,1")
 
 BIN = Path(sys.executable).parent
 RECORDS_LINE = re.compile(r": (\d+) records from .* in ([\d.]+) s")
-VALUES_LINE = re.compile(r"activity_answers: (\d+) values of .* in ([\d.]+) s")
+VALUES_LINE = re.compile(r"activity_answers: (\d+) values (?:of|from) .* in ([\d.]+) s")
 
 
 class Sandbox:
