@@ -246,17 +246,24 @@ def test_a_bad_file_at_discovery_fails_fast_naming_batch_and_cause(start_sandbox
 # --------------------------------------------------------------------------- 11. malformed mid-way
 
 
-def test_a_file_malformed_midway_leaves_no_batch_in_state(start_sandbox, tmp_path):
-    good = record("r1", '{"id": "q", "values": ["a"]}')
-    text = export_text(good, '{"id": "r2", "ownerId": nope}', good.replace("r1", "r3"))
+def sync_a_bad_file(start_sandbox: Any, tmp_path: Path, text: str) -> tuple[Any, Any, Any, str, str]:
+    """Sync Quick Poll served as ``text``, which fails: the sandbox, the catalog, the run, its
+    first ERROR line and the one batch it created. As Meltano runs it: a catalog from an
+    earlier discovery, so the sync's batches are its own."""
     sandbox = start_sandbox("--fixtures", str(write_community(tmp_path, text, fields=[field("q", "string")])))
-    # As Meltano runs it: a catalog from an earlier discovery, so the sync's batches are its own.
     catalog = select_all(without_batches(discover(tmp_path, sandbox.config())))
     run = run_tap(tmp_path, sandbox.config(), catalog=catalog)
     assert run.returncode == 1
     assert TRACEBACK not in run.stderr, run.stderr
     first = next(line for line in run.stderr.splitlines() if "| ERROR" in line)
     (batch,) = set(re.findall(r"Created batch ([0-9a-f-]{36}) for activity 'Quick Poll'", run.stderr))
+    return sandbox, catalog, run, first, batch
+
+
+def test_a_file_malformed_midway_leaves_no_batch_in_state(start_sandbox, tmp_path):
+    good = record("r1", '{"id": "q", "values": ["a"]}')
+    text = export_text(good, '{"id": "r2", "ownerId": nope}', good.replace("r1", "r3"))
+    sandbox, catalog, run, first, batch = sync_a_bad_file(start_sandbox, tmp_path, text)
     assert f"batch {batch} is truncated or malformed near byte" in first
     recorded = [s for s in run.states if batch in json.dumps(s)]
     assert recorded, "the batch was in STATE while it was read"
@@ -279,14 +286,7 @@ def test_a_file_bad_on_arrival_leaves_no_batch_in_state(start_sandbox, tmp_path)
     re-use the batch (for 6 h, each rerun failing alike)."""
     good = record("r1", '{"id": "q", "values": ["a"]}')
     text = export_text(good, good.replace("r1", "r2")).replace('"records": [', '"records": [\x0b')
-    sandbox = start_sandbox("--fixtures", str(write_community(tmp_path, text, fields=[field("q", "string")])))
-    # As Meltano runs it: a catalog from an earlier discovery, so the sync's batches are its own.
-    catalog = select_all(without_batches(discover(tmp_path, sandbox.config())))
-    run = run_tap(tmp_path, sandbox.config(), catalog=catalog)
-    assert run.returncode == 1
-    assert TRACEBACK not in run.stderr, run.stderr
-    first = next(line for line in run.stderr.splitlines() if "| ERROR" in line)
-    (batch,) = set(re.findall(r"Created batch ([0-9a-f-]{36}) for activity 'Quick Poll'", run.stderr))
+    sandbox, catalog, run, first, batch = sync_a_bad_file(start_sandbox, tmp_path, text)
     assert f"batch {batch} is not valid JSON: byte" in first, first
     assert "quick_poll" not in run.records  # nothing from the file was emitted
     assert batch not in json.dumps(run.state)  # the final STATE does not hold it
