@@ -95,7 +95,6 @@ def duck_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
         env = {
             "MELTANO_ENVIRONMENT": "sandbox",
             "TAP_ALIDA_API_URL": sandbox.url,
-            "TAP_ALIDA_POLL_INTERVAL_SECONDS": "1",
             "TARGET_DUCKDB_FILEPATH": str(database),
             "DBT_DUCKDB_PATH": str(database),
             **dbt_env(tmp_path),
@@ -241,7 +240,6 @@ def test_postgres_dbt_build_and_an_incremental_night_equals_a_fresh_load(start_s
         env = {
             "MELTANO_ENVIRONMENT": "sandbox",
             "TAP_ALIDA_API_URL": sandbox.url,
-            "TAP_ALIDA_POLL_INTERVAL_SECONDS": "1",
             "TAP_ALIDA_CLOSED_ACTIVITIES": "export",  # night 1's deletions arrive at once
             "TARGET_POSTGRES_PORT": str(postgres.port),
             "TARGET_POSTGRES_PASSWORD": "unused-trust-auth",

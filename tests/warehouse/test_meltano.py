@@ -28,7 +28,6 @@ def meltano(
     sandbox_env = {
         "MELTANO_ENVIRONMENT": "sandbox",
         "TAP_ALIDA_API_URL": sandbox.url,
-        "TAP_ALIDA_POLL_INTERVAL_SECONDS": "1",
         "TARGET_JSONL_DESTINATION_PATH": str(tmp_path / "jsonl"),
         "TARGET_DUCKDB_FILEPATH": str(tmp_path / "warehouse.duckdb"),
     }

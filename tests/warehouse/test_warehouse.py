@@ -38,7 +38,6 @@ def meltano_run(
         env={
             "MELTANO_ENVIRONMENT": "sandbox",
             "TAP_ALIDA_API_URL": sandbox.url,
-            "TAP_ALIDA_POLL_INTERVAL_SECONDS": "1",
             **env,
         },
     )
