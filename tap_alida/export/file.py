@@ -217,10 +217,9 @@ def check_complete(path: Path, batch: Batch) -> None:
         return
     msg = (
         f"The export file of {batch.describe()} is truncated: it ends at byte {size} before its "
-        "JSON does. Nothing from it was emitted and the bookmark was not advanced; rerun the "
-        "sync. If it recurs, give Alida support the batch id."
+        "JSON does. Nothing from it was emitted and the bookmark was not advanced."
     )
-    raise TruncatedFileError(msg)
+    raise TruncatedFileError(msg)  # a new batch is made; BatchLifecycle adds what to do at the end
 
 
 def _half_surrogate(batch: Batch, offset: int) -> BadExportFileError:

@@ -310,9 +310,10 @@ class BatchLifecycle:
                     _pass_over(batch, report, f"is not usable ({exc})")
                 elif created >= limit:
                     report(None)  # a rerun starts with a new batch
-                    msg = f"{str(exc).rstrip('.')}. {created} batches were tried."
-                    if "Alida support" not in msg:  # (most file errors say it already)
-                        msg += " Rerun the sync later; if it keeps failing, give Alida support the batch id."
+                    msg = (
+                        f"{str(exc).rstrip('.')}. {created} batches were tried. Rerun the sync "
+                        "later; if it keeps failing, give Alida support the batch id."
+                    )
                     raise type(exc)(msg) from exc
                 else:
                     logger.warning("%s; creating a new batch (attempt %d of %d).", exc, created + 1, limit)
