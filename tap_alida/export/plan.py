@@ -316,7 +316,12 @@ class BatchLifecycle:
                     )
                     raise type(exc)(msg) from exc
                 else:
-                    logger.warning("%s; creating a new batch (attempt %d of %d).", exc, created + 1, limit)
+                    logger.warning(
+                        "%s; creating a new batch (attempt %d of %d).",
+                        str(exc).rstrip("."),
+                        created + 1,
+                        limit,
+                    )
             except (ExportFailedError, BadExportFileError) as exc:
                 # Waited too long (pending or unfinished), cancelled, or a file no re-read can mend.
                 if not batch.resumed:

@@ -204,6 +204,7 @@ def test_fault(case: Case, reference: Reference, start_sandbox: Any, tmp_path: A
             assert "replication_key_value" in rerun.state["bookmarks"]["member_profile_values"]
     for run in runs:
         assert "alida_batch" not in str(run.state) or run.returncode != 0  # forgotten once consumed
+        assert ".; creating a new batch" not in run.stderr  # one sentence, not a stop then a clause
     assert_no_leak(sandbox, *(r.stdout for r in runs), *(r.stderr for r in runs))
     storage = [r for r in sandbox.requests() if r["path"].startswith("/storage/")]
     assert not [r for r in storage if r["authorization"] or r["x_api_key"]], "credentials sent to storage"
