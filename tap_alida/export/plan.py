@@ -292,8 +292,9 @@ class BatchLifecycle:
         while True:
             batch = self._next_usable(queue)
             if batch is None:
-                created += 1
                 batch = self.admission.create(create, label)
+            if not batch.resumed:
+                created += 1  # made by this process: just now, or for discovery's definitions
             report(batch.to_state())
             try:
                 try:

@@ -88,6 +88,19 @@ def test_a_failed_batch_is_created_again_up_to_the_limit():
         run(FakeExports({"b1": failed, "b2": failed, "b3": failed}))
 
 
+def test_a_batch_this_process_made_counts_as_one_of_the_attempts():
+    """Discovery's definition export, re-used by the sync in the same process, is the first of
+    the three batches: two more are made, and the error counts three."""
+    own = Batch(ACTIVITY, "b0", "activity 'A' (a1)", activity_id="a1")
+    failed = BatchFailedError("Alida reports the export failed")
+    create, reports = Creator(), []
+    exports = FakeExports({"b0": failed, "b1": failed, "b2": failed})
+    with pytest.raises(BatchFailedError, match=r"failed\. 3 batches were tried\. Rerun"):
+        lifecycle(exports).run(create, [own], reports.append, lambda b: b.id, "activity 'A' (a1)")
+    assert exports.waited == ["b0", "b1", "b2"] and create.created == 2
+    assert reports[-1] is None
+
+
 def test_a_cancelled_batch_is_not_created_again():
     exports = FakeExports({"b1": BatchCancelledError("cancelled")})
     with pytest.raises(BatchCancelledError):
