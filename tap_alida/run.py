@@ -180,6 +180,7 @@ class Run:
             if activity.id in readers:
                 self._start_file(activity, tuple(readers[activity.id]), resumes[activity.id])
         self._log_economy()
+        self._log_shard()
         self._warn_about_new_activities()
         self._move_renamed_streams()
         self._start_member_export([name for name, need in needs.items() if need.member_file])
@@ -327,6 +328,22 @@ class Run:
             len(skipped),
             f" (oldest export {oldest})" if oldest else "",
         )
+
+    def _log_shard(self) -> None:
+        """In a shard other than 0, one INFO line naming the streams shard 0 loads instead."""
+        settings = self.settings
+        others = sorted(
+            name
+            for name, stream in self.tap.streams.items()
+            if getattr(stream, "loaded_by_another_shard", False)
+        )
+        if others:
+            logger.info(
+                "Loaded by shard 0 of %d; this is shard %d: %s (no SCHEMA or RECORD for them here).",
+                settings.shard_count,
+                settings.shard_index,
+                ", ".join(others),
+            )
 
     def _warn_about_new_activities(self) -> None:
         """A survey in scope that the catalog in use has no stream for is never silently missing."""

@@ -117,6 +117,17 @@ class AlidaStream(FastRecordMessages):
         the shards' ACTIVATE_VERSIONs never delete each other's rows."""
         return self.whole_community and self.run.settings.shard_index != 0
 
+    @property
+    def selected(self) -> bool:
+        """The catalog's selection, except that a stream another shard loads is never selected:
+        the SDK then sends no SCHEMA for it, so this shard's target never creates or alters its
+        table while shard 0's target does (two targets adding one column at once fail)."""
+        return not self.loaded_by_another_shard and super().selected
+
+    @selected.setter
+    def selected(self, value: bool | None) -> None:
+        FastRecordMessages.selected.fset(self, value)  # type: ignore[attr-defined]
+
     def records(self, context: Mapping[str, Any] | None) -> Iterable[dict[str, Any]]:
         """The stream's rows (each stream's own)."""
         raise NotImplementedError
@@ -133,13 +144,7 @@ class AlidaStream(FastRecordMessages):
         otherwise keep the process alive.
         """
         if self.loaded_by_another_shard:
-            self.log(
-                "Loaded by shard 0 of %d; this is shard %d.",
-                self.run.settings.shard_count,
-                self.run.settings.shard_index,
-            )
-            self.run.finish_stream(self.name)
-            return
+            return  # a dry run (``--test=…``) syncs every stream, deselected or not
         try:
             self.run.plan  # noqa: B018 - the first stream to sync starts every export of the run
             yield from self.records(context)

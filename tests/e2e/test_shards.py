@@ -69,7 +69,11 @@ def test_shards_split_surveys_and_keep_each_others_rows(start_sandbox, tmp_path)
     assert answered[0] | answered[1] == set(surveys)
     assert set(runs[0].records) >= WHOLE_COMMUNITY
     assert not WHOLE_COMMUNITY & set(runs[1].records)
-    assert "Loaded by shard 0 of 2; this is shard 1." in runs[1].stderr
+    shard_1_schemas = {m["stream"] for m in runs[1].messages if m["type"] == "SCHEMA"}
+    assert {"activity_answers", "activity_fields"} <= shard_1_schemas
+    assert not WHOLE_COMMUNITY & shard_1_schemas  # its target never creates or alters their tables
+    said = "Loaded by shard 0 of 2; this is shard 1: activities, member_profile_values, member_profiles"
+    assert said in runs[1].stderr
     assert len(runs[0].records["activities"]) == len(sandbox.truth()["activities"])
     assert all(r["in_scope"] for r in runs[0].records["activities"] if r["activity_id"] in surveys)
     assert differences(warehouse, fresh(tmp_path, config)) == {}
