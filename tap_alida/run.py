@@ -335,8 +335,8 @@ class Run:
         others = sorted(
             name
             for name, stream in self.tap.streams.items()
-            if getattr(stream, "loaded_by_another_shard", False)
-        )
+            if getattr(stream, "loaded_by_another_shard", False) and stream.mask.get((), True)
+        )  # (the catalog's own selection: ``selected`` is False for them)
         if others:
             logger.info(
                 "Loaded by shard 0 of %d; this is shard %d: %s (no SCHEMA or RECORD for them here).",

@@ -291,6 +291,7 @@ class BatchLifecycle:
         queue = list(candidates)
         while True:
             batch = self._next_usable(queue)
+            reused = batch is not None
             if batch is None:
                 batch = self.admission.create(create, label)
             if not batch.resumed:
@@ -303,8 +304,8 @@ class BatchLifecycle:
                     self.admission.finished(batch)
                 return fetch(batch)
             except NotFoundError:
-                if not batch.resumed:
-                    raise
+                if not reused:
+                    raise  # a batch Alida just accepted cannot be gone: something else is wrong
                 _pass_over(batch, report, "is gone")
             except (BatchFailedError, TruncatedFileError) as exc:
                 if batch.resumed:

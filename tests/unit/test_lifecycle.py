@@ -101,6 +101,15 @@ def test_a_batch_this_process_made_counts_as_one_of_the_attempts():
     assert reports[-1] is None
 
 
+def test_a_batch_this_process_made_whose_file_is_gone_is_replaced():
+    own = Batch(ACTIVITY, "b0", "activity 'A' (a1)", activity_id="a1")
+    create, reports = Creator(), []
+    exports = FakeExports({"b0": NotFoundError("gone", status=404)})
+    result = lifecycle(exports).run(create, [own], reports.append, lambda b: b.id, "activity 'A' (a1)")
+    assert result == "b1" and create.created == 1
+    assert [r and r["id"] for r in reports] == ["b0", None, "b1"]
+
+
 def test_a_cancelled_batch_is_not_created_again():
     exports = FakeExports({"b1": BatchCancelledError("cancelled")})
     with pytest.raises(BatchCancelledError):
