@@ -308,22 +308,18 @@ class BatchLifecycle:
                     raise  # a batch Alida just accepted cannot be gone: something else is wrong
                 _pass_over(batch, report, "is gone")
             except (BatchFailedError, TruncatedFileError) as exc:
+                said = str(exc).rstrip(".")  # a sentence more follows
                 if batch.resumed:
                     _pass_over(batch, report, f"is not usable ({exc})")
                 elif created >= limit:
                     report(None)  # a rerun starts with a new batch
                     msg = (
-                        f"{str(exc).rstrip('.')}. {created} batches were tried. Rerun the sync "
-                        "later; if it keeps failing, give Alida support the batch id."
+                        f"{said}. {created} batches were tried. Rerun the sync later; if it keeps "
+                        "failing, give Alida support the batch id."
                     )
                     raise type(exc)(msg) from exc
                 else:
-                    logger.warning(
-                        "%s; creating a new batch (attempt %d of %d).",
-                        str(exc).rstrip("."),
-                        created + 1,
-                        limit,
-                    )
+                    logger.warning("%s; creating a new batch (attempt %d of %d).", said, created + 1, limit)
             except (ExportFailedError, BadExportFileError) as exc:
                 # Waited too long (pending or unfinished), cancelled, or a file no re-read can mend.
                 if not batch.resumed:

@@ -119,7 +119,8 @@ class MemberStream(AlidaStream):
     whole_community = True
 
     def export_needs(self) -> ExportNeeds:
-        return ExportNeeds(member_file=not self.loaded_by_another_shard)
+        # Asked of selected streams only: in a shard above 0 this stream is not (``selected``).
+        return ExportNeeds(member_file=True)
 
     @cached_property
     def sensitive(self) -> SensitiveValues:
